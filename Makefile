@@ -1,0 +1,49 @@
+# sr-cli developer entry points. Everything runs inside the project venv (.venv).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# Workers for pytest; the suite is tuned for 2 cores.
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-slow test-all lint format bench clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install torch, the package and its test extras
+
+train: $(STAMP) ## Train ESRGAN (downsample + GAN losses) on the bundled images, a few minutes on CPU
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-train model=esrgan loss=downsample+gan experiment=demo
+
+test: $(STAMP) ## Run the default test suite (excludes tests marked slow)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## Run only the slow tests (DDP, sweeps, multi-stage)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## Run every test
+	$(BIN)/python -m pytest -m 'slow or not slow' $(PYTEST_ARGS)
+
+lint: $(STAMP) ## Lint with ruff
+	$(BIN)/ruff check sr_cli tests
+	$(BIN)/ruff format --check sr_cli tests
+
+format: $(STAMP) ## Format with ruff
+	$(BIN)/ruff format sr_cli tests
+	$(BIN)/ruff check --fix sr_cli tests
+
+bench: $(STAMP) ## Run benchmarks; results go to bench/results.md
+	$(BIN)/python -m bench.run
+
+clean: ## Remove run outputs and caches (keeps .venv)
+	rm -rf outputs multirun .pytest_cache .ruff_cache

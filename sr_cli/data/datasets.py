@@ -1,0 +1,250 @@
+"""Datasets of HR images. Workers only decode and crop; LQ is made on the training device.
+
+Randomness is a pure function of ``(seed, epoch, position)``: the :class:`SeededSampler` hands
+each dataset lookup an ``(index, sample_seed)`` pair, and the crop and flips are drawn from
+``sample_seed``. The same run therefore sees the same patches whatever the number of workers,
+and a run resumed from a checkpoint sees exactly what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from sr_cli.data.images import image_size, list_images, read_image
+from sr_cli.errors import DataError
+
+#: Above this many HR pixels in total, ``cache_images="auto"`` decodes on the fly instead.
+AUTO_CACHE_PIXELS = 150_000_000
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in ``[0, 1]``."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` float in ``[0, 1]`` -> ``(H, W, 3)`` uint8, rounded."""
+    return img.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Crop ``(H, W, C)`` so both sides are multiples of ``scale`` (the standard benchmark step)."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def augment(img: np.ndarray, rng: np.random.Generator, hflip: bool, vflip: bool, rot90: bool) -> np.ndarray:
+    """Random horizontal/vertical flips and 90-degree transposition, the 8 dihedral variants."""
+    if hflip and rng.random() < 0.5:
+        img = img[:, ::-1]
+    if vflip and rng.random() < 0.5:
+        img = img[::-1]
+    if rot90 and rng.random() < 0.5:
+        img = img.transpose(1, 0, 2)
+    return img
+
+
+class _ImageStore:
+    """Decodes images on demand, optionally keeping them in memory; handles ``skip_bad``."""
+
+    def __init__(self, files: Sequence[Path], cache: bool | str, min_size: int, skip_bad: bool, what: str):
+        self.what = what
+        good: list[Path] = []
+        sizes: list[tuple[int, int]] = []
+        for path in files:
+            try:
+                h, w = image_size(path)
+                if min(h, w) < min_size:
+                    raise DataError(
+                        f"image {str(path)!r} is {h}x{w}, smaller than the HR patch size {min_size}. "
+                        "Lower data.patch_size, remove the image, or set data.skip_bad=true."
+                    )
+            except DataError as exc:
+                if not skip_bad:
+                    raise
+                warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
+                continue
+            good.append(path)
+            sizes.append((h, w))
+        if not good:
+            raise DataError(f"no usable images left in the {what} after skipping bad files.")
+        if cache == "auto":
+            cache = sum(h * w for h, w in sizes) <= AUTO_CACHE_PIXELS
+        self.files = good
+        self.cache: dict[int, np.ndarray] | None = None
+        if cache:
+            self.cache = {}
+            kept: list[Path] = []
+            for path in good:
+                try:
+                    self.cache[len(kept)] = read_image(path)
+                except DataError as exc:
+                    if not skip_bad:
+                        raise
+                    warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
+                    continue
+                kept.append(path)
+            if not kept:
+                raise DataError(f"no decodable images left in the {what}.")
+            self.files = kept
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def get(self, index: int) -> np.ndarray:
+        if self.cache is not None:
+            return self.cache[index]
+        return read_image(self.files[index])
+
+
+class HRFolderDataset(Dataset):
+    """Random HR patches from a folder of images (DIV2K / Flickr2K layout).
+
+    Args:
+        root: folder of HR images.
+        patch_size: side of the square HR patch; must be a multiple of ``scale``.
+        scale: SR scale factor; LQ patches will be ``patch_size // scale``.
+        hflip, vflip, rot90: dihedral augmentations.
+        cache_images: ``True``, ``False`` or ``"auto"`` (cache when the folder is small).
+        skip_bad: skip corrupt or too-small files with a warning instead of failing.
+
+    Items are dicts ``{"gt": (3, P, P) float32, "index": int}``. Indexing with an
+    ``(index, sample_seed)`` pair makes the crop reproducible; a plain int uses it as the seed.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        patch_size: int,
+        scale: int,
+        hflip: bool = True,
+        vflip: bool = True,
+        rot90: bool = True,
+        cache_images: bool | str = "auto",
+        skip_bad: bool = False,
+    ) -> None:
+        if patch_size % scale:
+            raise DataError(
+                f"data.patch_size={patch_size} is not a multiple of scale={scale}; "
+                f"use e.g. data.patch_size={patch_size - patch_size % scale or scale * 8}."
+            )
+        self.root = Path(root)
+        self.patch_size = int(patch_size)
+        self.scale = int(scale)
+        self.flags = (hflip, vflip, rot90)
+        files = list_images(root, what="training folder (data.train_dir)")
+        self.store = _ImageStore(files, cache_images, patch_size, skip_bad, "training folder")
+
+    @property
+    def files(self) -> list[Path]:
+        return self.store.files
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        index, seed = (item, item) if isinstance(item, int) else (int(item[0]), int(item[1]))
+        img = self.store.get(index)
+        rng = np.random.default_rng(seed)
+        h, w = img.shape[:2]
+        p = self.patch_size
+        if h < p or w < p:
+            raise DataError(
+                f"image {str(self.files[index])!r} is {h}x{w}, smaller than the HR patch size {p}."
+            )
+        top = int(rng.integers(0, h - p + 1))
+        left = int(rng.integers(0, w - p + 1))
+        patch = augment(img[top : top + p, left : left + p], rng, *self.flags)
+        return {"gt": to_tensor(patch), "index": index}
+
+
+class ImageFolderEvalDataset(Dataset):
+    """Full HR images for validation, mod-cropped to the scale; LQ is made on the device.
+
+    Items are dicts ``{"gt": (3, H, W), "name": str, "index": int}``. Batch size must be 1
+    because images differ in size.
+    """
+
+    def __init__(self, root: str | Path, scale: int, cache_images: bool | str = "auto", skip_bad: bool = False):
+        self.root = Path(root)
+        self.scale = int(scale)
+        files = list_images(root, what="validation folder (data.val_dir)")
+        self.store = _ImageStore(files, cache_images, 4 * self.scale, skip_bad, "validation folder")
+
+    @property
+    def files(self) -> list[Path]:
+        return self.store.files
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index: int) -> dict:
+        img = mod_crop(self.store.get(index), self.scale)
+        return {"gt": to_tensor(img), "name": self.files[index].stem, "index": index}
+
+
+class SeededSampler(Sampler):
+    """Yields ``(index, sample_seed)`` pairs: a fixed number per epoch, reproducible from ``(seed, epoch)``.
+
+    Epochs are a fixed number of samples (``samples_per_epoch``, per process), not one pass over
+    the folder, so small folders are repeated and training length is counted in iterations.
+    Under DDP every rank takes a disjoint share of the epoch's global sequence.
+    """
+
+    def __init__(
+        self,
+        num_images: int,
+        samples_per_epoch: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.num_images = num_images
+        self.samples_per_epoch = samples_per_epoch
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        total = self.samples_per_epoch * self.world_size
+        rng = np.random.default_rng([self.seed, self.epoch])
+        reps = -(-total // self.num_images)
+        if self.shuffle:
+            order = np.concatenate([rng.permutation(self.num_images) for _ in range(reps)])
+        else:
+            order = np.tile(np.arange(self.num_images), reps)
+        seeds = rng.integers(0, 2**62, size=total)
+        for pos in range(self.rank, total, self.world_size):
+            yield int(order[pos]), int(seeds[pos])
+
+
+class ShardSampler(Sampler):
+    """Deterministic, *unpadded* shard of ``range(n)`` for evaluation under DDP.
+
+    Unlike ``DistributedSampler`` it never repeats samples to even out the shards, so per-image
+    sums reduced across ranks equal the single-device result exactly.
+    """
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, n, world_size))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)

@@ -1,0 +1,119 @@
+"""Image decoding with consistent colour handling and errors that name the file.
+
+Every image enters the pipeline as 8-bit RGB ``(H, W, 3)`` ``uint8``. Other modes are converted
+with a warning (once per file):
+
+* grayscale (``L``, ``I;16``, ``I``) -> replicated to three channels;
+* RGBA / LA / palette with transparency -> alpha dropped (composited on nothing: the colour
+  channels are kept as stored);
+* 16-bit -> scaled to 8 bits by rounding ``v * 255 / 65535``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sr_cli.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+class ImageConversionWarning(UserWarning):
+    """An image was not 8-bit RGB and has been converted."""
+
+
+def list_images(folder: str | Path, what: str = "image folder") -> list[Path]:
+    """Sorted image files directly inside ``folder``; fails clearly when there are none."""
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise DataError(f"{what} {str(root)!r} does not exist. Check the path you passed.")
+    if not root.is_dir():
+        raise DataError(f"{what} {str(root)!r} is not a folder.")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise DataError(
+            f"{what} {str(root)!r} contains no images (looked for {', '.join(IMAGE_EXTENSIONS)})."
+        )
+    return files
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {str(path)!r}: {exc}. Replace or remove the file.") from exc
+    return h, w
+
+
+def _to_rgb8(im: Image.Image, path: Path, warn: bool) -> np.ndarray:
+    mode = im.mode
+    note = None
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 or mode.startswith("I;16") else 255.0
+        arr = np.clip(np.round(arr * 255.0 / peak), 0, 255).astype(np.uint8)
+        arr = np.repeat(arr[..., None], 3, axis=2)
+        note = f"16-bit grayscale ({mode}) converted to 8-bit RGB"
+    elif mode == "RGB":
+        arr = np.asarray(im, dtype=np.uint8)
+    else:
+        if mode in ("L", "1"):
+            note = "grayscale converted to RGB"
+        elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+            note = f"{mode} image: alpha channel dropped"
+        elif mode == "P":
+            note = "palette image converted to RGB"
+        else:
+            note = f"{mode} image converted to RGB"
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if note and warn:
+        warnings.warn(f"{path}: {note}", ImageConversionWarning, stacklevel=3)
+    return arr
+
+
+def _raw_mode(im: Image.Image) -> str:
+    """The mode the pixels are stored in; PIL decodes 16-bit RGB PNGs to 8-bit ``RGB`` silently."""
+    try:
+        return str(im.tile[0][3][0] if isinstance(im.tile[0][3], tuple) else im.tile[0][3])
+    except (IndexError, TypeError, AttributeError):
+        return im.mode
+
+
+def read_image(path: str | Path, warn: bool = True) -> np.ndarray:
+    """Decode an image file to ``(H, W, 3)`` ``uint8`` RGB.
+
+    Raises:
+        DataError: the file is missing, truncated or not an image; the message names it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file {str(path)!r} does not exist.")
+    try:
+        with Image.open(path) as im:
+            raw = _raw_mode(im)
+            im.load()
+            if warn and im.mode == "RGB" and "16" in raw:
+                warnings.warn(
+                    f"{path}: 16-bit RGB converted to 8-bit RGB", ImageConversionWarning, stacklevel=2
+                )
+            return np.ascontiguousarray(_to_rgb8(im, path, warn))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(
+            f"cannot decode image {str(path)!r} ({exc}). The file is corrupt or not an image: "
+            "replace or remove it."
+        ) from exc
+
+
+def save_image(array: np.ndarray, path: str | Path) -> None:
+    """Write an ``(H, W, 3)`` uint8 array, atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(array).save(tmp, format=path.suffix.lstrip(".").upper().replace("JPG", "JPEG"))
+    tmp.replace(path)

@@ -1,0 +1,127 @@
+"""The Lightning datamodule: HR patches for training, full HR images for validation.
+
+LQ images are not made here: the :class:`~sr_cli.lit.module.SRModule` degrades the HR batch on
+the training device after the transfer, so workers only decode and crop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from sr_cli.data.datasets import HRFolderDataset, ImageFolderEvalDataset, SeededSampler, ShardSampler
+
+
+class SRDataModule(pl.LightningDataModule):
+    """HR folders for training and validation.
+
+    Args:
+        train_dir: folder of HR training images.
+        val_dir: folder of HR validation images, logged as ``val/<metric>``.
+        extra_val_dirs: more validation sets ``{name: folder}``, logged as ``val/<name>/<metric>``.
+        scale: SR scale; validation images are mod-cropped to it.
+        patch_size: HR training patch side (LQ patch is ``patch_size // scale``).
+        batch_size: training batch size per process.
+        iters_per_epoch: optimizer iterations per epoch; an epoch is this many batches, whatever
+            the folder size (validation and ``last.ckpt`` happen at epoch ends).
+        num_workers: dataloader workers (decode + crop only).
+        hflip, vflip, rot90: training augmentations.
+        cache_images: keep decoded images in memory: ``true``, ``false`` or ``auto``.
+        skip_bad: skip corrupt or too-small images with a warning.
+        seed: seeds the patch sampling; the same seed gives the same patches.
+    """
+
+    def __init__(
+        self,
+        train_dir: str,
+        val_dir: str | None,
+        scale: int,
+        patch_size: int = 128,
+        batch_size: int = 16,
+        iters_per_epoch: int = 1000,
+        num_workers: int = 4,
+        hflip: bool = True,
+        vflip: bool = True,
+        rot90: bool = True,
+        cache_images: bool | str = "auto",
+        skip_bad: bool = False,
+        seed: int = 0,
+        extra_val_dirs: Mapping[str, str] | None = None,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        self.train_dir = train_dir
+        self.val_dirs: dict[str, str] = {}
+        if val_dir:
+            self.val_dirs["val"] = val_dir
+        for name, path in (extra_val_dirs or {}).items():
+            self.val_dirs[f"val/{name}"] = path
+        self.scale = int(scale)
+        self.patch_size = int(patch_size)
+        self.batch_size = int(batch_size)
+        self.iters_per_epoch = int(iters_per_epoch)
+        self.num_workers = int(num_workers)
+        self.flags = dict(hflip=hflip, vflip=vflip, rot90=rot90)
+        self.cache_images = cache_images
+        self.skip_bad = skip_bad
+        self.seed = int(seed)
+        self.pin_memory = pin_memory
+        self.train_set: HRFolderDataset | None = None
+        self.val_sets: dict[str, ImageFolderEvalDataset] = {}
+
+    @property
+    def val_names(self) -> list[str]:
+        """Log prefixes of the validation sets, in dataloader order."""
+        return list(self.val_dirs)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = HRFolderDataset(
+                self.train_dir,
+                self.patch_size,
+                self.scale,
+                cache_images=self.cache_images,
+                skip_bad=self.skip_bad,
+                **self.flags,
+            )
+        if not self.val_sets:
+            self.val_sets = {
+                name: ImageFolderEvalDataset(path, self.scale, self.cache_images, self.skip_bad)
+                for name, path in self.val_dirs.items()
+            }
+
+    def _dist(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader_kwargs(self) -> dict:
+        return dict(
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup('fit') first"
+        rank, world = self._dist()
+        sampler = SeededSampler(
+            len(self.train_set),
+            self.iters_per_epoch * self.batch_size,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )
+        return DataLoader(
+            self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs()
+        )
+
+    def val_dataloader(self) -> list[DataLoader]:
+        rank, world = self._dist()
+        return [
+            DataLoader(ds, batch_size=1, sampler=ShardSampler(len(ds), rank, world), **self._loader_kwargs())
+            for ds in self.val_sets.values()
+        ]

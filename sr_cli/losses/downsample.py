@@ -1,0 +1,56 @@
+"""Downsample-consistency loss: compare SR with LQ in LQ space, ``d(LQ, D(SR))``.
+
+``D`` is the very degradation that produced the LQ in this batch, applied through its
+deterministic part (:meth:`~sr_cli.degradations.base.Degradation.consistency`) with the
+parameters each sample drew. For bicubic downsampling, ``D`` is the same MATLAB-style operator
+object. A degradation without a separable deterministic part is refused with a clear message.
+
+On its own the loss is under-determined (many SR images share one ``D(SR)``) and the generator
+learns to hide noise in the null space of ``D``; mix it with an adversarial term.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from sr_cli.losses.base import LossInputs, LossOutput, LossTerm
+from sr_cli.losses.pixel import l1_loss, mse_loss
+from sr_cli.metrics.protocol import psnr
+
+DISTANCES = {"l1": l1_loss, "l2": mse_loss}
+
+
+def downsample_consistency_loss(lq: Tensor, sr_degraded: Tensor, distance: str = "l1") -> Tensor:
+    """``d(LQ, D(SR))`` given ``D(SR)`` already computed.
+
+    Shape:
+        ``lq``, ``sr_degraded``: ``(B, C, H, W)``.
+    """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {sorted(DISTANCES)}, got {distance!r}")
+    return DISTANCES[distance](sr_degraded, lq)
+
+
+class DownsampleConsistencyLoss(LossTerm):
+    """``d(LQ, D(SR))`` with ``D`` the batch's own degradation.
+
+    Args:
+        weight, start_step: see :class:`~sr_cli.losses.base.LossTerm`.
+        distance: ``l1`` or ``l2``.
+
+    Logs ``lr_consistency_psnr``: the PSNR between ``D(SR)`` and LQ.
+    """
+
+    def __init__(self, weight: float = 1.0, start_step: int = 0, distance: str = "l1") -> None:
+        super().__init__(weight, start_step)
+        if distance not in DISTANCES:
+            raise ValueError(f"downsample.distance must be one of {sorted(DISTANCES)}, got {distance!r}")
+        self.distance = distance
+
+    def compute(self, inputs: LossInputs) -> LossOutput:
+        if inputs.degradation is None:
+            raise ValueError("the downsample-consistency loss needs the batch's degradation operator")
+        sr_degraded = inputs.degradation.consistency(inputs.sr, inputs.degradation_params)
+        loss = downsample_consistency_loss(inputs.lq, sr_degraded, self.distance)
+        metric = psnr(sr_degraded.detach().clamp(0, 1), inputs.lq.detach()).mean()
+        return LossOutput(loss, {"lr_consistency_psnr": metric})

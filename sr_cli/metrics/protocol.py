@@ -1,0 +1,126 @@
+"""The published SR evaluation protocol, on top of piq.
+
+Papers report PSNR and SSIM computed this way (EDSR, RCAN, ESRGAN, SwinIR, BasicSR):
+
+1. SR is clamped to ``[0, 1]`` and rounded to 8 bits, as if it were saved to PNG.
+2. Both images are converted to the luma channel Y of ITU-R BT.601 ("studio swing",
+   ``Y = 16 + (65.481 R + 128.553 G + 24.966 B)`` with R, G, B in ``[0, 1]``), giving values
+   in ``[16, 235]``.
+3. ``scale`` pixels are cropped from every border.
+4. PSNR uses a peak of 255. SSIM uses an 11x11 Gaussian window with sigma 1.5,
+   ``K1 = 0.01``, ``K2 = 0.03``, on the full-resolution image (no downsampling), averaged over
+   the valid region.
+
+Two variants of step 2 exist. ``protocol="paper"`` (the default) computes Y from the 8-bit RGB
+values without rounding Y, as BasicSR does. ``protocol="matlab"`` also rounds Y to an integer,
+as MATLAB's ``rgb2ycbcr`` does on uint8 images. They differ by a few hundredths of a dB.
+
+piq pitfalls handled here: ``piq.ssim`` downsamples images larger than 256 px by default,
+which changes SSIM by up to 0.14, so ``downsample=False`` is always passed; ``piq.psnr`` adds
+``1e-8`` to the MSE, which is below 0.001 dB for any realistic image pair.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import piq
+import torch
+from torch import Tensor
+
+Protocol = Literal["paper", "matlab"]
+PROTOCOLS: tuple[str, ...] = ("paper", "matlab")
+
+#: BT.601 luma weights for RGB in [0, 1], giving Y in [16, 235].
+BT601_Y = (65.481, 128.553, 24.966)
+
+PROTOCOL_DESCRIPTIONS = {
+    "paper": "PSNR/SSIM on Y (BT.601, from 8-bit RGB, Y not rounded), border cropped by the scale",
+    "matlab": "PSNR/SSIM on Y (BT.601, Y rounded to 8 bits as MATLAB rgb2ycbcr), border cropped by the scale",
+}
+
+
+def to_uint8_range(x: Tensor) -> Tensor:
+    """Clamp ``[0, 1]`` images and round them to the 8-bit grid, returned as floats in ``[0, 255]``."""
+    return torch.round(x.clamp(0.0, 1.0) * 255.0)
+
+
+def rgb_to_y(rgb255: Tensor, round_y: bool = False) -> Tensor:
+    """BT.601 luma of RGB images in ``[0, 255]``: ``(B, 3, H, W) -> (B, 1, H, W)`` in ``[16, 235]``."""
+    if rgb255.dim() != 4 or rgb255.shape[1] != 3:
+        raise ValueError(f"rgb_to_y expects (B, 3, H, W), got {tuple(rgb255.shape)}")
+    w = torch.tensor(BT601_Y, dtype=rgb255.dtype, device=rgb255.device).view(1, 3, 1, 1)
+    y = (rgb255 * w).sum(dim=1, keepdim=True) / 255.0 + 16.0
+    return torch.round(y) if round_y else y
+
+
+def crop_border(x: Tensor, border: int) -> Tensor:
+    """Remove ``border`` pixels from each side of ``(..., H, W)``."""
+    if border <= 0:
+        return x
+    if x.shape[-1] <= 2 * border or x.shape[-2] <= 2 * border:
+        raise ValueError(f"image {tuple(x.shape[-2:])} is too small to crop a border of {border}")
+    return x[..., border:-border, border:-border]
+
+
+def _check_pair(sr: Tensor, gt: Tensor) -> None:
+    if sr.shape != gt.shape:
+        raise ValueError(f"SR {tuple(sr.shape)} and GT {tuple(gt.shape)} must have the same shape")
+    if sr.dim() != 4:
+        raise ValueError(f"expected (B, C, H, W) tensors, got {tuple(sr.shape)}")
+
+
+def prepare_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> tuple[Tensor, Tensor]:
+    """Quantize, convert to Y and crop both images as the protocol says. Returns float64 ``[16, 235]``."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+    _check_pair(sr, gt)
+    round_y = protocol == "matlab"
+    sr_y = rgb_to_y(to_uint8_range(sr.double()), round_y)
+    gt_y = rgb_to_y(to_uint8_range(gt.double()), round_y)
+    return crop_border(sr_y, crop), crop_border(gt_y, crop)
+
+
+def psnr_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> Tensor:
+    """Per-image PSNR on the Y channel (dB), ``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B,)``."""
+    sr_y, gt_y = prepare_y(sr, gt, crop, protocol)
+    return piq.psnr(sr_y, gt_y, data_range=255.0, reduction="none")
+
+
+def ssim_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> Tensor:
+    """Per-image SSIM on the Y channel, ``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B,)``."""
+    sr_y, gt_y = prepare_y(sr, gt, crop, protocol)
+    return piq.ssim(
+        sr_y,
+        gt_y,
+        data_range=255.0,
+        reduction="none",
+        kernel_size=11,
+        kernel_sigma=1.5,
+        k1=0.01,
+        k2=0.03,
+        downsample=False,
+    )
+
+
+def psnr_rgb(sr: Tensor, gt: Tensor, crop: int) -> Tensor:
+    """Per-image PSNR over the three RGB channels of 8-bit-rounded images, border cropped."""
+    _check_pair(sr, gt)
+    a = crop_border(to_uint8_range(sr.double()), crop)
+    b = crop_border(to_uint8_range(gt.double()), crop)
+    return piq.psnr(a, b, data_range=255.0, reduction="none")
+
+
+def psnr(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
+    """Plain per-image PSNR of float images (no rounding, no crop), e.g. for ``D(SR)`` vs LQ."""
+    mse = ((x.double() - y.double()) ** 2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
+
+
+def protocol_metrics(sr: Tensor, gt: Tensor, scale: int, protocol: Protocol = "paper") -> dict[str, Tensor]:
+    """All protocol metrics of a batch, per image: ``psnr_y``, ``ssim_y`` and ``psnr_rgb``."""
+    return {
+        "psnr_y": psnr_y(sr, gt, crop=scale, protocol=protocol),
+        "ssim_y": ssim_y(sr, gt, crop=scale, protocol=protocol),
+        "psnr_rgb": psnr_rgb(sr, gt, crop=scale),
+    }
