@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from sr_cli.data.datasets import HRFolderDataset, ImageFolderEvalDataset, SeededSampler, ShardSampler
@@ -101,7 +102,7 @@ class SRDataModule(pl.LightningDataModule):
     def _loader_kwargs(self) -> dict:
         return dict(
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
 

@@ -1,0 +1,54 @@
+"""Console entry points.
+
+``sr-train`` accepts every Hydra override, plus the shorthand ``loss=a+b`` for selecting several
+loss terms (rewritten to Hydra's ``loss=[a,b]``, also inside sweeps: ``-m loss=l1,a+b``).
+User errors (bad option, bad file, diverged loss) print one clear message and exit with 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from sr_cli.config import config_dir, register_resolvers, rewrite_overrides
+from sr_cli.errors import SrCliError
+
+log = logging.getLogger("sr_cli")
+
+
+def _is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def _train_task(cfg: DictConfig) -> float | None:
+    from sr_cli.train import train
+
+    try:
+        metrics, _ = train(cfg)
+    except SrCliError as exc:
+        if _is_multirun():
+            raise
+        print(f"sr-train: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
+
+
+def train_main() -> None:
+    """``sr-train [overrides...]``: train a model (see ``conf/train.yaml``)."""
+    register_resolvers()
+    sys.argv = [sys.argv[0], *rewrite_overrides(sys.argv[1:])]
+    _train_task()
+
+
+if __name__ == "__main__":  # python -m sr_cli.cli
+    train_main()

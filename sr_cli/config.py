@@ -1,0 +1,70 @@
+"""Where the Hydra configs live, the custom resolvers, and the ``a+b`` override shorthand."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from sr_cli.data import sample_dir
+
+#: Config groups that may select several members at once (``loss=[l1,gan]``).
+LIST_GROUPS = ("loss",)
+
+
+def config_dir() -> Path:
+    """The ``conf/`` folder: ``$SR_CLI_CONFIG_DIR`` if set, else the one next to the package."""
+    env = os.environ.get("SR_CLI_CONFIG_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parent.parent / "conf"
+    if not (path / "train.yaml").is_file():
+        raise FileNotFoundError(
+            f"sr-cli configs not found in {path}. Install the project editable (`make install`) or "
+            "point SR_CLI_CONFIG_DIR at its conf/ folder."
+        )
+    return path
+
+
+def register_resolvers() -> None:
+    """``${sr_samples:train}`` -> absolute path of the bundled training images."""
+    if not OmegaConf.has_resolver("sr_samples"):
+        OmegaConf.register_new_resolver("sr_samples", sample_dir)
+
+
+_LIST_OVERRIDE = re.compile(r"^(?P<prefix>[+~]{0,2})(?P<key>[A-Za-z_][\w.@/]*)=(?P<value>.*)$", re.S)
+
+
+def _as_list(value: str) -> str:
+    value = value.strip()
+    if value.startswith("[") or not value:
+        return value
+    return "[" + ",".join(v.strip() for v in value.split("+")) + "]"
+
+
+def rewrite_list_override(arg: str, groups: tuple[str, ...] = LIST_GROUPS) -> str:
+    """Rewrite the ``a+b`` shorthand of a multi-select group into Hydra's list syntax.
+
+    ``loss=downsample+gan`` -> ``loss=[downsample,gan]``; ``loss=l1`` -> ``loss=[l1]``;
+    sweeps keep their commas: ``loss=l1,downsample+gan`` -> ``loss=[l1],[downsample,gan]``.
+    Values already in list or sweep-function form (``[..]``, ``choice(..)``) are left alone.
+
+    Examples:
+        >>> rewrite_list_override("loss=downsample+gan")
+        'loss=[downsample,gan]'
+        >>> rewrite_list_override("loss=l1,downsample+gan")
+        'loss=[l1],[downsample,gan]'
+    """
+    m = _LIST_OVERRIDE.match(arg)
+    if not m or m.group("key") not in groups or m.group("prefix") == "~":
+        return arg
+    value = m.group("value").strip()
+    if not value or value.startswith("[") or "(" in value:
+        return arg
+    parts = [p for p in value.split(",")]
+    return f"{m.group('prefix')}{m.group('key')}=" + ",".join(_as_list(p) for p in parts)
+
+
+def rewrite_overrides(args: list[str]) -> list[str]:
+    """Apply :func:`rewrite_list_override` to every command-line override."""
+    return [rewrite_list_override(a) for a in args]

@@ -1,0 +1,70 @@
+"""Shared fixtures: compose the real Hydra configs, small and on the CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from sr_cli.config import config_dir, register_resolvers
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(2)
+register_resolvers()
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = config_dir()
+
+#: Overrides that make any training config tiny: small preset, 32px patches, CPU, no wandb.
+TINY = [
+    "experiment=demo",
+    "logger=none",
+    "trainer.accelerator=cpu",
+    "data.patch_size=32",
+    "data.batch_size=2",
+    "data.iters_per_epoch=2",
+    "trainer.max_steps=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "val.save_images=1",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """Compose ``conf/train.yaml`` with overrides, outside of a Hydra run."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """``tiny_cfg(*overrides)`` -> a composed tiny training config writing under ``tmp_path``."""
+
+    def make(*overrides: str, out: Path | None = None) -> DictConfig:
+        return compose_train([*TINY, *overrides], output_dir=out or tmp_path / "run")
+
+    return make
+
+
+@pytest.fixture
+def val_subset(tmp_path):
+    """A validation folder with one small bundled image (fast validation)."""
+    from PIL import Image
+
+    from sr_cli.data import SAMPLES_DIR
+
+    folder = tmp_path / "val_small"
+    folder.mkdir()
+    im = Image.open(SAMPLES_DIR / "val" / "camera.png").crop((0, 0, 48, 48))
+    im.save(folder / "camera.png")
+    return folder
