@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from sr_cli.config import config_dir, register_resolvers, rewrite_overrides
+from sr_cli.config import config_dir, register_resolvers, rewrite_overrides, unknown_list_members
 from sr_cli.errors import SrCliError
 
 log = logging.getLogger("sr_cli")
@@ -46,7 +46,12 @@ def _train_task(cfg: DictConfig) -> float | None:
 def train_main() -> None:
     """``sr-train [overrides...]``: train a model (see ``conf/train.yaml``)."""
     register_resolvers()
-    sys.argv = [sys.argv[0], *rewrite_overrides(sys.argv[1:])]
+    args = rewrite_overrides(sys.argv[1:])
+    problem = unknown_list_members(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        sys.exit(1)
+    sys.argv = [sys.argv[0], *args]
     _train_task()
 
 

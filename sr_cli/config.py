@@ -32,7 +32,9 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sr_samples", sample_dir)
 
 
-_LIST_OVERRIDE = re.compile(r"^(?P<prefix>[+~]{0,2})(?P<key>[A-Za-z_][\w.@/]*)=(?P<value>.*)$", re.S)
+_LIST_OVERRIDE = re.compile(
+    r"^(?P<prefix>[+~]{0,2})(?P<key>[A-Za-z_][\w.@/]*)=(?P<value>.*)$", re.S
+)
 
 
 def _as_list(value: str) -> str:
@@ -63,6 +65,33 @@ def rewrite_list_override(arg: str, groups: tuple[str, ...] = LIST_GROUPS) -> st
         return arg
     parts = [p for p in value.split(",")]
     return f"{m.group('prefix')}{m.group('key')}=" + ",".join(_as_list(p) for p in parts)
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the members of a config group (``conf/<group>/*.yaml``)."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def unknown_list_members(args: list[str], groups: tuple[str, ...] = LIST_GROUPS) -> str | None:
+    """Hydra's message for a bad member of a multi-select group, which Hydra itself gives without
+    the list of options (``Could not load 'loss/nope'``). Returns ``None`` when all exist."""
+    for arg in args:
+        m = _LIST_OVERRIDE.match(arg)
+        if not m or m.group("key") not in groups or m.group("prefix") == "~":
+            continue
+        value = m.group("value")
+        if "(" in value:
+            continue
+        names = [n.strip() for n in re.split(r"[\[\],+]", value) if n.strip()]
+        known = group_options(m.group("key"))
+        for name in names:
+            if name not in known:
+                listing = "".join(f"\t{k}\n" for k in known)
+                return (
+                    f"Could not find '{m.group('key')}/{name}'\n\n"
+                    f"Available options in '{m.group('key')}':\n{listing}"
+                )
+    return None
 
 
 def rewrite_overrides(args: list[str]) -> list[str]:

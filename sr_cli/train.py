@@ -29,10 +29,15 @@ def setup_environment() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
-    if os.environ["WANDB_MODE"] not in ("offline", "disabled") and not os.environ.get("WANDB_API_KEY"):
+    if os.environ["WANDB_MODE"] not in ("offline", "disabled") and not os.environ.get(
+        "WANDB_API_KEY"
+    ):
         netrc = Path.home() / ".netrc"
         if not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")):
-            log.warning("WANDB_MODE=%s but no wandb credentials found; logging offline", os.environ["WANDB_MODE"])
+            log.warning(
+                "WANDB_MODE=%s but no wandb credentials found; logging offline",
+                os.environ["WANDB_MODE"],
+            )
             os.environ["WANDB_MODE"] = "offline"
 
 
@@ -45,10 +50,14 @@ def build_losses(loss_cfg: Mapping[str, Any]) -> dict:
         if node is None:
             continue
         if "_target_" not in node:
-            raise ConfigError(f"loss.{name} has no _target_; every conf/loss/<name>.yaml nests one term under <name>:")
+            raise ConfigError(
+                f"loss.{name} has no _target_; every conf/loss/<name>.yaml nests one term under <name>:"
+            )
         terms[name] = instantiate(node, _convert_="all")
     if not terms:
-        raise ConfigError("no loss selected: pick at least one, e.g. loss=l1 or loss=downsample+gan")
+        raise ConfigError(
+            "no loss selected: pick at least one, e.g. loss=l1 or loss=downsample+gan"
+        )
     return terms
 
 
@@ -106,7 +115,9 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
         losses=losses,
         degradation=degradation,
         generator_optimizer=instantiate(optim.generator, _convert_="all"),
-        discriminator_optimizer=instantiate(optim.discriminator, _convert_="all") if optim.get("discriminator") else None,
+        discriminator_optimizer=instantiate(optim.discriminator, _convert_="all")
+        if optim.get("discriminator")
+        else None,
         scheduler=scheduler,
         gradient_clip_val=optim.get("gradient_clip_val"),
         ema_decay=float(ema.get("decay", 0.999)) if ema.get("enabled") else None,
@@ -136,11 +147,17 @@ def build_trainer(cfg: DictConfig, module: Any, output_dir: Path):
 
     from sr_cli.lit.checkpoint import AtomicCheckpointIO
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    callbacks = [
+        instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
+    ]
     keep_previous_metrics(output_dir)
-    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    warnings.filterwarnings(
+        "ignore", message="Experiment logs directory .* exists and is not empty"
+    )
     loggers = [CSVLogger(save_dir=str(output_dir), name="", version="")]
-    loggers += [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg and "_target_" in lg]
+    loggers += [
+        instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg and "_target_" in lg
+    ]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     # max_steps counts generator iterations; the module stops itself (with a GAN, Lightning's
     # global_step counts both optimizers' steps). Epochs are data.iters_per_epoch iterations.
@@ -151,7 +168,9 @@ def build_trainer(cfg: DictConfig, module: Any, output_dir: Path):
     if module.adversarial and trainer_cfg.get("strategy") == "ddp":
         # A GAN step leaves the frozen network without gradients: DDP must expect unused params.
         trainer_cfg["strategy"] = "ddp_find_unused_parameters_true"
-    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    return instantiate(
+        trainer_cfg, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+    )
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
@@ -177,12 +196,29 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    metrics = {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if getattr(v, "numel", lambda: 1)() == 1
+    }
     if trainer.is_global_zero:
-        summary = {"metrics": metrics, "iteration": module.iteration, "output_dir": str(output_dir)}
+        summary = {
+            "metrics": metrics,
+            "iteration": module.iteration,
+            "world_size": trainer.world_size,
+            "iterations_per_rank": module.rank_iterations,
+            "output_dir": str(output_dir),
+        }
         ckpt_cb = trainer.checkpoint_callback
         if ckpt_cb is not None:
             summary["best_checkpoint"] = ckpt_cb.best_model_path or None
-            summary["last_checkpoint"] = str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb.dirpath else None
+            summary["last_checkpoint"] = (
+                str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb.dirpath else None
+            )
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "output_dir": output_dir}
+    return metrics, {
+        "trainer": trainer,
+        "module": module,
+        "datamodule": datamodule,
+        "output_dir": output_dir,
+    }

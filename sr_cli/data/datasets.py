@@ -39,7 +39,9 @@ def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
     return img[: h - h % scale, : w - w % scale]
 
 
-def augment(img: np.ndarray, rng: np.random.Generator, hflip: bool, vflip: bool, rot90: bool) -> np.ndarray:
+def augment(
+    img: np.ndarray, rng: np.random.Generator, hflip: bool, vflip: bool, rot90: bool
+) -> np.ndarray:
     """Random horizontal/vertical flips and 90-degree transposition, the 8 dihedral variants."""
     if hflip and rng.random() < 0.5:
         img = img[:, ::-1]
@@ -53,7 +55,9 @@ def augment(img: np.ndarray, rng: np.random.Generator, hflip: bool, vflip: bool,
 class _ImageStore:
     """Decodes images on demand, optionally keeping them in memory; handles ``skip_bad``."""
 
-    def __init__(self, files: Sequence[Path], cache: bool | str, min_size: int, skip_bad: bool, what: str):
+    def __init__(
+        self, files: Sequence[Path], cache: bool | str, min_size: int, skip_bad: bool, what: str
+    ):
         self.what = what
         good: list[Path] = []
         sizes: list[tuple[int, int]] = []
@@ -171,7 +175,13 @@ class ImageFolderEvalDataset(Dataset):
     because images differ in size.
     """
 
-    def __init__(self, root: str | Path, scale: int, cache_images: bool | str = "auto", skip_bad: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        scale: int,
+        cache_images: bool | str = "auto",
+        skip_bad: bool = False,
+    ):
         self.root = Path(root)
         self.scale = int(scale)
         files = list_images(root, what="validation folder (data.val_dir)")

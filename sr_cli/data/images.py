@@ -33,7 +33,9 @@ def list_images(folder: str | Path, what: str = "image folder") -> list[Path]:
         raise DataError(f"{what} {str(root)!r} does not exist. Check the path you passed.")
     if not root.is_dir():
         raise DataError(f"{what} {str(root)!r} is not a folder.")
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files = sorted(
+        p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
     if not files:
         raise DataError(
             f"{what} {str(root)!r} contains no images (looked for {', '.join(IMAGE_EXTENSIONS)})."
@@ -47,7 +49,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as im:
             w, h = im.size
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {str(path)!r}: {exc}. Replace or remove the file.") from exc
+        raise DataError(
+            f"cannot read image {str(path)!r}: {exc}. Replace or remove the file."
+        ) from exc
     return h, w
 
 
@@ -100,7 +104,9 @@ def read_image(path: str | Path, warn: bool = True) -> np.ndarray:
             im.load()
             if warn and im.mode == "RGB" and "16" in raw:
                 warnings.warn(
-                    f"{path}: 16-bit RGB converted to 8-bit RGB", ImageConversionWarning, stacklevel=2
+                    f"{path}: 16-bit RGB converted to 8-bit RGB",
+                    ImageConversionWarning,
+                    stacklevel=2,
                 )
             return np.ascontiguousarray(_to_rgb8(im, path, warn))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:

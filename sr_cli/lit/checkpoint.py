@@ -40,7 +40,9 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)`` with errors that name the file and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist. Check the path (resume=..., model.pretrained=...).")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist. Check the path (resume=..., model.pretrained=...)."
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError, RuntimeError for corrupt zips, ...
@@ -49,7 +51,9 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
                 f"checkpoint {str(path)!r} contains Python objects that cannot be loaded safely "
                 f"(weights_only=True refused: {str(exc).splitlines()[0]}). Re-save its state_dict only."
             ) from exc
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a PyTorch file: {exc}") from exc
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or not a PyTorch file: {exc}"
+        ) from exc
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

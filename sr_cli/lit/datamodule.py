@@ -12,7 +12,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from sr_cli.data.datasets import HRFolderDataset, ImageFolderEvalDataset, SeededSampler, ShardSampler
+from sr_cli.data.datasets import (
+    HRFolderDataset,
+    ImageFolderEvalDataset,
+    SeededSampler,
+    ShardSampler,
+)
 
 
 class SRDataModule(pl.LightningDataModule):
@@ -117,12 +122,21 @@ class SRDataModule(pl.LightningDataModule):
             world_size=world,
         )
         return DataLoader(
-            self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs()
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            **self._loader_kwargs(),
         )
 
     def val_dataloader(self) -> list[DataLoader]:
         rank, world = self._dist()
         return [
-            DataLoader(ds, batch_size=1, sampler=ShardSampler(len(ds), rank, world), **self._loader_kwargs())
+            DataLoader(
+                ds,
+                batch_size=1,
+                sampler=ShardSampler(len(ds), rank, world),
+                **self._loader_kwargs(),
+            )
             for ds in self.val_sets.values()
         ]

@@ -115,6 +115,7 @@ class SRModule(pl.LightningModule):
         self.image_dir = Path(image_dir) if image_dir else None
         self.seed = int(seed)
         self.iteration = 0
+        self.rank_iterations: list[int] = []
         self.adversarial = {n: t for n, t in self.losses.items() if t.needs_discriminator}
         self.automatic_optimization = not self.adversarial
         self._val_sums: dict[int, dict[str, Tensor | float]] = {}
@@ -199,12 +200,18 @@ class SRModule(pl.LightningModule):
         """Stop with a clear error (after saving the last good state) if any term is NaN/Inf."""
         if not values:
             return
-        finite = bool(torch.isfinite(torch.stack([v.detach().float().reshape(()) for v in values.values()])).all())
+        finite = bool(
+            torch.isfinite(
+                torch.stack([v.detach().float().reshape(()) for v in values.values()])
+            ).all()
+        )
         if self._trainer is not None and self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
             return
-        bad = [n for n, v in values.items() if not bool(torch.isfinite(v.detach()).all())] or ["(another rank)"]
+        bad = [n for n, v in values.items() if not bool(torch.isfinite(v.detach()).all())] or [
+            "(another rank)"
+        ]
         saved = self._save_last_good()
         where = f" The last good state was saved to {saved}." if saved else ""
         raise NonFiniteLossError(
@@ -227,7 +234,9 @@ class SRModule(pl.LightningModule):
 
     def _log_train(self, logs: Mapping[str, Tensor], batch_size: int) -> None:
         for key, value in logs.items():
-            show = key == "train/loss_total" or (key.startswith("train/loss_") and not key.endswith("_unweighted"))
+            show = key == "train/loss_total" or (
+                key.startswith("train/loss_") and not key.endswith("_unweighted")
+            )
             self.log(key, value, prog_bar=show, on_step=True, on_epoch=False, batch_size=batch_size)
 
     # ------------------------------------------------------------------ training
@@ -241,9 +250,13 @@ class SRModule(pl.LightningModule):
 
     def _clip(self, optimizer) -> None:
         if self.gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm"
+            )
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
         self._clip(optimizer)
 
     def _gan_step(self, batch: dict) -> None:
@@ -299,21 +312,42 @@ class SRModule(pl.LightningModule):
             b_ema.copy_(b)
 
     def configure_optimizers(self):
-        disc_params = {id(p) for t in self.adversarial.values() for p in t.discriminator.parameters()}
+        disc_params = {
+            id(p) for t in self.adversarial.values() for p in t.discriminator.parameters()
+        }
         g_params = [p for p in self.generator.parameters() if p.requires_grad]
-        g_params += [p for p in self.losses.parameters() if p.requires_grad and id(p) not in disc_params]
+        g_params += [
+            p for p in self.losses.parameters() if p.requires_grad and id(p) not in disc_params
+        ]
         opt_g = self.generator_optimizer(g_params)
         if self.automatic_optimization:
             if self.scheduler_factory is None:
                 return opt_g
-            return {"optimizer": opt_g, "lr_scheduler": {"scheduler": self.scheduler_factory(opt_g), "interval": "step"}}
+            return {
+                "optimizer": opt_g,
+                "lr_scheduler": {"scheduler": self.scheduler_factory(opt_g), "interval": "step"},
+            }
         if self.discriminator_optimizer is None:
-            raise ValueError("a loss term needs a discriminator but no discriminator optimizer was given")
-        d_params = [p for t in self.adversarial.values() for p in t.discriminator.parameters() if p.requires_grad]
+            raise ValueError(
+                "a loss term needs a discriminator but no discriminator optimizer was given"
+            )
+        d_params = [
+            p
+            for t in self.adversarial.values()
+            for p in t.discriminator.parameters()
+            if p.requires_grad
+        ]
         opt_d = self.discriminator_optimizer(d_params)
         if self.scheduler_factory is None:
             return [opt_g, opt_d]
         return [opt_g, opt_d], [self.scheduler_factory(opt_g), self.scheduler_factory(opt_d)]
+
+    def on_fit_end(self) -> None:
+        """Record how many iterations every process ran (all ranks must take part in DDP)."""
+        counts = self.trainer.strategy.all_gather(
+            torch.tensor([self.iteration], device=self.device)
+        )
+        self.rank_iterations = [int(c) for c in counts.flatten().tolist()]
 
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -373,7 +407,9 @@ class SRModule(pl.LightningModule):
                     sync_dist=False,
                 )
 
-    def _save_triptych(self, lq: Tensor, sr: Tensor, gt: Tensor, name: str, dataloader_idx: int) -> None:
+    def _save_triptych(
+        self, lq: Tensor, sr: Tensor, gt: Tensor, name: str, dataloader_idx: int
+    ) -> None:
         up = imresize(lq.unsqueeze(0), size=tuple(gt.shape[-2:]))[0].clamp(0, 1)
         row = torch.cat([up, sr, gt], dim=-1)
         prefix = self.val_names[dataloader_idx].replace("/", "_")
@@ -382,4 +418,9 @@ class SRModule(pl.LightningModule):
         for logger in self.loggers:
             log_image = getattr(logger, "log_image", None)
             if callable(log_image):
-                log_image(key=f"{prefix}/{name}", images=[str(path)], caption=["LQ (bicubic) | SR | GT"], step=self.iteration)
+                log_image(
+                    key=f"{prefix}/{name}",
+                    images=[str(path)],
+                    caption=["LQ (bicubic) | SR | GT"],
+                    step=self.iteration,
+                )

@@ -16,8 +16,9 @@ values without rounding Y, as BasicSR does. ``protocol="matlab"`` also rounds Y 
 as MATLAB's ``rgb2ycbcr`` does on uint8 images. They differ by a few hundredths of a dB.
 
 piq pitfalls handled here: ``piq.ssim`` downsamples images larger than 256 px by default,
-which changes SSIM by up to 0.14, so ``downsample=False`` is always passed; ``piq.psnr`` adds
-``1e-8`` to the MSE, which is below 0.001 dB for any realistic image pair.
+which changes SSIM by up to 0.14, so ``downsample=False`` is always passed. ``piq.psnr`` adds
+``1e-8`` to the normalised MSE, which biases high PSNRs (0.004 dB at 49 dB), so PSNR is
+computed here from the exact formula in float64; identical images give ``inf``, as in BasicSR.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def _check_pair(sr: Tensor, gt: Tensor) -> None:
         raise ValueError(f"expected (B, C, H, W) tensors, got {tuple(sr.shape)}")
 
 
-def prepare_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> tuple[Tensor, Tensor]:
+def prepare_y(
+    sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper"
+) -> tuple[Tensor, Tensor]:
     """Quantize, convert to Y and crop both images as the protocol says. Returns float64 ``[16, 235]``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
@@ -81,10 +84,16 @@ def prepare_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -
     return crop_border(sr_y, crop), crop_border(gt_y, crop)
 
 
+def _psnr255(a: Tensor, b: Tensor) -> Tensor:
+    """Exact per-image PSNR with peak 255 (no epsilon): ``10 log10(255^2 / MSE)``."""
+    mse = ((a.double() - b.double()) ** 2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10(255.0**2 / mse)
+
+
 def psnr_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> Tensor:
     """Per-image PSNR on the Y channel (dB), ``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B,)``."""
     sr_y, gt_y = prepare_y(sr, gt, crop, protocol)
-    return piq.psnr(sr_y, gt_y, data_range=255.0, reduction="none")
+    return _psnr255(sr_y, gt_y)
 
 
 def ssim_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> Tensor:
@@ -108,7 +117,7 @@ def psnr_rgb(sr: Tensor, gt: Tensor, crop: int) -> Tensor:
     _check_pair(sr, gt)
     a = crop_border(to_uint8_range(sr.double()), crop)
     b = crop_border(to_uint8_range(gt.double()), crop)
-    return piq.psnr(a, b, data_range=255.0, reduction="none")
+    return _psnr255(a, b)
 
 
 def psnr(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
@@ -117,7 +126,9 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
     return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
 
 
-def protocol_metrics(sr: Tensor, gt: Tensor, scale: int, protocol: Protocol = "paper") -> dict[str, Tensor]:
+def protocol_metrics(
+    sr: Tensor, gt: Tensor, scale: int, protocol: Protocol = "paper"
+) -> dict[str, Tensor]:
     """All protocol metrics of a batch, per image: ``psnr_y``, ``ssim_y`` and ``psnr_rgb``."""
     return {
         "psnr_y": psnr_y(sr, gt, crop=scale, protocol=protocol),

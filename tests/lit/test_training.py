@@ -20,7 +20,9 @@ def _run(tiny_cfg, *overrides, out=None):
 
 
 def test_headline_mix_writes_every_output(tiny_cfg, val_subset):
-    metrics, objects, out = _run(tiny_cfg, "model=esrgan", "loss=[downsample,gan]", f"data.val_dir={val_subset}")
+    metrics, objects, out = _run(
+        tiny_cfg, "model=esrgan", "loss=[downsample,gan]", f"data.val_dir={val_subset}"
+    )
     module = objects["module"]
     # GAN mix: manual optimization with a discriminator optimizer.
     assert not module.automatic_optimization
@@ -74,7 +76,9 @@ def test_resume_is_exact(tiny_cfg, val_subset, tmp_path):
     _, straight, _ = _run(tiny_cfg, *common, "trainer.max_steps=4", out=tmp_path / "a")
     _, _, first = _run(tiny_cfg, *common, "trainer.max_steps=2", out=tmp_path / "b")
     last = first / "checkpoints" / "last.ckpt"
-    _, resumed, _ = _run(tiny_cfg, *common, "trainer.max_steps=4", f"resume={last}", out=tmp_path / "c")
+    _, resumed, _ = _run(
+        tiny_cfg, *common, "trainer.max_steps=4", f"resume={last}", out=tmp_path / "c"
+    )
     a, b = straight["module"], resumed["module"]
     assert a.iteration == b.iteration == 4
     for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -120,7 +124,9 @@ def test_nan_loss_stops_with_named_term_and_saves_last_good(tiny_cfg, val_subset
     assert saved and str(saved[0]) in str(info.value)
     state = torch.load(saved[0], weights_only=True)
     assert state["sr_cli"]["iteration"] == 1
-    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
+    )
 
 
 def test_inactive_term_costs_no_compute(tiny_cfg, val_subset):
@@ -131,7 +137,9 @@ def test_inactive_term_costs_no_compute(tiny_cfg, val_subset):
             calls.append(inputs.step)
             return (inputs.sr - inputs.gt).abs().mean()
 
-    cfg = tiny_cfg("loss=[l1]", f"data.val_dir={val_subset}", "trainer.max_steps=4", "data.iters_per_epoch=4")
+    cfg = tiny_cfg(
+        "loss=[l1]", f"data.val_dir={val_subset}", "trainer.max_steps=4", "data.iters_per_epoch=4"
+    )
     from sr_cli.train import build_module, build_trainer
 
     dm = __import__("hydra").utils.instantiate(cfg.data, _convert_="all")
@@ -143,7 +151,9 @@ def test_inactive_term_costs_no_compute(tiny_cfg, val_subset):
 
 
 def test_ema_generator_tracks_the_average(tiny_cfg, val_subset):
-    _, objects, _ = _run(tiny_cfg, "loss=[l1]", f"data.val_dir={val_subset}", "ema.enabled=true", "ema.decay=0.5")
+    _, objects, _ = _run(
+        tiny_cfg, "loss=[l1]", f"data.val_dir={val_subset}", "ema.enabled=true", "ema.decay=0.5"
+    )
     module = objects["module"]
     ema, gen = module.generator_ema, module.generator
     assert ema is not None
