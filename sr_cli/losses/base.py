@@ -123,7 +123,9 @@ def reduce_loss(value: Tensor, reduction: str) -> Tensor:
 def check_same_shape(pred: Tensor, target: Tensor, name: str) -> None:
     """Inputs first: a clear error instead of silent broadcasting."""
     if pred.shape != target.shape:
-        raise ValueError(f"{name}: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+        raise ValueError(
+            f"{name}: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
+        )
 
 
 def downsample_to(img: Tensor, size: tuple[int, int]) -> Tensor:
@@ -137,7 +139,9 @@ def downsample_to(img: Tensor, size: tuple[int, int]) -> Tensor:
 
 def pyramid_targets(inputs: LossInputs) -> list[tuple[Tensor, Tensor]]:
     """``(prediction, target)`` pairs for every output level, the target resized to each level."""
-    return [(level, downsample_to(inputs.gt, tuple(level.shape[-2:]))) for level in inputs.sr_levels]
+    return [
+        (level, downsample_to(inputs.gt, tuple(level.shape[-2:]))) for level in inputs.sr_levels
+    ]
 
 
 def zero_like(t: Tensor) -> Tensor:

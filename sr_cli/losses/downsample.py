@@ -44,12 +44,16 @@ class DownsampleConsistencyLoss(LossTerm):
     def __init__(self, weight: float = 1.0, start_step: int = 0, distance: str = "l1") -> None:
         super().__init__(weight, start_step)
         if distance not in DISTANCES:
-            raise ValueError(f"downsample.distance must be one of {sorted(DISTANCES)}, got {distance!r}")
+            raise ValueError(
+                f"downsample.distance must be one of {sorted(DISTANCES)}, got {distance!r}"
+            )
         self.distance = distance
 
     def compute(self, inputs: LossInputs) -> LossOutput:
         if inputs.degradation is None:
-            raise ValueError("the downsample-consistency loss needs the batch's degradation operator")
+            raise ValueError(
+                "the downsample-consistency loss needs the batch's degradation operator"
+            )
         sr_degraded = inputs.degradation.consistency(inputs.sr, inputs.degradation_params)
         loss = downsample_consistency_loss(inputs.lq, sr_degraded, self.distance)
         metric = psnr(sr_degraded.detach().clamp(0, 1), inputs.lq.detach()).mean()

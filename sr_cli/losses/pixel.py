@@ -67,7 +67,9 @@ class MSELoss(PixelLossTerm):
         return mse_loss(pred, target)
 
 
-def charbonnier_loss(pred: Tensor, target: Tensor, eps: float = 1e-3, reduction: str = "mean") -> Tensor:
+def charbonnier_loss(
+    pred: Tensor, target: Tensor, eps: float = 1e-3, reduction: str = "mean"
+) -> Tensor:
     """Charbonnier penalty ``sqrt((pred - target)^2 + eps^2)``, a differentiable L1 (LapSRN uses eps=1e-3)."""
     check_same_shape(pred, target, "charbonnier_loss")
     return reduce_loss(torch.sqrt((pred - target) ** 2 + eps * eps), reduction)
@@ -80,7 +82,9 @@ class CharbonnierLoss(PixelLossTerm):
         eps: smoothing constant (1e-3 in LapSRN).
     """
 
-    def __init__(self, weight: float = 1.0, start_step: int = 0, levels: str = "last", eps: float = 1e-3):
+    def __init__(
+        self, weight: float = 1.0, start_step: int = 0, levels: str = "last", eps: float = 1e-3
+    ):
         super().__init__(weight, start_step, levels)
         self.eps = eps
 
@@ -88,7 +92,9 @@ class CharbonnierLoss(PixelLossTerm):
         return charbonnier_loss(pred, target, self.eps)
 
 
-def smooth_l1_loss(pred: Tensor, target: Tensor, beta: float = 1.0, reduction: str = "mean") -> Tensor:
+def smooth_l1_loss(
+    pred: Tensor, target: Tensor, beta: float = 1.0, reduction: str = "mean"
+) -> Tensor:
     """Huber-style smooth L1: quadratic below ``beta``, linear above."""
     check_same_shape(pred, target, "smooth_l1_loss")
     return F.smooth_l1_loss(pred, target, beta=beta, reduction=reduction)
@@ -101,7 +107,9 @@ class SmoothL1Loss(PixelLossTerm):
         beta: transition point between the quadratic and linear regimes.
     """
 
-    def __init__(self, weight: float = 1.0, start_step: int = 0, levels: str = "last", beta: float = 0.01):
+    def __init__(
+        self, weight: float = 1.0, start_step: int = 0, levels: str = "last", beta: float = 0.01
+    ):
         super().__init__(weight, start_step, levels)
         self.beta = beta
 
