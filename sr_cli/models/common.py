@@ -23,10 +23,14 @@ def check_scale(model: str, scale: int, supported: tuple[int, ...]) -> int:
     return int(scale)
 
 
-def resolve_preset(model: str, presets: Mapping[str, Mapping[str, Any]], preset: str, overrides: Mapping[str, Any]):
+def resolve_preset(
+    model: str, presets: Mapping[str, Mapping[str, Any]], preset: str, overrides: Mapping[str, Any]
+):
     """Merge a named preset with explicit keyword overrides (``None`` values mean 'from the preset')."""
     if preset not in presets:
-        raise ConfigError(f"{model} has no preset {preset!r}; available presets: {', '.join(presets)}.")
+        raise ConfigError(
+            f"{model} has no preset {preset!r}; available presets: {', '.join(presets)}."
+        )
     args = dict(presets[preset])
     args.update({k: v for k, v in overrides.items() if v is not None})
     return args
@@ -58,9 +62,16 @@ class Upsample(nn.Sequential):
             if mode == "pixelshuffle":
                 layers += [nn.Conv2d(num_feat, num_feat * r * r, 3, 1, 1), nn.PixelShuffle(r)]
             elif mode == "nearest+conv":
-                layers += [nn.Upsample(scale_factor=r, mode="nearest"), nn.Conv2d(num_feat, num_feat, 3, 1, 1)]
+                layers += [
+                    nn.Upsample(scale_factor=r, mode="nearest"),
+                    nn.Conv2d(num_feat, num_feat, 3, 1, 1),
+                ]
             else:
-                layers += [nn.ConvTranspose2d(num_feat, num_feat, 2 * r, r, r // 2 + r % 2, output_padding=r % 2)]
+                layers += [
+                    nn.ConvTranspose2d(
+                        num_feat, num_feat, 2 * r, r, r // 2 + r % 2, output_padding=r % 2
+                    )
+                ]
                 layers += [nn.Identity()]
         super().__init__(*layers)
         self.scale = scale

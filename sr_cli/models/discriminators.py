@@ -8,10 +8,19 @@ true. The feature-matching and learned-perceptual losses use those features.
   Wang et al., ECCV-W 2018): five stages of (3x3 conv, 4x4 stride-2 conv) with batch norm and
   LeakyReLU 0.2, then two linear layers. It needs a fixed input size (128 in ESRGAN); here any
   multiple of 32 is accepted and the first linear layer is sized to it.
+* :class:`UNetDiscriminatorSN`: the Real-ESRGAN discriminator (Wang et al., "Real-ESRGAN:
+  Training Real-World Blind Super-Resolution with Pure Synthetic Data", ICCV-W 2021,
+  arXiv:2107.10833): a U-Net with spectral normalisation (Miyato et al., ICLR 2018) and skip
+  connections that gives a realness logit per pixel. Keys ``conv0`` ... ``conv9`` as in the
+  published checkpoints.
+* :class:`PatchGANDiscriminator`: the pix2pix PatchGAN (Isola et al., "Image-to-Image
+  Translation with Conditional Adversarial Networks", CVPR 2017, arXiv:1611.07004); with
+  ``n_layers=3`` every logit sees a 70x70 patch. Keys ``model.{i}`` as in the authors' release.
 """
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sr_cli.errors import ConfigError
@@ -74,3 +83,120 @@ class VGGStyleDiscriminator(nn.Module):
             feats.append(x)
         logits = self.linear2(self.lrelu(self.linear1(x.flatten(1))))
         return (logits, feats) if return_features else logits
+
+
+class UNetDiscriminatorSN(nn.Module):
+    """Real-ESRGAN's U-Net discriminator with spectral norm.
+
+    Three stride-2 4x4 convs go down (64 -> 128 -> 256 -> 512 channels), three bilinear x2
+    upsamplings and 3x3 convs come back up, adding the encoder features of the same size (skip
+    connections), then two 3x3 convs and a 3x3 conv to one logit per pixel. Every conv but the
+    first and the last is spectrally normalised (``torch.nn.utils.spectral_norm``, so keys are
+    ``convN.weight_orig``, ``convN.weight_u``, ``convN.weight_v`` as in Real-ESRGAN's files).
+
+    Args:
+        num_in_ch: image channels.
+        num_feat: channels of the first conv (64).
+        skip_connection: add encoder features on the way up (True in Real-ESRGAN).
+
+    Shape:
+        ``(B, C, H, W) -> (B, 1, H, W)``, any ``H``, ``W`` (odd sizes are handled by resizing
+        the decoder to the skip's size).
+    """
+
+    def __init__(
+        self, num_in_ch: int = 3, num_feat: int = 64, skip_connection: bool = True
+    ) -> None:
+        super().__init__()
+        sn = nn.utils.spectral_norm
+        f = num_feat
+        self.skip_connection = skip_connection
+        self.conv0 = nn.Conv2d(num_in_ch, f, 3, 1, 1)
+        self.conv1 = sn(nn.Conv2d(f, f * 2, 4, 2, 1, bias=False))
+        self.conv2 = sn(nn.Conv2d(f * 2, f * 4, 4, 2, 1, bias=False))
+        self.conv3 = sn(nn.Conv2d(f * 4, f * 8, 4, 2, 1, bias=False))
+        self.conv4 = sn(nn.Conv2d(f * 8, f * 4, 3, 1, 1, bias=False))
+        self.conv5 = sn(nn.Conv2d(f * 4, f * 2, 3, 1, 1, bias=False))
+        self.conv6 = sn(nn.Conv2d(f * 2, f, 3, 1, 1, bias=False))
+        self.conv7 = sn(nn.Conv2d(f, f, 3, 1, 1, bias=False))
+        self.conv8 = sn(nn.Conv2d(f, f, 3, 1, 1, bias=False))
+        self.conv9 = nn.Conv2d(f, 1, 3, 1, 1)
+        self.lrelu = nn.LeakyReLU(0.2)
+
+    def _up(self, conv: nn.Module, x: Tensor, skip: Tensor) -> Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.lrelu(conv(x))
+        return x + skip if self.skip_connection else x
+
+    def forward(self, x: Tensor, return_features: bool = False):
+        x0 = self.lrelu(self.conv0(x))
+        x1 = self.lrelu(self.conv1(x0))
+        x2 = self.lrelu(self.conv2(x1))
+        x3 = self.lrelu(self.conv3(x2))
+        x4 = self._up(self.conv4, x3, x2)
+        x5 = self._up(self.conv5, x4, x1)
+        x6 = self._up(self.conv6, x5, x0)
+        x7 = self.lrelu(self.conv7(x6))
+        x8 = self.lrelu(self.conv8(x7))
+        logits = self.conv9(x8)
+        feats = [x0, x1, x2, x3, x4, x5, x6, x7, x8]
+        return (logits, feats) if return_features else logits
+
+
+class PatchGANDiscriminator(nn.Module):
+    """pix2pix PatchGAN (``NLayerDiscriminator``): a fully convolutional patch classifier.
+
+    A 4x4 stride-2 conv with LeakyReLU 0.2, then ``n_layers - 1`` stride-2 and one stride-1
+    4x4 convs with normalisation, doubling the channels up to ``8 * num_feat``, then a 4x4 conv
+    to one logit per patch. ``n_layers=3`` gives 70x70 receptive fields (the paper's choice).
+
+    Args:
+        num_in_ch: image channels (6 for a conditional pix2pix D that also sees the input).
+        num_feat: channels of the first conv (64).
+        n_layers: number of stride-2 convs (3).
+        norm: ``batch`` (pix2pix), ``instance`` (CycleGAN) or ``none``.
+
+    Shape:
+        ``(B, C, H, W) -> (B, 1, H', W')`` with ``H' ~ H / 2^n_layers - 2`` (needs ``H, W >= 2^n_layers * 2 + 6``
+        roughly; 32 is enough for ``n_layers=3``).
+    """
+
+    def __init__(
+        self, num_in_ch: int = 3, num_feat: int = 64, n_layers: int = 3, norm: str = "batch"
+    ) -> None:
+        super().__init__()
+        if norm not in ("batch", "instance", "none"):
+            raise ConfigError(
+                f"PatchGANDiscriminator norm must be batch, instance or none, got {norm!r}."
+            )
+        if n_layers < 1:
+            raise ConfigError(f"PatchGANDiscriminator needs n_layers >= 1, got {n_layers}.")
+        use_bias = norm != "batch"
+
+        def norm_layer(c: int) -> list[nn.Module]:
+            if norm == "batch":
+                return [nn.BatchNorm2d(c)]
+            if norm == "instance":
+                return [nn.InstanceNorm2d(c)]
+            return []
+
+        layers: list[nn.Module] = [nn.Conv2d(num_in_ch, num_feat, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [
+                nn.Conv2d(num_feat * prev, num_feat * mult, 4, stride, 1, bias=use_bias),
+                *norm_layer(num_feat * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
+        layers += [nn.Conv2d(num_feat * mult, 1, 4, 1, 1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, return_features: bool = False):
+        feats = []
+        for layer in self.model:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                feats.append(x)
+        return (x, feats) if return_features else x
