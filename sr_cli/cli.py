@@ -19,6 +19,17 @@ from sr_cli.errors import SrCliError
 log = logging.getLogger("sr_cli")
 
 
+def find_user_error(exc: BaseException) -> SrCliError | None:
+    """The :class:`SrCliError` behind ``exc``, also when Hydra's ``instantiate`` wrapped it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, SrCliError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _is_multirun() -> bool:
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -31,14 +42,15 @@ def _is_multirun() -> bool:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_task(cfg: DictConfig) -> float | None:
-    from sr_cli.train import train
+    from sr_cli.train import run
 
     try:
-        metrics, _ = train(cfg)
-    except SrCliError as exc:
-        if _is_multirun():
+        metrics, _ = run(cfg)
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if user_error is None or _is_multirun():
             raise
-        print(f"sr-train: error: {exc}", file=sys.stderr)
+        print(f"sr-train: error: {user_error}", file=sys.stderr)
         sys.exit(2)
     return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
 

@@ -1,7 +1,9 @@
-"""The Lightning datamodule: HR patches for training, full HR images for validation.
+"""The Lightning datamodule: HR (or paired LR/HR) patches for training, full images for validation.
 
-LQ images are not made here: the :class:`~sr_cli.lit.module.SRModule` degrades the HR batch on
-the training device after the transfer, so workers only decode and crop.
+From HR-only folders, LQ images are not made here: the :class:`~sr_cli.lit.module.SRModule`
+degrades the HR batch on the training device after the transfer, so workers only decode and
+crop. Paired folders (``train_lr_dir``) and benchmark folders with LR images bring their own
+``"lq"``, which the module uses as is.
 """
 
 from __future__ import annotations
@@ -10,22 +12,25 @@ from collections.abc import Mapping
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from sr_cli.data.datasets import (
     HRFolderDataset,
-    ImageFolderEvalDataset,
     SeededSampler,
     ShardSampler,
+    open_eval_dataset,
 )
+from sr_cli.data.paired import PairedFolderDataset
 
 
 class SRDataModule(pl.LightningDataModule):
-    """HR folders for training and validation.
+    """HR folders (or paired LR/HR folders) for training; HR or benchmark folders for validation.
 
     Args:
         train_dir: folder of HR training images.
-        val_dir: folder of HR validation images, logged as ``val/<metric>``.
+        val_dir: validation folder, logged as ``val/<metric>``: HR images, or a benchmark
+            folder (``HR`` + ``LR_bicubic/X{s}``, ``GTmod12`` + ``LRbicx{s}``) whose LR images
+            are used as they are.
         extra_val_dirs: more validation sets ``{name: folder}``, logged as ``val/<name>/<metric>``.
         scale: SR scale; validation images are mod-cropped to it.
         patch_size: HR training patch side (LQ patch is ``patch_size // scale``).
@@ -37,6 +42,12 @@ class SRDataModule(pl.LightningDataModule):
         cache_images: keep decoded images in memory: ``true``, ``false`` or ``auto``.
         skip_bad: skip corrupt or too-small images with a warning.
         seed: seeds the patch sampling; the same seed gives the same patches.
+        pin_memory: pin batches in memory when CUDA is available.
+        train_lr_dir: folder of LR training images paired with ``train_dir`` by file name
+            (``0001.png`` or ``0001x4.png``); LR patches are then cropped from it instead of
+            being made on the device. ``None``: HR-only training.
+        root: base data folder, only used by the configs to build the paths above
+            (``${data.root}/DIV2K/...``); not read here.
     """
 
     def __init__(
@@ -56,9 +67,13 @@ class SRDataModule(pl.LightningDataModule):
         seed: int = 0,
         extra_val_dirs: Mapping[str, str] | None = None,
         pin_memory: bool = True,
+        train_lr_dir: str | None = None,
+        root: str | None = None,
     ) -> None:
         super().__init__()
         self.train_dir = train_dir
+        self.train_lr_dir = train_lr_dir
+        self.root = root
         self.val_dirs: dict[str, str] = {}
         if val_dir:
             self.val_dirs["val"] = val_dir
@@ -74,8 +89,8 @@ class SRDataModule(pl.LightningDataModule):
         self.skip_bad = skip_bad
         self.seed = int(seed)
         self.pin_memory = pin_memory
-        self.train_set: HRFolderDataset | None = None
-        self.val_sets: dict[str, ImageFolderEvalDataset] = {}
+        self.train_set: HRFolderDataset | PairedFolderDataset | None = None
+        self.val_sets: dict[str, Dataset] = {}
 
     @property
     def val_names(self) -> list[str]:
@@ -83,6 +98,18 @@ class SRDataModule(pl.LightningDataModule):
         return list(self.val_dirs)
 
     def setup(self, stage: str | None = None) -> None:
+        """Open the folders; missing, empty or bad folders fail here, before training starts."""
+        if stage in (None, "fit") and self.train_set is None and self.train_lr_dir:
+            self.train_set = PairedFolderDataset(
+                self.train_dir,
+                self.train_lr_dir,
+                self.scale,
+                self.patch_size,
+                cache_images=self.cache_images,
+                skip_bad=self.skip_bad,
+                what="training folders (data.train_dir, data.train_lr_dir)",
+                **self.flags,
+            )
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = HRFolderDataset(
                 self.train_dir,
@@ -94,7 +121,7 @@ class SRDataModule(pl.LightningDataModule):
             )
         if not self.val_sets:
             self.val_sets = {
-                name: ImageFolderEvalDataset(path, self.scale, self.cache_images, self.skip_bad)
+                name: open_eval_dataset(path, self.scale, self.cache_images, self.skip_bad)
                 for name, path in self.val_dirs.items()
             }
 

@@ -32,7 +32,7 @@ from sr_cli.data.datasets import to_uint8
 from sr_cli.data.images import save_image
 from sr_cli.degradations.base import Degradation, DegradationNotInvertible
 from sr_cli.degradations.resize import imresize
-from sr_cli.errors import NonFiniteLossError
+from sr_cli.errors import ConfigError, NonFiniteLossError
 from sr_cli.losses.base import LossInputs, LossTerm
 from sr_cli.metrics.protocol import protocol_metrics, psnr, to_uint8_range
 
@@ -74,6 +74,9 @@ class SRModule(pl.LightningModule):
         save_images: number of side-by-side validation PNGs per set (LQ bicubic | SR | GT).
         image_dir: where those PNGs go (``None``: not written).
         seed: seeds the on-device degradation.
+        config: the resolved run config (plain dict). Its ``model``, ``degradation`` and ``scale``
+            entries are stored in every checkpoint, so ``sr-eval``/``sr-upscale`` can rebuild
+            the generator from the checkpoint alone.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class SRModule(pl.LightningModule):
         save_images: int = 3,
         image_dir: str | Path | None = None,
         seed: int = 0,
+        config: Mapping | None = None,
     ) -> None:
         super().__init__()
         if not losses:
@@ -114,6 +118,7 @@ class SRModule(pl.LightningModule):
         self.save_images = int(save_images)
         self.image_dir = Path(image_dir) if image_dir else None
         self.seed = int(seed)
+        self.config = dict(config or {})
         self.iteration = 0
         self.rank_iterations: list[int] = []
         self.adversarial = {n: t for n, t in self.losses.items() if t.needs_discriminator}
@@ -191,6 +196,22 @@ class SRModule(pl.LightningModule):
             logs[f"train/loss_{name}_unweighted"] = out.loss.detach()
             for key, val in out.metrics.items():
                 logs[f"train/{key}"] = val.detach()
+        # Extra generator passes published by a term (e.g. the translational second crop) are
+        # scored by the terms it names, with their own weights.
+        for aux_inputs, names in inputs.extra.pop("aux_passes", []):
+            for name in names:
+                if name not in self.losses:
+                    raise ConfigError(
+                        f"a term asked for loss {name!r} on its extra pass, but it is not selected; "
+                        f"selected terms: {', '.join(self.losses)}"
+                    )
+                term = self.losses[name]
+                if not term.is_active(inputs.step):
+                    continue
+                value = term(aux_inputs).loss
+                values[f"{name}_aux"] = value
+                total = total + term.weight * value
+                logs[f"train/loss_{name}_aux"] = (term.weight * value).detach()
         self.check_finite(values, "generator")
         if total is not None:
             logs["train/loss_total"] = total.detach()
@@ -351,7 +372,12 @@ class SRModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["sr_cli"] = {"iteration": int(self.iteration), "scale": self.scale}
+        checkpoint["sr_cli"] = {
+            "iteration": int(self.iteration),
+            "scale": self.scale,
+            "ema": self.generator_ema is not None,
+            **{k: self.config[k] for k in ("model", "degradation", "loss") if k in self.config},
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.iteration = int(checkpoint.get("sr_cli", {}).get("iteration", 0))
