@@ -127,6 +127,7 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
         save_images=cfg.val.save_images,
         image_dir=output_dir / "images",
         seed=cfg.seed,
+        config=OmegaConf.to_container(cfg, resolve=True),
     )
 
 
@@ -222,3 +223,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         "datamodule": datamodule,
         "output_dir": output_dir,
     }
+
+
+def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """The ``sr-train`` task: one run, or ``cfg.stages`` iterative learned-perceptual stages."""
+    if int(cfg.get("stages", 1)) > 1:
+        from sr_cli.stages import train_stages
+
+        return train_stages(cfg)
+    return train(cfg)
