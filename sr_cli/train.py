@@ -128,6 +128,7 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
         image_dir=output_dir / "images",
         seed=cfg.seed,
         config=OmegaConf.to_container(cfg, resolve=True),
+        augment=instantiate(cfg.augment, _convert_="all") if cfg.get("augment") else None,
     )
 
 

@@ -74,6 +74,8 @@ class SRModule(pl.LightningModule):
         save_images: number of side-by-side validation PNGs per set (LQ bicubic | SR | GT).
         image_dir: where those PNGs go (``None``: not written).
         seed: seeds the on-device degradation.
+        augment: on-device ``(lq, gt) -> (lq, gt)`` augmentation for training batches
+            (:class:`~sr_cli.degradations.augment.PairedAugment`), or ``None``.
         config: the resolved run config (plain dict). Its ``model``, ``degradation`` and ``scale``
             entries are stored in every checkpoint, so ``sr-eval``/``sr-upscale`` can rebuild
             the generator from the checkpoint alone.
@@ -96,6 +98,7 @@ class SRModule(pl.LightningModule):
         image_dir: str | Path | None = None,
         seed: int = 0,
         config: Mapping | None = None,
+        augment: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if not losses:
@@ -103,6 +106,7 @@ class SRModule(pl.LightningModule):
         self.generator = generator
         self.losses = nn.ModuleDict(dict(losses))
         self.degradation = degradation
+        self.augment = augment
         self.scale = int(getattr(generator, "scale", degradation.scale))
         self.generator_ema = None
         if ema_decay is not None:
@@ -149,19 +153,23 @@ class SRModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ data
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Make LQ from GT on the device, batched, recording the degradation's parameters."""
-        if "lq" in batch:
-            return batch
-        gt = batch["gt"]
+        """Make LQ from GT on the device, batched, recording the degradation's parameters; then
+        apply the on-device augmentation to training batches."""
         training = self._trainer is not None and self.trainer.training
-        if training:
-            rng = self._rng(1, self.iteration, self._rank())
-        else:
-            rng = self._rng(2, dataloader_idx, int(batch["index"][0]))
-        with torch.no_grad():
-            params = self.degradation.sample(gt, generator=rng)
-            batch["lq"] = self.degradation(gt, params).detach()
-        batch["degradation_params"] = params
+        if "lq" not in batch:
+            gt = batch["gt"]
+            if training:
+                rng = self._rng(1, self.iteration, self._rank())
+            else:
+                rng = self._rng(2, dataloader_idx, int(batch["index"][0]))
+            with torch.no_grad():
+                params = self.degradation.sample(gt, generator=rng)
+                batch["lq"] = self.degradation(gt, params).detach()
+            batch["degradation_params"] = params
+        if training and self.augment is not None:
+            with torch.no_grad():
+                rng = self._rng(3, self.iteration, self._rank())
+                batch["lq"], batch["gt"] = self.augment(batch["lq"], batch["gt"], rng)
         return batch
 
     def loss_inputs(self, batch: dict) -> LossInputs:

@@ -193,3 +193,30 @@ def test_scale_mismatch_names_all_three_values(tiny_cfg):
 
     with pytest.raises(ConfigError, match=r"model scale=2.*degradation scale=4.*data scale=4"):
         train(tiny_cfg("loss=[l1]", "model.generator.scale=2"))
+
+
+def test_device_augmentation_is_applied_to_training_batches(tiny_cfg, val_subset):
+    from hydra.utils import instantiate
+
+    from sr_cli.train import build_module
+
+    cfg = tiny_cfg("loss=[l1]", "augment=device", "augment.mixup_prob=1.0", f"data.val_dir={val_subset}")
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.setup("fit")
+    module = build_module(cfg, dm.val_names, Path(cfg.paths.output_dir))
+    assert module.augment is not None and module.augment.mixup_prob == 1.0
+    raw = next(iter(dm.train_dataloader()))
+    gt0 = raw["gt"].clone()
+    # Outside of training (no trainer attached) the batch is left alone.
+    plain = module.on_after_batch_transfer(dict(raw), 0)
+    assert torch.equal(plain["gt"], gt0)
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+    module.trainer = trainer
+    trainer.training = True
+    aug = module.on_after_batch_transfer(dict(raw), 0)
+    assert not torch.equal(aug["gt"], gt0)  # mixed / flipped
+    # Applied identically to the pair: bicubic is linear, so LQ still equals D(GT) up to 8-bit rounding.
+    d_gt = module.degradation.consistency(aug["gt"])
+    assert (d_gt - aug["lq"]).abs().max() <= 1 / 255 + 1e-6
