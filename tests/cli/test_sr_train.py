@@ -142,3 +142,13 @@ def test_sweep_with_shorthand(tmp_path):
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert len(jobs) == 2, jobs
     assert "loss=[l1]" in jobs[0] and "loss=[downsample,gan]" in jobs[1]
+
+
+@pytest.mark.parametrize(
+    "overlay", ["experiment=demo", "experiment=iterative_perceptual", "debug=fast", "hparams_search=loss_weights"]
+)
+def test_overlays_compose(overlay):
+    cfg = compose_train([overlay])
+    assert cfg.loss and cfg.model.generator._target_
+    if overlay == "hparams_search=loss_weights":
+        assert list(cfg.loss) == ["downsample", "gan"]
