@@ -16,7 +16,9 @@ values without rounding Y, as BasicSR does. ``protocol="matlab"`` also rounds Y 
 as MATLAB's ``rgb2ycbcr`` does on uint8 images. They differ by a few hundredths of a dB.
 
 piq pitfalls handled here: ``piq.ssim`` downsamples images larger than 256 px by default,
-which changes SSIM by up to 0.14, so ``downsample=False`` is always passed. ``piq.psnr`` adds
+which changes SSIM by up to 0.14; the protocol never downsamples. SSIM is computed with the
+definition of ``piq.ssim(downsample=False)`` but a separable window (same values, ~10x faster,
+checked against piq in the tests). ``piq.psnr`` adds
 ``1e-8`` to the normalised MSE, which biases high PSNRs (0.004 dB at 49 dB), so PSNR is
 computed here from the exact formula in float64; identical images give ``inf``, as in BasicSR.
 """
@@ -25,8 +27,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-import piq
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 Protocol = Literal["paper", "matlab"]
@@ -96,20 +98,42 @@ def psnr_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> T
     return _psnr255(sr_y, gt_y)
 
 
+def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    coords = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2.0
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(x: Tensor, y: Tensor, data_range: float = 255.0, kernel_size: int = 11, sigma: float = 1.5) -> Tensor:
+    """Per-image SSIM (Wang et al. 2004) over the valid region, averaged over channels.
+
+    The same definition as ``piq.ssim(..., downsample=False)`` (K1 = 0.01, K2 = 0.03, Gaussian
+    window, no padding), computed with the separable form of the Gaussian window: identical
+    to float64 rounding and about 10x faster on the CPU than piq's 2-D grouped convolution.
+    """
+    x = x / data_range
+    y = y / data_range
+    c = x.shape[1]
+    g = _gaussian_1d(kernel_size, sigma, x.dtype, x.device)
+    gh = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    gv = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+
+    def blur(z: Tensor) -> Tensor:
+        return F.conv2d(F.conv2d(z, gh, groups=c), gv, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    s_xx = blur(x * x) - mu_x**2
+    s_yy = blur(y * y) - mu_y**2
+    s_xy = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * s_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (s_xx + s_yy + c2))
+    return ssim_map.mean(dim=(-1, -2, -3))
+
+
 def ssim_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> Tensor:
     """Per-image SSIM on the Y channel, ``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B,)``."""
     sr_y, gt_y = prepare_y(sr, gt, crop, protocol)
-    return piq.ssim(
-        sr_y,
-        gt_y,
-        data_range=255.0,
-        reduction="none",
-        kernel_size=11,
-        kernel_sigma=1.5,
-        k1=0.01,
-        k2=0.03,
-        downsample=False,
-    )
+    return ssim(sr_y, gt_y, data_range=255.0)
 
 
 def psnr_rgb(sr: Tensor, gt: Tensor, crop: int) -> Tensor:

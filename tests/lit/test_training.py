@@ -28,6 +28,8 @@ def test_headline_mix_writes_every_output(tiny_cfg, val_subset):
     assert not module.automatic_optimization
     assert len(objects["trainer"].optimizers) == 2
     assert module.iteration == 2
+    shown = objects["trainer"].progress_bar_metrics  # what the progress bar displays
+    assert {"train/loss_downsample", "train/loss_gan", "train/loss_total", "val/psnr_y"} <= set(shown)
     for name in ("config_resolved.yaml", "metrics.csv", "summary.json"):
         assert (out / name).is_file(), name
     assert (out / "checkpoints" / "last.ckpt").is_file()

@@ -141,3 +141,17 @@ def test_protocol_metrics_per_image_and_plain_psnr():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match="same shape"):
         psnr_y(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 10), crop=1)
+
+
+def test_ssim_equals_piq_without_downsampling():
+    import piq
+
+    from sr_cli.metrics.protocol import ssim
+
+    x = torch.rand(2, 1, 70, 90, dtype=torch.float64) * 219 + 16
+    y = (x + 4 * torch.randn_like(x)).clamp(16, 235)
+    ref = piq.ssim(x, y, data_range=255.0, reduction="none", downsample=False)
+    assert torch.allclose(ssim(x, y), ref, atol=1e-12, rtol=0)
+    rgb = torch.rand(1, 3, 40, 40, dtype=torch.float64) * 255
+    ref3 = piq.ssim(rgb, rgb.flip(-1), data_range=255.0, downsample=False)
+    assert ssim(rgb, rgb.flip(-1)).item() == pytest.approx(ref3.item(), abs=1e-12)
