@@ -8,7 +8,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-all lint format bench clean
+.PHONY: help install train test test-slow test-all lint format bench clean chromium
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,7 +25,13 @@ install: $(STAMP) ## Create .venv and install torch, the package and its test ex
 train: $(STAMP) ## Train ESRGAN (downsample + GAN losses) on the bundled images, a few minutes on CPU
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-train model=esrgan loss=downsample+gan experiment=demo
 
-test: $(STAMP) ## Run the default test suite (excludes tests marked slow)
+# Headless Chromium renders the sr-report page in the tests (Debian package; root on CI).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	    echo "warning: could not install chromium; the report rendering test will be skipped"; }
+
+test: $(STAMP) chromium ## Run the default test suite (excludes tests marked slow)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## Run only the slow tests (DDP, sweeps, multi-stage)

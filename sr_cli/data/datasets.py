@@ -258,3 +258,33 @@ class ShardSampler(Sampler):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
+
+
+def open_eval_dataset(
+    root: str | Path, scale: int, cache_images: bool | str = "auto", skip_bad: bool = False
+) -> Dataset:
+    """An evaluation dataset for ``root``, whatever its layout.
+
+    * A benchmark folder (``HR`` + ``LR_bicubic/X{s}``, or ``GTmod12`` + ``LRbicx{s}``): a
+      :class:`~sr_cli.data.benchmarks.BenchmarkDataset` whose items carry the published LR
+      images as ``"lq"``.
+    * The same without an LR folder for ``scale``: its HR images, with a warning; LR is then made
+      on the device by the run's degradation (the MATLAB bicubic for ``degradation=bicubic``).
+    * Any other folder: its HR images (:class:`ImageFolderEvalDataset`).
+    """
+    from sr_cli.data.benchmarks import BenchmarkDataset, detect_layout
+
+    layout = detect_layout(root)
+    if layout is None:
+        return ImageFolderEvalDataset(root, scale, cache_images, skip_bad)
+    if int(scale) not in layout.lr_dirs:
+        found = ", ".join(f"x{s}" for s in sorted(layout.lr_dirs)) or "none"
+        warnings.warn(
+            f"benchmark folder {str(root)!r} has no LR images for scale {scale} (expected "
+            f"{str(layout.expected_lr_dir(int(scale)))!r}; found: {found}). Using its HR images "
+            "only: LR will be made from them on the device with the run's degradation (the "
+            "MATLAB bicubic imresize with degradation=bicubic).",
+            stacklevel=2,
+        )
+        return ImageFolderEvalDataset(layout.hr_dir, scale, cache_images, skip_bad)
+    return BenchmarkDataset(root, scale, cache_images, skip_bad)

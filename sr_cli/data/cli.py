@@ -1,0 +1,149 @@
+"""``sr-data``: prepare and download SR data sets.
+
+Examples::
+
+    sr-data prepare data/DIV2K/DIV2K_train_HR data/DIV2K/DIV2K_train_HR_sub --lr-scales 2 3 4
+    sr-data download div2k --dest data
+    sr-data download set5 --from-dir ~/Downloads
+    sr-data download --list
+
+User errors print one message (no traceback) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sr_cli.errors import SrCliError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sr-data", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "prepare",
+        help="crop large HR images into overlapping sub-images (and optional bicubic LR sets)",
+        description="Crop every image of SRC into overlapping sub-images <stem>_s001.png in OUT "
+        "(DIV2K convention), optionally with LR sets in OUT/LR_bicubic/X{s}/. Resumable: "
+        "finished sources are recorded in OUT/.prepare.json and complete outputs are kept.",
+    )
+    p.add_argument("src", help="folder of HR images")
+    p.add_argument("out", help="output folder for the sub-images")
+    p.add_argument("--crop-size", "--crop", type=int, default=480, help="sub-image side (480)")
+    p.add_argument("--step", type=int, default=240, help="stride between sub-images (240)")
+    p.add_argument(
+        "--thresh-size",
+        type=int,
+        default=0,
+        help="add a last crop flush with the border when the remainder exceeds this (0)",
+    )
+    p.add_argument(
+        "--lr-scales",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="S",
+        help="also write MATLAB-bicubic LR sub-images for these scales, e.g. 2 3 4",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes (1)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
+    p.add_argument(
+        "--force", action="store_true", help="ignore the manifest and re-check every output"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    d = sub.add_parser(
+        "download",
+        help="download, verify and extract DIV2K or the benchmark sets",
+        description="Download NAME into DEST (default $SR_DATA_DIR or ./data), verify the "
+        "checksums and extract. Offline, place the archives by hand (the error says where) "
+        "or pass --from-dir.",
+    )
+    d.add_argument("name", nargs="?", help="data set name (see --list)")
+    d.add_argument("--list", action="store_true", help="list the data set names")
+    d.add_argument("--dest", default=None, help="data folder (default $SR_DATA_DIR or ./data)")
+    d.add_argument(
+        "--from-dir",
+        default=None,
+        metavar="DIR",
+        help="take the archives (or extracted folders) from DIR instead of downloading",
+    )
+    d.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds (10)")
+    d.add_argument(
+        "--keep-archives", action="store_true", help="keep downloaded archives after extraction"
+    )
+    d.add_argument("--no-verify", action="store_true", help="do not check the archives' checksums")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from sr_cli.data.prepare import prepare
+
+    report = prepare(
+        args.src,
+        args.out,
+        crop_size=args.crop_size,
+        step=args.step,
+        thresh_size=args.thresh_size,
+        lr_scales=args.lr_scales,
+        workers=args.workers,
+        skip_bad=args.skip_bad,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    done = report.sources - report.skipped_sources - len(report.bad)
+    print(
+        f"sr-data prepare: {report.sources} source images in {args.src}: {done} processed, "
+        f"{report.skipped_sources} already done, {len(report.bad)} skipped as bad; "
+        f"{report.written} files written, {report.kept} kept"
+        + (f", {report.removed_tmp} stale temporary files removed" if report.removed_tmp else "")
+        + f" -> {args.out}"
+    )
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from sr_cli.data.download import describe, download
+
+    if args.list or not args.name:
+        print("data sets:\n  " + "\n  ".join(describe()))
+        return 0 if args.list else 2
+    lines = download(
+        args.name,
+        dest=args.dest,
+        from_dir=args.from_dir,
+        timeout=args.timeout,
+        keep_archives=args.keep_archives,
+        verify=not args.no_verify,
+        progress=not args.quiet,
+    )
+    for line in lines:
+        print(f"sr-data download: {line}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sr-data``; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "prepare":
+            return _prepare(args)
+        return _download(args)
+    except SrCliError as exc:
+        print(f"sr-data {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sr-data {args.command}: interrupted; run it again to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

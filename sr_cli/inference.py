@@ -1,0 +1,89 @@
+"""Rebuild a trained generator from an sr-cli checkpoint, for evaluation and inference.
+
+A checkpoint written by ``sr-train`` carries, under ``checkpoint["sr_cli"]``, the resolved
+``model`` and ``degradation`` configs and the scale, so nothing else is needed to use it. The
+EMA generator is preferred when the run kept one. Plain generator weights (a published
+``.pth``/``.safetensors``) can be used too, given the model config name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sr_cli.errors import CheckpointError
+from sr_cli.lit.checkpoint import safe_torch_load
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator ready for inference, with what the checkpoint says about it."""
+
+    generator: nn.Module
+    scale: int
+    model_config: dict[str, Any]
+    degradation_config: dict[str, Any] | None
+    source: Path
+    used_ema: bool
+    iteration: int | None
+
+
+def generator_state_from_checkpoint(ckpt: dict, prefer_ema: bool = True) -> tuple[dict, bool]:
+    """The generator's state dict from a Lightning checkpoint (EMA weights when present)."""
+    state = ckpt.get("state_dict", ckpt)
+    for prefix, is_ema in (("generator_ema.", True), ("generator.", False)):
+        if is_ema and not prefer_ema:
+            continue
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if sub:
+            return sub, is_ema
+    raise CheckpointError("checkpoint has no generator weights (no 'generator.' keys in its state_dict)")
+
+
+def load_generator(path: str | Path, prefer_ema: bool = True, map_location: Any = "cpu") -> LoadedGenerator:
+    """Build the generator described by an sr-train checkpoint and load its weights (safely).
+
+    Raises:
+        CheckpointError: missing/unsafe file, or a checkpoint without the sr-cli model config.
+    """
+    from hydra.utils import instantiate
+
+    path = Path(path)
+    ckpt = safe_torch_load(path, map_location=map_location)
+    meta = ckpt.get("sr_cli") if isinstance(ckpt, dict) else None
+    if not meta or "model" not in meta:
+        raise CheckpointError(
+            f"{str(path)!r} is not an sr-train checkpoint (no model config inside). For published "
+            "weights, build the model from its config and use model.pretrained=PATH instead."
+        )
+    model_cfg = meta["model"]
+    generator = instantiate(model_cfg["generator"], _convert_="all")
+    state, used_ema = generator_state_from_checkpoint(ckpt, prefer_ema)
+    missing, unexpected = generator.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{str(path)!r} does not fit its own model config: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}"
+        )
+    generator.eval().requires_grad_(False)
+    return LoadedGenerator(
+        generator=generator,
+        scale=int(meta.get("scale", getattr(generator, "scale", 1))),
+        model_config=model_cfg,
+        degradation_config=meta.get("degradation"),
+        source=path,
+        used_ema=used_ema,
+        iteration=meta.get("iteration"),
+    )
+
+
+@torch.no_grad()
+def super_resolve(generator: nn.Module, lq: torch.Tensor) -> torch.Tensor:
+    """SR of a ``(B, 3, H, W)`` batch in ``[0, 1]``, clamped (pyramid models: the last level)."""
+    out = generator(lq)
+    out = out[-1] if isinstance(out, (list, tuple)) else out
+    return out.clamp(0, 1)
