@@ -403,17 +403,18 @@ class SRModule(pl.LightningModule):
                 f"check that the model scale equals scale={self.scale}"
             )
         metrics = protocol_metrics(sr, gt, self.scale, self.val_protocol)
-        if self._consistency_ok:
+        params = batch.get("degradation_params")
+        # D(SR) vs LQ needs D's own parameters for this image (or a deterministic D).
+        if self._consistency_ok and (params is not None or not self.degradation.stochastic):
             try:
                 sr8 = to_uint8_range(sr) / 255.0
-                params = batch.get("degradation_params")
                 metrics["lr_consistency_psnr"] = psnr(self.degradation.consistency(sr8, params), lq)
             except DegradationNotInvertible:
                 self._consistency_ok = False
         sums = self._val_sums.setdefault(dataloader_idx, {})
         for key, val in metrics.items():
             sums[key] = sums.get(key, 0.0) + val.detach().double().sum()
-        sums["count"] = sums.get("count", 0.0) + float(gt.shape[0])
+            sums[f"n_{key}"] = sums.get(f"n_{key}", 0.0) + float(val.numel())
         if self.image_dir is not None and int(batch["index"][0]) < self.save_images:
             self._save_triptych(lq[0], sr[0], gt[0], batch["name"][0], dataloader_idx)
 
@@ -421,21 +422,24 @@ class SRModule(pl.LightningModule):
         keys = list(VAL_METRICS) + (["lr_consistency_psnr"] if self._consistency_ok else [])
         for idx, prefix in enumerate(self.val_names):
             sums = self._val_sums.get(idx, {})
-            # Per-image sums reduced over processes (every rank joins, even with an empty shard).
+            # Per-image sums and counts reduced over processes (every rank joins the same
+            # reductions, even with an empty shard), so the mean is exact under DDP.
             totals = {
-                k: self.trainer.strategy.reduce(
-                    torch.as_tensor(sums.get(k, 0.0), dtype=torch.float64, device=self.device),
-                    reduce_op="sum",
+                k: float(
+                    self.trainer.strategy.reduce(
+                        torch.as_tensor(sums.get(k, 0.0), dtype=torch.float64, device=self.device),
+                        reduce_op="sum",
+                    )
                 )
-                for k in [*keys, "count"]
+                for k in [*keys, *(f"n_{k}" for k in keys)]
             }
-            count = float(totals.pop("count"))
-            if count == 0:
-                continue
-            for key, value in totals.items():
+            for key in keys:
+                count = totals[f"n_{key}"]
+                if count == 0:
+                    continue
                 self.log(
                     f"{prefix}/{key}",
-                    (value / count).float(),
+                    torch.tensor(totals[key] / count, dtype=torch.float32),
                     prog_bar=key == "psnr_y",
                     add_dataloader_idx=False,
                     sync_dist=False,
