@@ -41,7 +41,7 @@ def test_ddp_two_cpu_processes(tmp_path, val_subset):
     from sr_cli.train import build_module
 
     cfg = compose_train(
-        ["loss=[l1,gan]", f"data.val_dir={val_subset}", *TINY_CLI, "data.patch_size=32"]
+        ["loss=[l1,gan]", f"data.val_dir={val_subset}", *TINY_CLI], output_dir=tmp_path / "single"
     )
     import hydra
 
