@@ -41,12 +41,12 @@ test-all: $(STAMP) ## Run every test
 	$(BIN)/python -m pytest -m 'slow or not slow' $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Lint with ruff
-	$(BIN)/ruff check sr_cli tests
-	$(BIN)/ruff format --check sr_cli tests
+	$(BIN)/ruff check sr_cli tests bench
+	$(BIN)/ruff format --check sr_cli tests bench
 
 format: $(STAMP) ## Format with ruff
-	$(BIN)/ruff format sr_cli tests
-	$(BIN)/ruff check --fix sr_cli tests
+	$(BIN)/ruff format sr_cli tests bench
+	$(BIN)/ruff check --fix sr_cli tests bench
 
 bench: $(STAMP) ## Run benchmarks; results go to bench/results.md
 	$(BIN)/python -m bench.run

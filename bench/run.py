@@ -48,11 +48,17 @@ def bench_resize(device: str, quick: bool) -> dict:
     x = torch.rand(8 if quick else 16, 3, 256, 256, device=device)
     ours = timeit(lambda: imresize(x, scale=0.25), device, 5 if quick else 20)
     ref = timeit(
-        lambda: F.interpolate(x, scale_factor=0.25, mode="bicubic", antialias=True, align_corners=False),
+        lambda: F.interpolate(
+            x, scale_factor=0.25, mode="bicubic", antialias=True, align_corners=False
+        ),
         device,
         5 if quick else 20,
     )
-    return {"what": f"bicubic x4 down, batch {x.shape[0]}x3x256x256", "sr_cli_s": ours, "plain_s": ref}
+    return {
+        "what": f"bicubic x4 down, batch {x.shape[0]}x3x256x256",
+        "sr_cli_s": ours,
+        "plain_s": ref,
+    }
 
 
 def bench_train_step(device: str, quick: bool) -> dict:
@@ -162,7 +168,9 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['what']} | {r['sr_cli_s']:.4f} | {r['plain_s']:.4f} | {r['sr_cli_s'] / r['plain_s']:.2f} |")
+        lines.append(
+            f"| {r['what']} | {r['sr_cli_s']:.4f} | {r['plain_s']:.4f} | {r['sr_cli_s'] / r['plain_s']:.2f} |"
+        )
     train_ips = rows[-1]["images_per_s"]
     lines += [
         "",
@@ -174,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|",
     ]
     for d in degr:
-        lines.append(f"| {d['name']} | {d['images_per_s']:.1f} | {d['images_per_s'] / train_ips:.1f}x |")
+        lines.append(
+            f"| {d['name']} | {d['images_per_s']:.1f} | {d['images_per_s'] / train_ips:.1f}x |"
+        )
     upscale = Path(__file__).resolve().parent / "upscale_memory.py"
     if upscale.is_file():
         from bench.upscale_memory import run as upscale_run

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from sr_cli.errors import CheckpointError
-from sr_cli.lit.checkpoint import safe_torch_load
+from sr_cli.serialization import safe_torch_load
 
 
 @dataclass
@@ -41,10 +41,14 @@ def generator_state_from_checkpoint(ckpt: dict, prefer_ema: bool = True) -> tupl
         sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if sub:
             return sub, is_ema
-    raise CheckpointError("checkpoint has no generator weights (no 'generator.' keys in its state_dict)")
+    raise CheckpointError(
+        "checkpoint has no generator weights (no 'generator.' keys in its state_dict)"
+    )
 
 
-def load_generator(path: str | Path, prefer_ema: bool = True, map_location: Any = "cpu") -> LoadedGenerator:
+def load_generator(
+    path: str | Path, prefer_ema: bool = True, map_location: Any = "cpu"
+) -> LoadedGenerator:
     """Build the generator described by an sr-train checkpoint and load its weights (safely).
 
     Raises:

@@ -44,7 +44,9 @@ def stage_config(cfg: DictConfig, stage: int, root: Path, previous: Path | None)
             if previous is None:
                 raise ConfigError(f"stage {stage} needs the checkpoint of stage {stage - 1}")
             replace = set(cfg.get("stage_replace") or [])
-            losses = {k: v for k, v in cfg.loss.items() if k not in replace and k != "disc_perceptual"}
+            losses = {
+                k: v for k, v in cfg.loss.items() if k not in replace and k != "disc_perceptual"
+            }
             node = OmegaConf.load(config_dir() / "loss" / "disc_perceptual.yaml").disc_perceptual
             node = OmegaConf.merge(node, cfg.get("stage_disc_perceptual") or {})
             node.checkpoint = str(previous)
@@ -74,7 +76,9 @@ def write_summary(root: Path, records: list[dict[str, Any]], total: int) -> None
     ]
     for r in records:
         vals = " | ".join(f"{r['metrics'][k]:.4f}" if k in r["metrics"] else "" for k in keys)
-        lines.append(f"| {r['stage']} | {' + '.join(r['losses'])} | [{r['dir']}]({r['dir']}/) | {vals} |")
+        lines.append(
+            f"| {r['stage']} | {' + '.join(r['losses'])} | [{r['dir']}]({r['dir']}/) | {vals} |"
+        )
     (root / "stages.md").write_text("\n".join(lines) + "\n")
 
 

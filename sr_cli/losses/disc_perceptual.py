@@ -20,9 +20,9 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from sr_cli.errors import CheckpointError, ConfigError
-from sr_cli.lit.checkpoint import safe_torch_load
 from sr_cli.losses.base import LossInputs, LossTerm, check_same_shape
 from sr_cli.losses.pixel import l1_loss, mse_loss
+from sr_cli.serialization import safe_torch_load
 
 DISTANCES = {"l1": l1_loss, "l2": mse_loss}
 
@@ -55,7 +55,10 @@ def load_discriminator(checkpoint: str | Path, term: str = "gan") -> nn.Module:
 
 
 def discriminator_feature_loss(
-    feats_sr: Sequence[Tensor], feats_gt: Sequence[Tensor], layer_weights: Sequence[float], distance: str = "l1"
+    feats_sr: Sequence[Tensor],
+    feats_gt: Sequence[Tensor],
+    layer_weights: Sequence[float],
+    distance: str = "l1",
 ) -> Tensor:
     """``sum_l w_l * d(f_l(SR), f_l(GT))`` over the layers with a non-zero weight (GT detached)."""
     if len(layer_weights) > len(feats_sr):
@@ -102,7 +105,9 @@ class DiscriminatorPerceptualLoss(LossTerm):
                 "or use `sr-train stages=N`, which sets it for every stage after the first."
             )
         if distance not in DISTANCES:
-            raise ConfigError(f"disc_perceptual.distance must be one of {sorted(DISTANCES)}, got {distance!r}")
+            raise ConfigError(
+                f"disc_perceptual.distance must be one of {sorted(DISTANCES)}, got {distance!r}"
+            )
         # Kept out of the module tree: frozen, not optimized, not saved in this run's checkpoints.
         self._net = [load_discriminator(checkpoint, term)]
         self.checkpoint = str(checkpoint)
@@ -121,7 +126,9 @@ class DiscriminatorPerceptualLoss(LossTerm):
         net = self.network.eval()
         _, f_sr = net(inputs.sr, return_features=True)
         _, f_gt = net(inputs.gt, return_features=True)
-        weights = self.layer_weights if self.layer_weights is not None else [1.0 / len(f_sr)] * len(f_sr)
+        weights = (
+            self.layer_weights if self.layer_weights is not None else [1.0 / len(f_sr)] * len(f_sr)
+        )
         return discriminator_feature_loss(f_sr, f_gt, weights, self.distance)
 
     def extra_repr(self) -> str:

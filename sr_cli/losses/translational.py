@@ -52,7 +52,9 @@ def crop_offsets(
     return (ya, xa), (ya + dy, xa + dx)
 
 
-def shared_regions(sr_a: Tensor, sr_b: Tensor, offset: tuple[int, int], scale: int) -> tuple[Tensor, Tensor]:
+def shared_regions(
+    sr_a: Tensor, sr_b: Tensor, offset: tuple[int, int], scale: int
+) -> tuple[Tensor, Tensor]:
     """The parts of two SR crops that show the same HR pixels, for an LQ offset ``(dy, dx)`` of b vs a."""
     dy, dx = offset[0] * scale, offset[1] * scale
     h, w = sr_a.shape[-2:]
@@ -61,7 +63,9 @@ def shared_regions(sr_a: Tensor, sr_b: Tensor, offset: tuple[int, int], scale: i
     return sr_a[..., dy:, dx:], sr_b[..., : h - dy, : w - dx]
 
 
-def translational_consistency_loss(sr_a: Tensor, sr_b: Tensor, offset: tuple[int, int], scale: int) -> Tensor:
+def translational_consistency_loss(
+    sr_a: Tensor, sr_b: Tensor, offset: tuple[int, int], scale: int
+) -> Tensor:
     """L1 between two SR crops on the region they share.
 
     Args:
@@ -75,7 +79,9 @@ def translational_consistency_loss(sr_a: Tensor, sr_b: Tensor, offset: tuple[int
         tensor(0.)
     """
     if sr_a.shape != sr_b.shape:
-        raise ValueError(f"crops must have the same shape, got {tuple(sr_a.shape)} and {tuple(sr_b.shape)}")
+        raise ValueError(
+            f"crops must have the same shape, got {tuple(sr_a.shape)} and {tuple(sr_b.shape)}"
+        )
     a, b = shared_regions(sr_a, sr_b, offset, scale)
     return l1_loss(a, b)
 
@@ -133,7 +139,9 @@ class TranslationalConsistencyLoss(LossTerm):
         if self.second_pass_losses:
             gt_b = inputs.gt[..., yb * s : (yb + crop) * s, xb * s : (xb + crop) * s]
             second = replace(inputs, sr=sr_b, sr_levels=levels_b, gt=gt_b, lq=lq_b, extra={})
-            inputs.extra.setdefault("aux_passes", []).append((second, list(self.second_pass_losses)))
+            inputs.extra.setdefault("aux_passes", []).append(
+                (second, list(self.second_pass_losses))
+            )
         return LossOutput(loss)
 
 

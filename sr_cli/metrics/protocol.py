@@ -104,7 +104,9 @@ def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.devi
     return g / g.sum()
 
 
-def ssim(x: Tensor, y: Tensor, data_range: float = 255.0, kernel_size: int = 11, sigma: float = 1.5) -> Tensor:
+def ssim(
+    x: Tensor, y: Tensor, data_range: float = 255.0, kernel_size: int = 11, sigma: float = 1.5
+) -> Tensor:
     """Per-image SSIM (Wang et al. 2004) over the valid region, averaged over channels.
 
     The same definition as ``piq.ssim(..., downsample=False)`` (K1 = 0.01, K2 = 0.03, Gaussian
@@ -126,7 +128,9 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 255.0, kernel_size: int = 11,
     s_yy = blur(y * y) - mu_y**2
     s_xy = blur(x * y) - mu_x * mu_y
     c1, c2 = 0.01**2, 0.03**2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * s_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (s_xx + s_yy + c2))
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * s_xy + c2)) / (
+        (mu_x**2 + mu_y**2 + c1) * (s_xx + s_yy + c2)
+    )
     return ssim_map.mean(dim=(-1, -2, -3))
 
 

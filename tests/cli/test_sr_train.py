@@ -145,7 +145,13 @@ def test_sweep_with_shorthand(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "overlay", ["experiment=demo", "experiment=iterative_perceptual", "debug=fast", "hparams_search=loss_weights"]
+    "overlay",
+    [
+        "experiment=demo",
+        "experiment=iterative_perceptual",
+        "debug=fast",
+        "hparams_search=loss_weights",
+    ],
 )
 def test_overlays_compose(overlay):
     cfg = compose_train([overlay])

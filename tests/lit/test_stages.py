@@ -12,17 +12,7 @@ import torch
 from sr_cli.errors import CheckpointError, ConfigError
 from sr_cli.losses.base import LossInputs
 from sr_cli.losses.disc_perceptual import DiscriminatorPerceptualLoss, load_discriminator
-from sr_cli.train import run, train
-
-
-@pytest.fixture(scope="module")
-def gan_checkpoint(tmp_path_factory):
-    from tests.conftest import TINY, compose_train
-
-    out = tmp_path_factory.mktemp("gan")
-    cfg = compose_train([*TINY, "loss=[l1,gan]", "val.save_images=0"], output_dir=out)
-    train(cfg)
-    return out / "checkpoints" / "last.ckpt"
+from sr_cli.train import run
 
 
 def test_discriminator_is_rebuilt_from_checkpoint(gan_checkpoint):

@@ -29,7 +29,9 @@ def test_headline_mix_writes_every_output(tiny_cfg, val_subset):
     assert len(objects["trainer"].optimizers) == 2
     assert module.iteration == 2
     shown = objects["trainer"].progress_bar_metrics  # what the progress bar displays
-    assert {"train/loss_downsample", "train/loss_gan", "train/loss_total", "val/psnr_y"} <= set(shown)
+    assert {"train/loss_downsample", "train/loss_gan", "train/loss_total", "val/psnr_y"} <= set(
+        shown
+    )
     for name in ("config_resolved.yaml", "metrics.csv", "summary.json"):
         assert (out / name).is_file(), name
     assert (out / "checkpoints" / "last.ckpt").is_file()
@@ -202,7 +204,9 @@ def test_device_augmentation_is_applied_to_training_batches(tiny_cfg, val_subset
 
     from sr_cli.train import build_module
 
-    cfg = tiny_cfg("loss=[l1]", "augment=device", "augment.mixup_prob=1.0", f"data.val_dir={val_subset}")
+    cfg = tiny_cfg(
+        "loss=[l1]", "augment=device", "augment.mixup_prob=1.0", f"data.val_dir={val_subset}"
+    )
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup("fit")
     module = build_module(cfg, dm.val_names, Path(cfg.paths.output_dir))

@@ -83,7 +83,9 @@ def test_detach_second_changes_the_gradient():
     grads = {}
     for detach in (False, True):
         gen = Nearest(scale, ramp=alpha)
-        term = TranslationalConsistencyLoss(start_step=0, mode="corner", crop_fraction=0.75, detach_second=detach)
+        term = TranslationalConsistencyLoss(
+            start_step=0, mode="corner", crop_fraction=0.75, detach_second=detach
+        )
         term(_inputs(gen, lq, scale)).loss.backward()
         grads[detach] = gen.w.grad.item()
     dy = 8 - 6
@@ -96,7 +98,7 @@ def test_second_pass_is_published_for_other_terms():
     term = TranslationalConsistencyLoss(start_step=0, second_pass_losses=["l1"])
     inputs = _inputs(Nearest(2), lq, 2)
     term(inputs)
-    (aux, names), = inputs.extra["aux_passes"]
+    ((aux, names),) = inputs.extra["aux_passes"]
     assert names == ["l1"]
     assert aux.sr.shape == aux.gt.shape == (1, 3, 12, 12)
     assert torch.equal(aux.sr, aux.gt)  # nearest SR of the crop equals the matching GT crop

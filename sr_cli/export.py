@@ -1,0 +1,186 @@
+"""``sr-export CHECKPOINT``: write the generator as ONNX and check it against PyTorch.
+
+The graph takes ``lq`` ``(N, 3, H, W)`` in ``[0, 1]`` and returns ``sr``
+``(N, 3, H * scale, W * scale)`` clamped to ``[0, 1]`` (pyramid models: the finest level),
+with dynamic batch, height and width axes (opset 17, TorchScript-based exporter: it needs the
+``onnx`` package but not ``onnxscript``). The model is validated with onnx's checker; when ``onnxruntime`` is installed (``pip install 'sr-cli[onnx]'``) its output is
+compared with PyTorch's on two input sizes (max abs difference below ``--atol``, 1e-4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sr_cli.errors import ConfigError, SrCliError
+
+OPSET = 17
+CHECK_SIZES = ((32, 32), (40, 56))
+
+
+class ExportWrapper(nn.Module):
+    """``lq -> sr``: the generator's finest output, clamped to ``[0, 1]``."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        out = self.generator(lq)
+        if isinstance(out, (list, tuple)):
+            out = out[-1]
+        return out.clamp(0.0, 1.0)
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    scale: int
+    checked_with_onnx: bool = False
+    max_abs_diff: dict[tuple[int, int], float] = field(default_factory=dict)
+    skipped: str | None = None
+
+
+def have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def export_onnx(generator: nn.Module, path: str | Path, opset: int = OPSET) -> Path:
+    """Export ``generator`` (eval mode, CPU) to ONNX with dynamic batch/height/width axes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = ExportWrapper(generator).eval().cpu()
+    dummy = torch.rand(1, 3, 32, 32)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(tmp),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["lq"],
+            output_names=["sr"],
+            dynamic_axes={
+                "lq": {0: "batch", 2: "height", 3: "width"},
+                "sr": {0: "batch", 2: "out_height", 3: "out_width"},
+            },
+            do_constant_folding=True,
+        )
+    tmp.replace(path)
+    return path
+
+
+def compare_with_onnxruntime(
+    generator: nn.Module, path: Path, sizes: Sequence[tuple[int, int]] = CHECK_SIZES, seed: int = 0
+) -> dict[tuple[int, int], float]:
+    """Max abs difference between ONNX Runtime and PyTorch on random inputs of each size."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = ExportWrapper(generator).eval().cpu()
+    gen = torch.Generator().manual_seed(seed)
+    diffs = {}
+    for h, w in sizes:
+        x = torch.rand(1, 3, h, w, generator=gen)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        (out,) = session.run(["sr"], {"lq": x.numpy()})
+        if out.shape != ref.shape:
+            raise ConfigError(
+                f"ONNX output {out.shape} differs from PyTorch {ref.shape} at {h}x{w}"
+            )
+        diffs[(h, w)] = float(abs(out - ref).max())
+    return diffs
+
+
+def export(
+    checkpoint: str | Path,
+    output: str | Path | None = None,
+    opset: int = OPSET,
+    check: bool = True,
+    atol: float = 1e-4,
+    prefer_ema: bool = True,
+) -> ExportReport:
+    """Export a checkpoint's generator; validate with onnx / onnxruntime when installed."""
+    from sr_cli.eval import resolve_checkpoint
+    from sr_cli.inference import load_generator
+
+    ckpt = resolve_checkpoint(checkpoint)
+    loaded = load_generator(ckpt, prefer_ema=prefer_ema)
+    if not have("onnx"):
+        raise ConfigError(
+            "sr-export needs the onnx package to write ONNX files (torch's exporter serializes "
+            "with it): pip install 'sr-cli[onnx]' (or: pip install onnx onnxruntime)"
+        )
+    path = Path(output) if output else ckpt.with_suffix(".onnx")
+    try:
+        export_onnx(loaded.generator, path, opset)
+    except Exception as exc:  # unsupported operator, ...
+        raise ConfigError(
+            f"ONNX export of {type(loaded.generator).__name__} failed: {str(exc).splitlines()[0]}"
+        ) from exc
+    report = ExportReport(path=path, scale=loaded.scale)
+    if not check:
+        report.skipped = "--no-check"
+        return report
+    if have("onnx"):
+        import onnx
+
+        onnx.checker.check_model(str(path))
+        report.checked_with_onnx = True
+    if not have("onnxruntime"):
+        report.skipped = "onnxruntime is not installed (pip install 'sr-cli[onnx]')"
+        return report
+    report.max_abs_diff = compare_with_onnxruntime(loaded.generator, path)
+    worst = max(report.max_abs_diff.values())
+    if worst >= atol:
+        raise ConfigError(
+            f"ONNX Runtime output differs from PyTorch by {worst:.2e} (>= {atol:g}) on "
+            f"{report.max_abs_diff}; the exported model {str(path)!r} is not faithful."
+        )
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``sr-export CHECKPOINT [-o model.onnx] [--opset 17] [--no-check]``."""
+    parser = argparse.ArgumentParser(
+        prog="sr-export", description="Export an sr-train generator to ONNX."
+    )
+    parser.add_argument("checkpoint", help="a .ckpt written by sr-train, or its run directory")
+    parser.add_argument("-o", "--output", help="output .onnx (default: next to the checkpoint)")
+    parser.add_argument("--opset", type=int, default=OPSET)
+    parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check")
+    parser.add_argument("--atol", type=float, default=1e-4)
+    parser.add_argument("--no-ema", action="store_true", help="export the raw generator")
+    args = parser.parse_args(argv)
+    try:
+        report = export(
+            args.checkpoint,
+            args.output,
+            opset=args.opset,
+            check=not args.no_check,
+            atol=args.atol,
+            prefer_ema=not args.no_ema,
+        )
+    except SrCliError as exc:
+        print(f"sr-export: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"sr-export: wrote {report.path} (x{report.scale}, opset {args.opset})")
+    for (h, w), diff in report.max_abs_diff.items():
+        print(f"sr-export: ONNX Runtime vs PyTorch at {h}x{w}: max abs diff {diff:.2e}")
+    if report.skipped:
+        print(f"sr-export: runtime check skipped: {report.skipped}")
+
+
+if __name__ == "__main__":  # python -m sr_cli.export
+    main()

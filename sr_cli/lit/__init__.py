@@ -1,0 +1,1 @@
+"""LightningModules and the datamodule (they use models, losses, degradations, metrics, data)."""

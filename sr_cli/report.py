@@ -1,0 +1,523 @@
+"""``sr-report RUN_DIRS...``: one self-contained HTML page comparing training runs.
+
+For every validation image the page shows synchronized crops side by side (LQ, bicubic, the SR
+of each run, GT) around the most detailed region of GT, a difference map ``|SR - GT|`` per run
+(heat map on a shared scale), and the radially averaged power spectrum of each SR and of GT
+(log scale), where missing or invented high frequencies show. Then the metric table (paper
+protocol, on these images) and the training curves of every run from its ``metrics.csv``.
+
+SR images are computed from each run's checkpoint (``checkpoints/best.ckpt``, else
+``last.ckpt``) on the validation images of the first run's ``config_resolved.yaml``
+(``data.val_dir``) or on ``--images``. The LQ of HR-only folders is made with the first run's
+degradation, seeded per image as ``sr-eval`` does, so every run sees the same LQ.
+
+All pictures are embedded in the page as base64 PNG data URIs (one file to share), and also
+written next to it as PNG files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import io
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sr_cli.errors import ConfigError, DataError, SrCliError
+
+#: Marks every image load on the page: ``document.body.dataset.imagesLoaded = "3/3"``.
+LOAD_CHECK_SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (im) { return im.complete && im.naturalWidth > 0; }).length;
+  document.body.dataset.imagesLoaded = ok + "/" + imgs.length;
+});
+"""
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
+h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+.row { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
+figure { margin: 0; text-align: center; }
+figcaption { font-size: 0.8em; color: #555; max-width: 260px; }
+img.crop { image-rendering: pixelated; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.note { font-size: 0.85em; color: #555; }
+"""
+
+
+@dataclass
+class Run:
+    """A training run: its label, checkpoint, resolved config and metrics.csv (if any)."""
+
+    label: str
+    path: Path
+    checkpoint: Path
+    config: dict = field(default_factory=dict)
+    metrics_csv: Path | None = None
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run directory (or a bare ``.ckpt``)."""
+    from omegaconf import OmegaConf
+
+    from sr_cli.eval import resolve_checkpoint
+
+    p = Path(path).expanduser()
+    ckpt = resolve_checkpoint(p)
+    run_dir = (
+        p
+        if p.is_dir()
+        else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
+    )
+    config: dict = {}
+    cfg_file = run_dir / "config_resolved.yaml"
+    if cfg_file.is_file():
+        config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False) or {}
+    metrics = run_dir / "metrics.csv"
+    return Run(
+        label=run_dir.name if p.is_dir() else ckpt.stem,
+        path=run_dir,
+        checkpoint=ckpt,
+        config=config,
+        metrics_csv=metrics if metrics.is_file() else None,
+    )
+
+
+# ---------------------------------------------------------------------------- pictures
+def to_png(img: np.ndarray) -> bytes:
+    """``(H, W, 3)`` uint8 or float ``[0, 1]`` -> PNG bytes."""
+    from PIL import Image
+
+    if img.dtype != np.uint8:
+        img = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tensor_image(x: Tensor) -> np.ndarray:
+    """``(1, 3, H, W)`` or ``(3, H, W)`` in ``[0, 1]`` -> ``(H, W, 3)`` uint8."""
+    x = x[0] if x.dim() == 4 else x
+    return x.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def detail_window(gt: Tensor, size: int, align: int) -> tuple[int, int]:
+    """Top-left ``(y, x)`` (multiples of ``align``) of the ``size`` window with the most GT detail."""
+    gray = gt[0].float().mean(0, keepdim=True)[None]
+    gy = (gray[..., 1:, :-1] - gray[..., :-1, :-1]).abs()
+    gx = (gray[..., :-1, 1:] - gray[..., :-1, :-1]).abs()
+    energy = gy + gx
+    k = min(size, energy.shape[-2], energy.shape[-1])
+    pooled = torch.nn.functional.avg_pool2d(energy, k, stride=align)
+    idx = int(pooled.flatten().argmax())
+    y, x = divmod(idx, pooled.shape[-1])
+    return y * align, x * align
+
+
+def heat_map(err: np.ndarray, vmax: float) -> np.ndarray:
+    """``(H, W)`` errors -> ``(H, W, 3)`` uint8 with matplotlib's *inferno* colormap."""
+    from matplotlib import colormaps
+
+    rgba = colormaps["inferno"](np.clip(err / max(vmax, 1e-8), 0, 1))
+    return (rgba[..., :3] * 255).round().astype(np.uint8)
+
+
+def radial_power_spectrum(img: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectrum of the luma of ``(1, 3, H, W)``: (frequency, power).
+
+    Frequencies are in cycles per pixel (0 to 0.5, the Nyquist frequency)."""
+    y = (
+        img[0].double() * torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)[:, None, None]
+    ).sum(0)
+    y = y - y.mean()
+    power = torch.fft.fftshift(torch.fft.fft2(y)).abs().pow(2).numpy()
+    h, w = power.shape
+    fy = np.fft.fftshift(np.fft.fftfreq(h))[:, None]
+    fx = np.fft.fftshift(np.fft.fftfreq(w))[None, :]
+    radius = np.sqrt(fy**2 + fx**2)
+    nbins = min(h, w) // 2
+    bins = np.minimum((radius / 0.5 * nbins).astype(int), nbins)
+    sums = np.bincount(bins.ravel(), power.ravel(), minlength=nbins + 1)[:nbins]
+    counts = np.bincount(bins.ravel(), minlength=nbins + 1)[:nbins]
+    freq = (np.arange(nbins) + 0.5) / nbins * 0.5
+    return freq[1:], (sums / np.maximum(counts, 1))[1:] / (h * w)
+
+
+def _figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def spectrum_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, (f, p) in curves.items():
+        style = dict(color="black", linewidth=2.0) if label == "GT" else dict(linewidth=1.2)
+        ax.semilogy(f, np.maximum(p, 1e-20), label=label, **style)
+    ax.set_xlabel("spatial frequency (cycles / pixel)")
+    ax.set_ylabel("power (log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _figure_png(fig)
+
+
+def read_metrics_csv(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """``{column: [(step, value), ...]}`` from a Lightning CSV log (empty cells skipped)."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                step = float(row.get("step") or "nan")
+            except ValueError:
+                continue
+            for key, value in row.items():
+                if key in ("step", "epoch") or not value:
+                    continue
+                try:
+                    series.setdefault(key, []).append((step, float(value)))
+                except ValueError:
+                    continue
+    return series
+
+
+def curves_plot(runs: Sequence[Run]) -> bytes | None:
+    """Training loss and validation PSNR_Y of every run, against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = {r.label: read_metrics_csv(r.metrics_csv) for r in runs if r.metrics_csv}
+    if not data:
+        return None
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for label, series in data.items():
+        loss_key = (
+            "train/loss_total"
+            if "train/loss_total" in series
+            else next(
+                (
+                    k
+                    for k in series
+                    if k.startswith("train/loss_") and not k.endswith("_unweighted")
+                ),
+                None,
+            )
+        )
+        if loss_key:
+            s, v = zip(*series[loss_key])
+            ax_loss.plot(s, v, label=f"{label} ({loss_key})", marker="." if len(s) < 20 else None)
+        if "val/psnr_y" in series:
+            s, v = zip(*series["val/psnr_y"])
+            ax_val.plot(s, v, label=label, marker="o")
+    ax_loss.set_title("training loss")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_yscale("log")
+    ax_val.set_title("validation PSNR_Y (dB)")
+    ax_val.set_xlabel("step")
+    for ax in (ax_loss, ax_val):
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _figure_png(fig)
+
+
+# ---------------------------------------------------------------------------- the page
+class Page:
+    """Collects the page's HTML; every picture is embedded and also written as a PNG file."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.parts: list[str] = []
+        self.files: list[Path] = []
+
+    def add(self, markup: str) -> None:
+        self.parts.append(markup)
+
+    def img(self, png: bytes, name: str, alt: str, width: int | None = None, cls: str = "") -> str:
+        path = self.out_dir / f"{name}.png"
+        path.write_bytes(png)
+        self.files.append(path)
+        data = base64.b64encode(png).decode("ascii")
+        size = f' width="{width}"' if width else ""
+        klass = f' class="{cls}"' if cls else ""
+        return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{size}{klass}>'
+
+    def figure(self, img_tag: str, caption: str) -> str:
+        return f"<figure>{img_tag}<figcaption>{caption}</figcaption></figure>"
+
+    def render(self, title: str) -> str:
+        body = "\n".join(self.parts)
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
+            f"<h1>{html.escape(title)}</h1>\n{body}\n<script>{LOAD_CHECK_SCRIPT}</script>\n"
+            "</body></html>\n"
+        )
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def build_report(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    images: str | Path | None = None,
+    crop: int = 96,
+    max_images: int = 6,
+    prefer_ema: bool = True,
+    title: str = "sr-cli report",
+) -> Path:
+    """Write ``report.html`` (and its PNG files) to ``out_dir``; returns the page's path."""
+    from hydra.utils import instantiate
+
+    from sr_cli.data.datasets import open_eval_dataset
+    from sr_cli.degradations.resize import imresize
+    from sr_cli.eval import _seed_for, unique_labels
+    from sr_cli.inference import load_generator, super_resolve
+    from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS, protocol_metrics
+
+    if not run_dirs:
+        raise ConfigError("no run directory given: sr-report RUN_DIR [RUN_DIR ...]")
+    runs = [load_run(p) for p in run_dirs]
+    for run, label in zip(runs, unique_labels([r.label for r in runs])):
+        run.label = label
+    loaded = [load_generator(r.checkpoint, prefer_ema=prefer_ema) for r in runs]
+    scale = loaded[0].scale
+    for run, lg in zip(runs, loaded):
+        if lg.scale != scale:
+            raise ConfigError(
+                f"run {str(run.path)!r} is x{lg.scale} but {str(runs[0].path)!r} is x{scale}; "
+                "compare runs of one scale."
+            )
+    if images is None:
+        images = (runs[0].config.get("data") or {}).get("val_dir")
+        if not images:
+            raise ConfigError(
+                f"{str(runs[0].path)!r} has no config_resolved.yaml with data.val_dir; "
+                "pass the validation images with --images FOLDER"
+            )
+    images_dir = Path(str(images)).expanduser()
+    if not images_dir.exists():
+        raise DataError(
+            f"validation folder {str(images_dir)!r} does not exist (from the run's config); "
+            "pass --images FOLDER"
+        )
+    dataset = open_eval_dataset(images_dir, scale)
+    deg_cfg = loaded[0].degradation_config or {
+        "_target_": "sr_cli.degradations.resize.BicubicDownsample",
+        "scale": scale,
+    }
+    degradation = instantiate(deg_cfg, _convert_="all")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    page = Page(out)
+    labels = ["bicubic", *[r.label for r in runs]]
+    sums = {label: {"psnr_y": 0.0, "ssim_y": 0.0, "psnr_rgb": 0.0} for label in labels}
+    n_images = min(len(dataset), max_images) if max_images > 0 else len(dataset)
+    crop = max(scale, crop - crop % scale)
+    sections: list[str] = []
+    for index in range(n_images):
+        item = dataset[index]
+        gt = item["gt"].unsqueeze(0)
+        name = str(item.get("name", index))
+        if "lq" in item:
+            lq = item["lq"].unsqueeze(0)
+        else:
+            gen = torch.Generator().manual_seed(_seed_for(0, 0, index))
+            with torch.no_grad():
+                lq = degradation(gt, degradation.sample(gt, generator=gen))
+        with torch.no_grad():
+            srs = {"bicubic": imresize(lq, size=tuple(gt.shape[-2:])).clamp(0, 1)}
+            for run, lg in zip(runs, loaded):
+                srs[run.label] = super_resolve(lg.generator, lq).float()
+        per_image = {}
+        for label, sr in srs.items():
+            if sr.shape != gt.shape:
+                raise ConfigError(
+                    f"{label}: SR {tuple(sr.shape)} does not match GT {tuple(gt.shape)}"
+                )
+            m = {k: float(v[0]) for k, v in protocol_metrics(sr, gt, scale).items()}
+            per_image[label] = m
+            for k, v in m.items():
+                sums[label][k] += v
+        sections.append(image_section(page, name, lq, gt, srs, per_image, scale, crop))
+    page.add(
+        f'<p class="note">{n_images} image(s) from <code>{html.escape(str(images_dir))}</code>, '
+        f"x{scale}. LQ made with <code>{html.escape(str(deg_cfg.get('_target_', '')))}</code> "
+        "unless the folder provides LR images.</p>"
+    )
+    # Metric table.
+    rows = "".join(
+        f"<tr><td>{html.escape(label)}</td>"
+        + "".join(
+            f"<td>{sums[label][k] / max(n_images, 1):.{d}f}</td>"
+            for k, d in (("psnr_y", 2), ("ssim_y", 4), ("psnr_rgb", 2))
+        )
+        + "</tr>"
+        for label in labels
+    )
+    page.add(
+        "<h2>Metrics</h2><table><tr><th>Model</th><th>PSNR_Y ↑</th><th>SSIM_Y ↑</th>"
+        f"<th>PSNR_RGB ↑</th></tr>{rows}</table>"
+        f'<p class="note">Mean over the images below. {html.escape(PROTOCOL_DESCRIPTIONS["paper"])}.</p>'
+    )
+    page.add("<h2>Training curves</h2>")
+    curves = curves_plot(runs)
+    if curves is None:
+        page.add('<p class="note">No metrics.csv in the run directories.</p>')
+    else:
+        page.add(page.figure(page.img(curves, "training_curves", "training curves"), ""))
+    page.add("<h2>Images</h2>")
+    page.parts.extend(sections)
+    runs_list = "".join(
+        f"<li><b>{html.escape(r.label)}</b>: <code>{html.escape(str(r.checkpoint))}</code>"
+        f"{' (EMA)' if lg.used_ema else ''}, iteration {lg.iteration}</li>"
+        for r, lg in zip(runs, loaded)
+    )
+    page.parts.insert(0, f"<ul>{runs_list}</ul>")
+    path = out / "report.html"
+    path.write_text(page.render(title), encoding="utf-8")
+    return path
+
+
+def image_section(
+    page: Page,
+    name: str,
+    lq: Tensor,
+    gt: Tensor,
+    srs: dict[str, Tensor],
+    metrics: dict[str, dict[str, float]],
+    scale: int,
+    crop: int,
+) -> str:
+    """Crops, difference maps and spectra of one image."""
+    h, w = gt.shape[-2:]
+    size = min(crop, h - h % scale, w - w % scale)
+    y, x = detail_window(gt, size, scale)
+    display = 2 * size if size <= 128 else size
+    key = _safe(name)
+    parts = [f"<h3>{html.escape(name)} ({w}x{h})</h3>"]
+    # Context: GT with the crop marked.
+    ctx = tensor_image(gt).copy()
+    ctx[y : y + size, [x, min(x + size, w) - 1]] = (255, 0, 0)
+    ctx[[y, min(y + size, h) - 1], x : x + size] = (255, 0, 0)
+    figs = [page.figure(page.img(to_png(ctx), f"{key}_context", f"{name} GT"), "GT, crop marked")]
+    lq_crop = lq[..., y // scale : (y + size) // scale, x // scale : (x + size) // scale]
+    figs.append(
+        page.figure(
+            page.img(to_png(tensor_image(lq_crop)), f"{key}_lq", "LQ", display, "crop"), "LQ"
+        )
+    )
+    for label, sr in srs.items():
+        m = metrics[label]
+        figs.append(
+            page.figure(
+                page.img(
+                    to_png(tensor_image(sr[..., y : y + size, x : x + size])),
+                    f"{key}_{_safe(label)}",
+                    label,
+                    display,
+                    "crop",
+                ),
+                f"{html.escape(label)}<br>{m['psnr_y']:.2f} dB / {m['ssim_y']:.4f}",
+            )
+        )
+    figs.append(
+        page.figure(
+            page.img(
+                to_png(tensor_image(gt[..., y : y + size, x : x + size])),
+                f"{key}_gt",
+                "GT",
+                display,
+                "crop",
+            ),
+            "GT",
+        )
+    )
+    parts.append(f'<div class="row">{"".join(figs)}</div>')
+    # Difference maps on a shared scale.
+    errs = {label: (sr - gt).abs().mean(1)[0].numpy() for label, sr in srs.items()}
+    vmax = max(
+        float(np.percentile(np.concatenate([e.ravel() for e in errs.values()]), 99)), 1 / 255
+    )
+    diff_figs = [
+        page.figure(
+            page.img(to_png(heat_map(e, vmax)), f"{key}_diff_{_safe(label)}", f"|{label} - GT|"),
+            f"|{html.escape(label)} − GT|",
+        )
+        for label, e in errs.items()
+    ]
+    parts.append(
+        "<h4>Difference maps</h4>"
+        f'<p class="note">Mean absolute RGB error, inferno colormap from 0 (black) to '
+        f"{vmax * 255:.1f}/255 (yellow), shared by all maps of this image.</p>"
+        f'<div class="row">{"".join(diff_figs)}</div>'
+    )
+    curves = {label: radial_power_spectrum(sr) for label, sr in srs.items()}
+    curves["GT"] = radial_power_spectrum(gt)
+    spec = spectrum_plot(curves, f"{name}: radially averaged power spectrum")
+    parts.append(
+        "<h4>Error spectrum</h4>"
+        + page.figure(page.img(spec, f"{key}_spectrum", f"{name} spectrum"), "")
+    )
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sr-report", description="One self-contained HTML page comparing sr-train runs."
+    )
+    parser.add_argument("runs", nargs="+", help="sr-train run directories (or .ckpt files)")
+    parser.add_argument("-o", "--output", default="report", help="output folder (default: report)")
+    parser.add_argument("--images", default=None, help="validation images (default: the run's)")
+    parser.add_argument("--crop", type=int, default=96, help="side of the HR crops (96)")
+    parser.add_argument("--max-images", type=int, default=6, help="at most this many images (6)")
+    parser.add_argument("--title", default="sr-cli report")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw generator, not the EMA")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``sr-report RUN_DIR... [-o OUT] [--images DIR]``."""
+    args = build_parser().parse_args(argv)
+    try:
+        path = build_report(
+            args.runs,
+            args.output,
+            images=args.images,
+            crop=args.crop,
+            max_images=args.max_images,
+            prefer_ema=not args.no_ema,
+            title=args.title,
+        )
+    except SrCliError as exc:
+        print(f"sr-report: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"sr-report: wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # python -m sr_cli.report
+    main()

@@ -1,0 +1,114 @@
+"""sr-upscale and tiled inference: seamless tiles, alpha, 16 bits, inputs never overwritten."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sr_cli.degradations.resize import imresize
+from sr_cli.inference import load_generator, super_resolve
+from sr_cli.tiling import feather, tile_starts, tiled_forward
+from sr_cli.upscale import main, plan_outputs, read_picture, write_png16
+
+
+@pytest.fixture(scope="module")
+def generator(trained_run):
+    loaded = load_generator(trained_run / "checkpoints" / "last.ckpt")
+    assert type(loaded.generator).__name__ == "RRDBNet"  # fully convolutional
+    return loaded.generator, loaded.scale
+
+
+def test_tile_layout():
+    assert tile_starts(100, 48, 16) == [0, 32, 52]
+    assert tile_starts(40, 48, 16) == [0]
+    w = feather(20, 6, before=True, after=False)
+    assert (w > 0).all() and torch.all(w[6:] == 1) and torch.all(w[:6] < 1)
+    assert torch.all(w[:6].diff() > 0)
+
+
+@pytest.mark.parametrize("tile,overlap", [(24, 12), (30, 10)])
+def test_tiled_equals_untiled(generator, tile, overlap):
+    net, scale = generator
+    lq = torch.rand(1, 3, 44, 58, generator=torch.Generator().manual_seed(0))
+    full = super_resolve(net, lq)
+    tiled = tiled_forward(lambda x: super_resolve(net, x), lq, scale, tile, overlap)
+    assert tiled.shape == full.shape == (1, 3, 44 * scale, 58 * scale)
+    assert (tiled - full).abs().max().item() < 1 / 255
+
+
+def _rgba16(path, h=14, w=18, seed=0):
+    rng = np.random.default_rng(seed)
+    arr = (rng.random((h, w, 4)) * 65535).astype(np.uint16)
+    write_png16(arr, path)
+    return arr
+
+
+def test_alpha_and_16_bits_are_kept(trained_run, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    arr16 = _rgba16(src / "rgba16.png")
+    Image.fromarray(np.full((10, 12, 4), 200, np.uint8)).save(src / "rgba8.png")
+    Image.fromarray(np.arange(12 * 10, dtype=np.uint16).reshape(10, 12) * 500).save(
+        src / "gray16.png"
+    )
+    main([str(trained_run), str(src), "--tile", "8", "--overlap", "4", "-q"])
+    out = tmp_path / "in_x4"  # default output folder
+    p16 = read_picture(out / "rgba16.png")
+    assert p16.bits == 16 and p16.alpha is not None and p16.rgb.shape == (56, 72, 3)
+    # Alpha: MATLAB bicubic upscaling of the input alpha, at 16-bit precision.
+    ref = imresize(torch.from_numpy(arr16[..., 3].astype(np.float32) / 65535), size=(56, 72))
+    assert np.abs(p16.alpha - ref.clamp(0, 1).numpy()).max() < 1 / 65535 + 1e-6
+    # The file really holds 16 bits per sample (values off the 8-bit grid exist).
+    raw = np.round(p16.rgb * 65535).astype(np.int64)
+    assert (raw % 257 != 0).any()
+    p8 = Image.open(out / "rgba8.png")
+    assert p8.mode == "RGBA" and p8.size == (48, 40)
+    assert np.all(np.asarray(p8)[..., 3] == 200)
+    g16 = Image.open(out / "gray16.png")
+    assert g16.mode == "I;16" and g16.size == (48, 40)
+
+
+def test_tiled_cli_matches_untiled_cli(trained_run, tmp_path):
+    img = tmp_path / "photo.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((30, 26, 3)) * 255).astype(np.uint8)).save(img)
+    main([str(trained_run), str(img), "--tile", "0", "-o", str(tmp_path / "full.png"), "-q"])
+    main([str(trained_run), str(img), "--tile", "16", "--overlap", "8", "-q"])
+    full = np.asarray(Image.open(tmp_path / "full.png")).astype(int)
+    tiled = np.asarray(Image.open(tmp_path / "photo_x4.png")).astype(int)  # default name
+    assert full.shape == tiled.shape == (120, 104, 3)
+    assert np.abs(full - tiled).max() <= 1
+
+
+def test_never_overwrites_an_input(trained_run, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+    before = (folder / "a.png").read_bytes()
+    for args in (
+        [str(folder / "a.png"), "-o", str(folder / "a.png")],  # output file == input
+        [str(folder), "-o", str(folder)],  # output folder == input folder, no suffix
+        [str(folder / "a.png"), "-o", str(folder), "--suffix", ""],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main([str(trained_run), *args, "-q"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sr-upscale: error:") and "Traceback" not in err
+    assert (folder / "a.png").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
+    # With a suffix, writing next to the inputs is fine.
+    pairs = plan_outputs([folder], folder, 4, suffix="_sr")
+    assert pairs == [(folder / "a.png", folder / "a_sr.png")]
+
+
+def test_half_precision_needs_cuda(trained_run, tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: half precision is allowed")
+    with pytest.raises(SystemExit):
+        main([str(trained_run), str(img), "--precision", "fp16", "--device", "cpu", "-q"])
+    assert "CUDA" in capsys.readouterr().err
