@@ -52,6 +52,26 @@ def augment(
     return img
 
 
+def decode_all(items: Sequence, decode, skip_bad: bool, what: str) -> tuple[list, list]:
+    """Decode every item up front (the in-memory cache); a bad one fails, or is skipped with a
+    warning when ``skip_bad``. Returns the kept items and their decoded values."""
+    kept, decoded = [], []
+    for item in items:
+        try:
+            decoded.append(decode(item))
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            warnings.warn(
+                f"skipping {item[0] if isinstance(item, tuple) else item}: {exc}", stacklevel=3
+            )
+            continue
+        kept.append(item)
+    if not kept:
+        raise DataError(f"no decodable images left in the {what}.")
+    return kept, decoded
+
+
 class _ImageStore:
     """Decodes images on demand, optionally keeping them in memory; handles ``skip_bad``."""
 
@@ -81,22 +101,9 @@ class _ImageStore:
         if cache == "auto":
             cache = sum(h * w for h, w in sizes) <= AUTO_CACHE_PIXELS
         self.files = good
-        self.cache: dict[int, np.ndarray] | None = None
+        self.cache: list[np.ndarray] | None = None
         if cache:
-            self.cache = {}
-            kept: list[Path] = []
-            for path in good:
-                try:
-                    self.cache[len(kept)] = read_image(path)
-                except DataError as exc:
-                    if not skip_bad:
-                        raise
-                    warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
-                    continue
-                kept.append(path)
-            if not kept:
-                raise DataError(f"no decodable images left in the {what}.")
-            self.files = kept
+            self.files, self.cache = decode_all(good, read_image, skip_bad, what)
 
     def __len__(self) -> int:
         return len(self.files)

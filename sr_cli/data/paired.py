@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from sr_cli.data.datasets import AUTO_CACHE_PIXELS, mod_crop, to_tensor
+from sr_cli.data.datasets import AUTO_CACHE_PIXELS, decode_all, mod_crop, to_tensor
 from sr_cli.data.images import image_size, list_images, read_image
 from sr_cli.errors import DataError
 
@@ -175,20 +175,7 @@ class PairedFolderDataset(Dataset):
             )
         self.cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         if cache_images:
-            cache = []
-            kept = []
-            for pair in pairs:
-                try:
-                    cache.append(self._decode(*pair))
-                except DataError as exc:
-                    if not skip_bad:
-                        raise
-                    warnings.warn(f"skipping {pair[0]}: {exc}", stacklevel=2)
-                    continue
-                kept.append(pair)
-            if not kept:
-                raise DataError(f"no decodable image pairs left in the {what}.")
-            self.pairs, self.cache = kept, cache
+            self.pairs, self.cache = decode_all(pairs, lambda p: self._decode(*p), skip_bad, what)
 
     def _decode(self, hr_path: Path, lr_path: Path) -> tuple[np.ndarray, np.ndarray]:
         hr = mod_crop(read_image(hr_path), self.scale)
