@@ -34,3 +34,20 @@ def test_missing_vgg_weights_fail_before_training(tmp_path):
     assert str(home / "hub" / "checkpoints") in res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+
+
+def test_realesrgan_degradation_with_perceptual_gan(tiny_cfg, val_subset, vgg_cache):
+    """The issue's `degradation=realesrgan model=esrgan loss=l1+perceptual+gan` (tiny budget)."""
+    from sr_cli.train import train
+
+    metrics, objects = train(
+        tiny_cfg(
+            "degradation=realesrgan",
+            "model=esrgan",
+            "loss=[l1,perceptual,gan]",
+            f"data.val_dir={val_subset}",
+        )
+    )
+    assert objects["module"].degradation.stochastic
+    for key in ("train/loss_l1", "train/loss_perceptual", "train/loss_gan", "val/psnr_y"):
+        assert key in metrics, key
