@@ -61,10 +61,23 @@ def rewrite_list_override(arg: str, groups: tuple[str, ...] = LIST_GROUPS) -> st
     if not m or m.group("key") not in groups or m.group("prefix") == "~":
         return arg
     value = m.group("value").strip()
-    if not value or value.startswith("[") or "(" in value:
+    if not value or "(" in value or value in ("null", "[]"):
         return arg
-    parts = [p for p in value.split(",")]
+    parts = _split_outside_brackets(value)
     return f"{m.group('prefix')}{m.group('key')}=" + ",".join(_as_list(p) for p in parts)
+
+
+def _split_outside_brackets(value: str) -> list[str]:
+    """Split a sweep value on the commas that are not inside ``[...]``."""
+    parts, depth, current = [], 0, ""
+    for ch in value:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*parts, current]
 
 
 def group_options(group: str) -> list[str]:
@@ -82,7 +95,7 @@ def unknown_list_members(args: list[str], groups: tuple[str, ...] = LIST_GROUPS)
         value = m.group("value")
         if "(" in value:
             continue
-        names = [n.strip() for n in re.split(r"[\[\],+]", value) if n.strip()]
+        names = [n.strip() for n in re.split(r"[\[\],+]", value) if n.strip() not in ("", "null")]
         known = group_options(m.group("key"))
         for name in names:
             if name not in known:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -161,12 +160,13 @@ def build_trainer(cfg: DictConfig, module: Any, output_dir: Path):
         instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg and "_target_" in lg
     ]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    # max_steps counts generator iterations; the module stops itself (with a GAN, Lightning's
-    # global_step counts both optimizers' steps). Epochs are data.iters_per_epoch iterations.
+    # max_steps counts generator iterations and the module stops itself when it gets there
+    # (with a GAN, Lightning's global_step counts both optimizers' steps, and a resumed partial
+    # epoch would end Lightning's epoch count early). Epochs are data.iters_per_epoch iterations.
     iterations = int(trainer_cfg.pop("max_steps", -1))
     if iterations > 0:
         trainer_cfg["max_steps"] = -1
-        trainer_cfg["max_epochs"] = math.ceil(iterations / int(cfg.data.iters_per_epoch))
+        trainer_cfg["max_epochs"] = -1
     if module.adversarial and trainer_cfg.get("strategy") == "ddp":
         # A GAN step leaves the frozen network without gradients: DDP must expect unused params.
         trainer_cfg["strategy"] = "ddp_find_unused_parameters_true"

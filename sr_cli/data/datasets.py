@@ -9,7 +9,7 @@ and a run resumed from a checkpoint sees exactly what an uninterrupted one would
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -207,11 +207,16 @@ class ImageFolderEvalDataset(Dataset):
 
 
 class SeededSampler(Sampler):
-    """Yields ``(index, sample_seed)`` pairs: a fixed number per epoch, reproducible from ``(seed, epoch)``.
+    """Yields ``(index, sample_seed)`` pairs from one endless, seeded stream of samples.
 
-    Epochs are a fixed number of samples (``samples_per_epoch``, per process), not one pass over
-    the folder, so small folders are repeated and training length is counted in iterations.
-    Under DDP every rank takes a disjoint share of the epoch's global sequence.
+    Global sample ``g`` of the run is image ``perm_k[g mod N]`` (``perm_k`` the ``k = g // N``-th
+    seeded permutation of the ``N`` images) with a seed derived from ``(seed, g)``. An iterator
+    yields ``samples_per_epoch`` samples per process starting at a global position: by default
+    ``epoch * samples_per_epoch`` (set with :meth:`set_epoch`), or, when ``start_sample`` is
+    given, whatever it returns when iteration starts. The trainer passes the number of samples
+    already consumed (``iteration * batch * world_size``), so what a batch contains depends only
+    on the training iteration: a run resumed from any checkpoint, even one taken mid-epoch,
+    sees exactly what the uninterrupted run saw. Under DDP the ranks interleave disjointly.
     """
 
     def __init__(
@@ -222,6 +227,7 @@ class SeededSampler(Sampler):
         shuffle: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        start_sample: Callable[[], int] | None = None,
     ) -> None:
         self.num_images = num_images
         self.samples_per_epoch = samples_per_epoch
@@ -229,7 +235,9 @@ class SeededSampler(Sampler):
         self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
+        self.start_sample = start_sample
         self.epoch = 0
+        self._perm_cache: tuple[int, np.ndarray] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -237,17 +245,28 @@ class SeededSampler(Sampler):
     def __len__(self) -> int:
         return self.samples_per_epoch
 
+    def _permutation(self, k: int) -> np.ndarray:
+        if self._perm_cache is None or self._perm_cache[0] != k:
+            if self.shuffle:
+                perm = np.random.default_rng([self.seed, k]).permutation(self.num_images)
+            else:
+                perm = np.arange(self.num_images)
+            self._perm_cache = (k, perm)
+        return self._perm_cache[1]
+
+    def sample(self, g: int) -> tuple[int, int]:
+        """The ``(image index, crop seed)`` of global sample ``g``."""
+        k, pos = divmod(g, self.num_images)
+        seed = int(np.random.SeedSequence([self.seed, g]).generate_state(2, np.uint64)[0] >> 2)
+        return int(self._permutation(k)[pos]), seed
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        total = self.samples_per_epoch * self.world_size
-        rng = np.random.default_rng([self.seed, self.epoch])
-        reps = -(-total // self.num_images)
-        if self.shuffle:
-            order = np.concatenate([rng.permutation(self.num_images) for _ in range(reps)])
+        if self.start_sample is not None:
+            first = int(self.start_sample())
         else:
-            order = np.tile(np.arange(self.num_images), reps)
-        seeds = rng.integers(0, 2**62, size=total)
-        for pos in range(self.rank, total, self.world_size):
-            yield int(order[pos]), int(seeds[pos])
+            first = self.epoch * self.samples_per_epoch * self.world_size
+        for local in range(self.samples_per_epoch):
+            yield self.sample(first + local * self.world_size + self.rank)
 
 
 class ShardSampler(Sampler):

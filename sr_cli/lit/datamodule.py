@@ -138,6 +138,13 @@ class SRDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _samples_consumed(self) -> int:
+        """Global samples used so far: the trained module's iteration x batch x processes."""
+        trainer = self.trainer
+        module = trainer.lightning_module if trainer is not None else None
+        iteration = int(getattr(module, "iteration", 0)) if module is not None else 0
+        return iteration * self.batch_size * (trainer.world_size if trainer is not None else 1)
+
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup('fit') first"
         rank, world = self._dist()
@@ -147,6 +154,7 @@ class SRDataModule(pl.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world,
+            start_sample=self._samples_consumed,
         )
         return DataLoader(
             self.train_set,

@@ -50,6 +50,18 @@ def as_levels(out: Tensor | Sequence[Tensor]) -> list[Tensor]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
+def _has_consistency(degradation: Degradation) -> bool:
+    """Whether the degradation can replay its deterministic part (probed once, on a tiny batch,
+    so every DDP rank agrees on the validation metrics it reduces)."""
+    s = degradation.scale
+    probe = torch.zeros(1, 3, 8 * s, 8 * s)
+    try:
+        degradation.consistency(probe, degradation.sample(probe, torch.Generator().manual_seed(0)))
+    except DegradationNotInvertible:
+        return False
+    return True
+
+
 def _seed_for(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
 
@@ -128,7 +140,7 @@ class SRModule(pl.LightningModule):
         self.adversarial = {n: t for n, t in self.losses.items() if t.needs_discriminator}
         self.automatic_optimization = not self.adversarial
         self._val_sums: dict[int, dict[str, Tensor | float]] = {}
-        self._consistency_ok = True
+        self._consistency_ok = _has_consistency(degradation)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -153,9 +165,14 @@ class SRModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ data
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Make LQ from GT on the device, batched, recording the degradation's parameters; then
-        apply the on-device augmentation to training batches."""
+        """Make LQ from GT on the device, batched, recording the degradation's parameters.
+
+        The on-device augmentation of training batches is applied to GT *before* the
+        degradation when LQ is made here (so ``LQ = D(GT)`` stays exact for any kernel); CutBlur,
+        which needs the LQ, and batches whose LQ came from disk are augmented as pairs.
+        """
         training = self._trainer is not None and self.trainer.training
+        augment = self.augment if training else None
         if "lq" not in batch:
             gt = batch["gt"]
             if training:
@@ -163,13 +180,16 @@ class SRModule(pl.LightningModule):
             else:
                 rng = self._rng(2, dataloader_idx, int(batch["index"][0]))
             with torch.no_grad():
+                if augment is not None and not getattr(augment, "cutblur_prob", 0.0):
+                    _, gt = augment(gt, gt, self._rng(3, self.iteration, self._rank()))
+                    batch["gt"], augment = gt, None
                 params = self.degradation.sample(gt, generator=rng)
                 batch["lq"] = self.degradation(gt, params).detach()
             batch["degradation_params"] = params
-        if training and self.augment is not None:
+        if augment is not None:
             with torch.no_grad():
                 rng = self._rng(3, self.iteration, self._rank())
-                batch["lq"], batch["gt"] = self.augment(batch["lq"], batch["gt"], rng)
+                batch["lq"], batch["gt"] = augment(batch["lq"], batch["gt"], rng)
         return batch
 
     def loss_inputs(self, batch: dict) -> LossInputs:
@@ -182,7 +202,7 @@ class SRModule(pl.LightningModule):
             step=self.iteration,
             scale=self.scale,
             degradation=self.degradation,
-            degradation_params=batch.get("degradation_params", {}),
+            degradation_params=batch.get("degradation_params"),
             generator=self.generator,
             discriminator=self.discriminator,
         )
@@ -286,7 +306,14 @@ class SRModule(pl.LightningModule):
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
-        self._clip(optimizer)
+        """Automatic optimization: ``optim.gradient_clip_val`` (or the trainer's own setting)."""
+        value = self.gradient_clip_val or gradient_clip_val
+        if value:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=value,
+                gradient_clip_algorithm=gradient_clip_algorithm or "norm",
+            )
 
     def _gan_step(self, batch: dict) -> None:
         opt_g, opt_d = self.optimizers()
@@ -315,8 +342,11 @@ class SRModule(pl.LightningModule):
             self.untoggle_optimizer(opt_d)
             for n, v in d_values.items():
                 logs[f"train/loss_{n}_d"] = v.detach()
-        for sch in self._schedulers():
-            sch.step()
+        schedulers = self._schedulers()
+        if schedulers:
+            schedulers[0].step()
+            if d_terms and len(schedulers) > 1:
+                schedulers[1].step()  # the discriminator's schedule starts with its first step
         self._log_train(logs, inputs.gt.shape[0])
 
     def _schedulers(self) -> list:
@@ -406,11 +436,8 @@ class SRModule(pl.LightningModule):
         params = batch.get("degradation_params")
         # D(SR) vs LQ needs D's own parameters for this image (or a deterministic D).
         if self._consistency_ok and (params is not None or not self.degradation.stochastic):
-            try:
-                sr8 = to_uint8_range(sr) / 255.0
-                metrics["lr_consistency_psnr"] = psnr(self.degradation.consistency(sr8, params), lq)
-            except DegradationNotInvertible:
-                self._consistency_ok = False
+            d_sr = self.degradation.consistency(to_uint8_range(sr) / 255.0, params)
+            metrics["lr_consistency_psnr"] = psnr(d_sr.clamp(0, 1), lq)
         sums = self._val_sums.setdefault(dataloader_idx, {})
         for key, val in metrics.items():
             sums[key] = sums.get(key, 0.0) + val.detach().double().sum()

@@ -45,7 +45,8 @@ class LossInputs:
         step: training iteration (generator updates so far).
         scale: SR scale.
         degradation: the operator that made ``lq`` from ``gt``.
-        degradation_params: the per-sample random parameters it drew for this batch.
+        degradation_params: the per-sample random parameters it drew for this batch (``None``
+            when the LQ was read from disk, e.g. paired data).
         generator: callable ``lq -> sr`` (the network being trained), for terms that run it again.
         discriminator: the discriminator of the adversarial term, when there is one.
         extra: free-form values a term may publish for others within the step.
@@ -58,7 +59,7 @@ class LossInputs:
     step: int = 0
     scale: int = 1
     degradation: nn.Module | None = None
-    degradation_params: dict[str, Tensor] = field(default_factory=dict)
+    degradation_params: dict[str, Tensor] | None = None
     generator: Callable[[Tensor], Any] | None = None
     discriminator: nn.Module | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from sr_cli.errors import ConfigError
 from sr_cli.losses.base import LossInputs, LossOutput, LossTerm
 from sr_cli.losses.pixel import l1_loss, mse_loss
 from sr_cli.metrics.protocol import psnr
@@ -53,6 +54,12 @@ class DownsampleConsistencyLoss(LossTerm):
         if inputs.degradation is None:
             raise ValueError(
                 "the downsample-consistency loss needs the batch's degradation operator"
+            )
+        if inputs.degradation_params is None and inputs.degradation.stochastic:
+            raise ConfigError(
+                "the downsample-consistency loss needs the parameters the degradation drew for each "
+                "sample, but this batch's LQ was read from disk (paired data). Use a deterministic "
+                "degradation (degradation=bicubic) that matches how the LR files were made."
             )
         sr_degraded = inputs.degradation.consistency(inputs.sr, inputs.degradation_params)
         loss = downsample_consistency_loss(inputs.lq, sr_degraded, self.distance)

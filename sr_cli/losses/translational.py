@@ -16,7 +16,9 @@ Options:
     moving target, like a teacher).
     ``second_pass_losses``: names of other terms (e.g. ``[l1]``) also applied to the second
     crop's SR against the matching GT crop; the trainer adds them as ``train/loss_<name>_aux``.
-    Meant for GT-based terms (pixel, perceptual, GAN); LQ-space terms would see a crop border.
+    Meant for GT-based terms (pixel, perceptual; GAN only with a fully convolutional
+    discriminator, since the crop is smaller than the patch); LQ-space terms would see a crop
+    border. With ``detach_second`` these extra terms give no gradient.
 """
 
 from __future__ import annotations

@@ -49,6 +49,9 @@ def run_cli(args, tmp_path, env_extra=None, timeout=300):
         ("loss.gan.weight=0.1", "loss.gan.weight=0.1"),
         ("model=esrgan", "model=esrgan"),
         ("loss=choice(l1,gan)", "loss=choice(l1,gan)"),
+        ("loss=l1,[downsample,gan]", "loss=[l1],[downsample,gan]"),
+        ("loss=a+b,[c,d]", "loss=[a,b],[c,d]"),
+        ("loss=null", "loss=null"),
     ],
 )
 def test_plus_shorthand_rewrite(arg, expected):

@@ -154,14 +154,27 @@ def test_seeded_sampler_epochs_and_shards():
     e0 = list(s)
     assert len(e0) == 12 and all(0 <= i < 5 for i, _ in e0)
     assert e0 == list(s)  # same epoch, same sequence
+    # Every image once per pass of 5 samples (shuffled without replacement).
+    assert sorted(i for i, _ in e0[:5]) == [0, 1, 2, 3, 4]
     s.set_epoch(1)
-    assert list(s) != e0
-    # Two ranks take disjoint halves of the same global sequence.
+    e1 = list(s)
+    assert e1 != e0
+    # One endless stream: epoch 1 continues where epoch 0 stopped.
+    assert e0 + e1 == list(SeededSampler(5, 24, seed=3))
+    # Two ranks take disjoint, interleaved shares of the same global stream.
     r0 = list(SeededSampler(5, 6, seed=3, rank=0, world_size=2))
     r1 = list(SeededSampler(5, 6, seed=3, rank=1, world_size=2))
     assert len(r0) == len(r1) == 6
     assert not {sd for _, sd in r0} & {sd for _, sd in r1}
     assert [x for pair in zip(r0, r1) for x in pair] == list(SeededSampler(5, 12, seed=3))
+
+
+def test_seeded_sampler_starts_where_training_is():
+    """With start_sample, the samples depend only on how many were consumed (mid-epoch resume)."""
+    full = list(SeededSampler(5, 12, seed=3))
+    consumed = [4]
+    resumed = SeededSampler(5, 12, seed=3, start_sample=lambda: consumed[0])
+    assert list(resumed)[:8] == full[4:]
 
 
 def test_shard_sampler_is_unpadded():

@@ -75,16 +75,19 @@ def test_checkpoint_loads_with_weights_only(tiny_cfg, val_subset):
     assert any(k.startswith("generator.") for k in ckpt["state_dict"])
 
 
-def test_resume_is_exact(tiny_cfg, val_subset, tmp_path):
+@pytest.mark.parametrize("first,total", [(2, 4), (3, 5)])
+def test_resume_is_exact(tiny_cfg, val_subset, tmp_path, first, total):
+    """Resuming from last.ckpt, at an epoch boundary (2 of 2) or mid-epoch (3 = 1.5 epochs),
+    gives bit-identical weights to an uninterrupted run: data, degradation and GAN state."""
     common = ["loss=[l1,gan]", f"data.val_dir={val_subset}", "val.save_images=0"]
-    _, straight, _ = _run(tiny_cfg, *common, "trainer.max_steps=4", out=tmp_path / "a")
-    _, _, first = _run(tiny_cfg, *common, "trainer.max_steps=2", out=tmp_path / "b")
-    last = first / "checkpoints" / "last.ckpt"
+    _, straight, _ = _run(tiny_cfg, *common, f"trainer.max_steps={total}", out=tmp_path / "a")
+    _, _, part = _run(tiny_cfg, *common, f"trainer.max_steps={first}", out=tmp_path / "b")
+    last = part / "checkpoints" / "last.ckpt"
     _, resumed, _ = _run(
-        tiny_cfg, *common, "trainer.max_steps=4", f"resume={last}", out=tmp_path / "c"
+        tiny_cfg, *common, f"trainer.max_steps={total}", f"resume={last}", out=tmp_path / "c"
     )
     a, b = straight["module"], resumed["module"]
-    assert a.iteration == b.iteration == 4
+    assert a.iteration == b.iteration == total
     for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), f"{name} differs after resume"
 
@@ -226,3 +229,23 @@ def test_device_augmentation_is_applied_to_training_batches(tiny_cfg, val_subset
     # Applied identically to the pair: bicubic is linear, so LQ still equals D(GT) up to 8-bit rounding.
     d_gt = module.degradation.consistency(aug["gt"])
     assert (d_gt - aug["lq"]).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_augmentation_keeps_lq_equal_to_d_of_gt_for_anisotropic_blur(tiny_cfg, val_subset):
+    """GT is flipped/rotated before the degradation, so D(GT) with the recorded kernels is the LQ."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from sr_cli.degradations.resize import quantize
+    from sr_cli.train import build_module
+
+    cfg = tiny_cfg("loss=[l1]", "augment=device", "degradation=blur", f"data.val_dir={val_subset}")
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.setup("fit")
+    module = build_module(cfg, dm.val_names, Path(cfg.paths.output_dir))
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+    module.trainer = trainer
+    trainer.training = True
+    batch = module.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    replay = quantize(module.degradation.consistency(batch["gt"], batch["degradation_params"]))
+    assert (replay - batch["lq"]).abs().max() <= 1 / 255 + 1e-6
