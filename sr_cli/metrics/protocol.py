@@ -54,7 +54,8 @@ def rgb_to_y(rgb255: Tensor, round_y: bool = False) -> Tensor:
         raise ValueError(f"rgb_to_y expects (B, 3, H, W), got {tuple(rgb255.shape)}")
     w = torch.tensor(BT601_Y, dtype=rgb255.dtype, device=rgb255.device).view(1, 3, 1, 1)
     y = (rgb255 * w).sum(dim=1, keepdim=True) / 255.0 + 16.0
-    return torch.round(y) if round_y else y
+    # MATLAB rounds halves away from zero (Y is positive): floor(y + 0.5), not round-half-even.
+    return torch.floor(y + 0.5) if round_y else y
 
 
 def crop_border(x: Tensor, border: int) -> Tensor:

@@ -17,7 +17,7 @@ def ref_y(img_uint8: np.ndarray, round_y: bool = False) -> np.ndarray:
     """BT.601 studio-swing luma of an (H, W, 3) 8-bit RGB image, in [16, 235]."""
     img = img_uint8.astype(np.float64)
     y = 16.0 + (65.481 * img[..., 0] + 128.553 * img[..., 1] + 24.966 * img[..., 2]) / 255.0
-    return np.round(y) if round_y else y
+    return np.floor(y + 0.5) if round_y else y  # MATLAB: halves away from zero
 
 
 def ref_psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -155,3 +155,11 @@ def test_ssim_equals_piq_without_downsampling():
     rgb = torch.rand(1, 3, 40, 40, dtype=torch.float64) * 255
     ref3 = piq.ssim(rgb, rgb.flip(-1), data_range=255.0, downsample=False)
     assert ssim(rgb, rgb.flip(-1)).item() == pytest.approx(ref3.item(), abs=1e-12)
+
+
+def test_matlab_protocol_rounds_halves_away_from_zero():
+    # R = G = B = v gives Y = 16 + 219 v / 255; v = 85 gives exactly 89.0, and
+    # v with Y = x.5 exists: 219 v / 255 = k + 0.5 -> pick v so the fraction is .5 within float.
+    rgb = torch.full((1, 3, 1, 1), 0.0)
+    y = rgb_to_y(rgb + 255 * (0.5 / 219), round_y=True)  # Y = 16.5 -> 17 (round-half-even: 16)
+    assert y.item() == 17.0
