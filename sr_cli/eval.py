@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from sr_cli.config import config_dir, register_resolvers
-from sr_cli.errors import CheckpointError, ConfigError, SrCliError
+from sr_cli.errors import ConfigError, SrCliError
 
 log = logging.getLogger(__name__)
 
@@ -119,27 +119,6 @@ def build_perceptual(metric: str) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------- inputs
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A ``.ckpt`` file, or a run directory's ``checkpoints/best.ckpt`` (else ``last.ckpt``)."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        for cand in (
-            p / "checkpoints" / "best.ckpt",
-            p / "checkpoints" / "last.ckpt",
-            p / "best.ckpt",
-            p / "last.ckpt",
-        ):
-            if cand.is_file():
-                return cand
-        raise CheckpointError(
-            f"run directory {str(p)!r} has no checkpoints/best.ckpt or checkpoints/last.ckpt. "
-            "Pass a .ckpt file written by sr-train."
-        )
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {str(p)!r} does not exist. Check the path.")
-    return p
-
-
 def checkpoint_label(path: Path) -> str:
     """Short name of a checkpoint: ``<run dir>/<stem>`` for sr-train's layout, else the stem."""
     if path.parent.name == "checkpoints":
@@ -561,7 +540,7 @@ def evaluate(cfg: DictConfig) -> tuple[EvalResults, dict[str, Any]]:
     same results.
     """
     from sr_cli.data.datasets import open_eval_dataset
-    from sr_cli.inference import load_generator
+    from sr_cli.inference import load_generator, resolve_checkpoint
     from sr_cli.metrics.protocol import PROTOCOLS
     from sr_cli.train import setup_environment
 

@@ -112,8 +112,7 @@ def export(
     prefer_ema: bool = True,
 ) -> ExportReport:
     """Export a checkpoint's generator; validate with onnx / onnxruntime when installed."""
-    from sr_cli.eval import resolve_checkpoint
-    from sr_cli.inference import load_generator
+    from sr_cli.inference import load_generator, resolve_checkpoint
 
     ckpt = resolve_checkpoint(checkpoint)
     loaded = load_generator(ckpt, prefer_ema=prefer_ema)

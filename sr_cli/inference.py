@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from sr_cli.errors import CheckpointError
+from sr_cli.models.pretrained import extract_state_dict
 from sr_cli.serialization import safe_torch_load
 
 
@@ -32,18 +33,25 @@ class LoadedGenerator:
     iteration: int | None
 
 
-def generator_state_from_checkpoint(ckpt: dict, prefer_ema: bool = True) -> tuple[dict, bool]:
-    """The generator's state dict from a Lightning checkpoint (EMA weights when present)."""
-    state = ckpt.get("state_dict", ckpt)
-    for prefix, is_ema in (("generator_ema.", True), ("generator.", False)):
-        if is_ema and not prefer_ema:
-            continue
-        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if sub:
-            return sub, is_ema
-    raise CheckpointError(
-        "checkpoint has no generator weights (no 'generator.' keys in its state_dict)"
-    )
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A ``.ckpt`` file, or a run directory's ``checkpoints/best.ckpt`` (else ``last.ckpt``)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for cand in (
+            p / "checkpoints" / "best.ckpt",
+            p / "checkpoints" / "last.ckpt",
+            p / "best.ckpt",
+            p / "last.ckpt",
+        ):
+            if cand.is_file():
+                return cand
+        raise CheckpointError(
+            f"run directory {str(p)!r} has no checkpoints/best.ckpt or checkpoints/last.ckpt. "
+            "Pass a .ckpt file written by sr-train."
+        )
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {str(p)!r} does not exist. Check the path.")
+    return p
 
 
 def load_generator(
@@ -66,7 +74,10 @@ def load_generator(
         )
     model_cfg = meta["model"]
     generator = instantiate(model_cfg["generator"], _convert_="all")
-    state, used_ema = generator_state_from_checkpoint(ckpt, prefer_ema)
+    state = extract_state_dict(ckpt, prefer_ema)
+    used_ema = prefer_ema and any(
+        k.startswith("generator_ema.") for k in ckpt.get("state_dict", {})
+    )
     missing, unexpected = generator.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(

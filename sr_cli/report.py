@@ -71,7 +71,7 @@ def load_run(path: str | Path) -> Run:
     """Open a run directory (or a bare ``.ckpt``)."""
     from omegaconf import OmegaConf
 
-    from sr_cli.eval import resolve_checkpoint
+    from sr_cli.inference import resolve_checkpoint
 
     p = Path(path).expanduser()
     ckpt = resolve_checkpoint(p)

@@ -48,7 +48,10 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"checkpoint {str(path)!r} contains Python objects that cannot be loaded safely "
-                f"(weights_only=True refused: {str(exc).splitlines()[0]}). Re-save its state_dict only."
+                f"(weights_only=True refused: {str(exc).splitlines()[0]}); loading it would run code. "
+                "If you trust its source, re-save just its tensors, e.g. "
+                "torch.save(torch.load(p, weights_only=False)['params'], 'clean.pth'), or convert "
+                "it to .safetensors."
             ) from exc
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or not a PyTorch file: {exc}"

@@ -383,8 +383,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     """Upscale as the parsed arguments say; returns the written files."""
     from tqdm import tqdm
 
-    from sr_cli.eval import resolve_checkpoint
-    from sr_cli.inference import load_generator
+    from sr_cli.inference import load_generator, resolve_checkpoint
     from sr_cli.tiling import check_tiling
 
     check_tiling(args.tile, args.overlap)

@@ -30,15 +30,14 @@ Key layouts converted:
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from sr_cli.errors import CheckpointError
+from sr_cli.serialization import safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +60,7 @@ def read_checkpoint(path: str | Path) -> dict:
             return load_file(str(path), device="cpu")
         except Exception as e:  # noqa: BLE001 - safetensors raises several types
             raise CheckpointError(f"could not read safetensors file {path}: {e}") from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refusing to load {path}: it is not a plain-tensor checkpoint (weights_only=True failed: "
-            f"{str(e).splitlines()[0]}). It pickles Python objects that would run code when loaded. "
-            "If you trust its source, re-save just its state dict: "
-            "torch.save(torch.load(p, weights_only=False)['params'], 'clean.pth'), or convert it to .safetensors."
-        ) from e
-    except Exception as e:  # noqa: BLE001 - corrupt zip, truncated file, ...
-        raise CheckpointError(f"could not read checkpoint {path}: {e}") from e
+    obj = safe_torch_load(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict.")
     return dict(obj)
@@ -89,14 +78,15 @@ def _strip(sd: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def extract_state_dict(obj: Mapping) -> dict[str, Tensor]:
-    """The generator's state dict inside a checkpoint container (see module docstring)."""
-    for key in ("params_ema", "params"):
+def extract_state_dict(obj: Mapping, prefer_ema: bool = True) -> dict[str, Tensor]:
+    """The generator's state dict inside a checkpoint container (see module docstring); the EMA
+    weights (``params_ema``, ``generator_ema.*``) when present, unless ``prefer_ema`` is false."""
+    for key in ("params_ema", "params") if prefer_ema else ("params", "params_ema"):
         if _is_state_dict(obj.get(key)):
             return dict(obj[key])
     inner = obj.get("state_dict")
     if isinstance(inner, Mapping):
-        for prefix in ("generator_ema.", "generator."):
+        for prefix in ("generator_ema.", "generator.") if prefer_ema else ("generator.",):
             sd = _strip(inner, prefix)
             if sd:
                 if any(k.startswith("module.") for k in sd):

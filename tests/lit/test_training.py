@@ -167,6 +167,15 @@ def test_ema_generator_tracks_the_average(tiny_cfg, val_subset):
     diffs = [(e - g).abs().max().item() for e, g in zip(ema.parameters(), gen.parameters())]
     assert max(diffs) > 0  # lags the trained weights
     assert not any(p.requires_grad for p in ema.parameters())
+    # Inference loads the EMA weights by default, the raw generator on request.
+    from sr_cli.inference import load_generator
+
+    ckpt = Path(objects["output_dir"]) / "checkpoints" / "last.ckpt"
+    for prefer_ema, source in ((True, ema), (False, gen)):
+        loaded = load_generator(ckpt, prefer_ema=prefer_ema)
+        assert loaded.used_ema is prefer_ema
+        for a, b in zip(loaded.generator.parameters(), source.parameters()):
+            assert torch.equal(a, b)
 
 
 def test_lq_is_made_on_device_with_the_loss_operator(tiny_cfg):
