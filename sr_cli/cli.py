@@ -14,20 +14,9 @@ import hydra
 from omegaconf import DictConfig
 
 from sr_cli.config import config_dir, register_resolvers, rewrite_overrides, unknown_list_members
-from sr_cli.errors import SrCliError
+from sr_cli.errors import exit_on_user_error
 
 log = logging.getLogger("sr_cli")
-
-
-def find_user_error(exc: BaseException) -> SrCliError | None:
-    """The :class:`SrCliError` behind ``exc``, also when Hydra's ``instantiate`` wrapped it."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, SrCliError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _is_multirun() -> bool:
@@ -44,14 +33,11 @@ def _is_multirun() -> bool:
 def _train_task(cfg: DictConfig) -> float | None:
     from sr_cli.train import run
 
-    try:
+    if _is_multirun():  # a failed job must fail the sweep, with its traceback
         metrics, _ = run(cfg)
-    except Exception as exc:
-        user_error = find_user_error(exc)
-        if user_error is None or _is_multirun():
-            raise
-        print(f"sr-train: error: {user_error}", file=sys.stderr)
-        sys.exit(2)
+    else:
+        with exit_on_user_error("sr-train"):
+            metrics, _ = run(cfg)
     return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
 
 

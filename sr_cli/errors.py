@@ -8,6 +8,10 @@ and how to fix it.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class SrCliError(Exception):
     """Base class of errors whose message is meant for the user."""
@@ -31,3 +35,28 @@ class WeightsUnavailableError(SrCliError, FileNotFoundError):
 
 class NonFiniteLossError(SrCliError, FloatingPointError):
     """A loss term became NaN or Inf during training."""
+
+
+def find_user_error(exc: BaseException | None) -> SrCliError | None:
+    """The :class:`SrCliError` behind ``exc``, also when Hydra's ``instantiate`` wrapped it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, SrCliError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextmanager
+def exit_on_user_error(prog: str) -> Iterator[None]:
+    """Print a user error (also one wrapped by Hydra) as ``<prog>: error: ...`` and exit with 2;
+    any other exception propagates with its traceback."""
+    try:
+        yield
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if user_error is None:
+            raise
+        print(f"{prog}: error: {user_error}", file=sys.stderr)
+        raise SystemExit(2) from None

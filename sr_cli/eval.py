@@ -26,7 +26,6 @@ import csv
 import logging
 import math
 import os
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from sr_cli.config import config_dir, register_resolvers
-from sr_cli.errors import ConfigError, SrCliError
+from sr_cli.errors import ConfigError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -734,11 +733,8 @@ def collect(
 
 # ---------------------------------------------------------------------------- CLI
 def _run(cfg: DictConfig) -> None:
-    try:
+    with exit_on_user_error("sr-eval"):
         evaluate(cfg)
-    except SrCliError as exc:
-        print(f"sr-eval: error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sr_cli.errors import ConfigError, SrCliError
+from sr_cli.errors import ConfigError, exit_on_user_error
 
 OPSET = 17
 CHECK_SIZES = ((32, 32), (40, 56))
@@ -162,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--atol", type=float, default=1e-4)
     parser.add_argument("--no-ema", action="store_true", help="export the raw generator")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error("sr-export"):
         report = export(
             args.checkpoint,
             args.output,
@@ -171,9 +170,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             atol=args.atol,
             prefer_ema=not args.no_ema,
         )
-    except SrCliError as exc:
-        print(f"sr-export: error: {exc}", file=sys.stderr)
-        sys.exit(2)
     print(f"sr-export: wrote {report.path} (x{report.scale}, opset {args.opset})")
     for (h, w), diff in report.max_abs_diff.items():
         print(f"sr-export: ONNX Runtime vs PyTorch at {h}x{w}: max abs diff {diff:.2e}")

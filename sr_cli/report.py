@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sr_cli.errors import ConfigError, DataError, SrCliError
+from sr_cli.errors import ConfigError, DataError, exit_on_user_error
 
 #: Marks every image load on the page: ``document.body.dataset.imagesLoaded = "3/3"``.
 LOAD_CHECK_SCRIPT = """
@@ -503,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """``sr-report RUN_DIR... [-o OUT] [--images DIR]``."""
     args = build_parser().parse_args(argv)
-    try:
+    with exit_on_user_error("sr-report"):
         path = build_report(
             args.runs,
             args.output,
@@ -513,9 +513,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             prefer_ema=not args.no_ema,
             title=args.title,
         )
-    except SrCliError as exc:
-        print(f"sr-report: error: {exc}", file=sys.stderr)
-        sys.exit(2)
     print(f"sr-report: wrote {path}", file=sys.stderr)
 
 

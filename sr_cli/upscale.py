@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sr_cli.errors import ConfigError, DataError, SrCliError
+from sr_cli.errors import ConfigError, DataError, exit_on_user_error
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: BT.601 luma weights, used to turn the SR of a grayscale image back into one channel.
@@ -409,11 +409,8 @@ def run(args: argparse.Namespace) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> None:
     """``sr-upscale CHECKPOINT INPUT... [-o OUTPUT] [--tile N] [--overlap N] [--precision P]``."""
     args = build_parser().parse_args(argv)
-    try:
+    with exit_on_user_error("sr-upscale"):
         written = run(args)
-    except SrCliError as exc:
-        print(f"sr-upscale: error: {exc}", file=sys.stderr)
-        sys.exit(2)
     if not args.quiet:
         print(f"sr-upscale: wrote {len(written)} image(s)", file=sys.stderr)
 

@@ -161,3 +161,20 @@ def test_overlays_compose(overlay):
     assert cfg.loss and cfg.model.generator._target_
     if overlay == "hparams_search=loss_weights":
         assert list(cfg.loss) == ["downsample", "gan"]
+
+
+def test_user_error_wrapped_by_hydra_prints_one_line(capsys):
+    """Hydra's instantiate wraps a ConfigError; every CLI still prints it as one line, exit 2."""
+    from hydra.errors import InstantiationException
+
+    from sr_cli.errors import ConfigError, exit_on_user_error
+
+    with pytest.raises(SystemExit) as info, exit_on_user_error("sr-x"):
+        try:
+            raise ConfigError("bad upsampler 'bogus'")
+        except ConfigError as exc:
+            raise InstantiationException("Error in call to target") from exc
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "sr-x: error: bad upsampler 'bogus'\n"
+    with pytest.raises(KeyError), exit_on_user_error("sr-x"):  # not a user error: propagates
+        raise KeyError("bug")
