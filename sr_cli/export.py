@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from sr_cli.errors import ConfigError, exit_on_user_error
+from sr_cli.models.common import final_output
 
 OPSET = 17
 CHECK_SIZES = ((32, 32), (40, 56))
@@ -33,10 +34,7 @@ class ExportWrapper(nn.Module):
         self.generator = generator
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
-        out = self.generator(lq)
-        if isinstance(out, (list, tuple)):
-            out = out[-1]
-        return out.clamp(0.0, 1.0)
+        return final_output(self.generator(lq)).clamp(0.0, 1.0)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from sr_cli.errors import CheckpointError
+from sr_cli.models.common import final_output
 from sr_cli.models.pretrained import extract_state_dict
 from sr_cli.serialization import safe_torch_load
 
@@ -99,6 +100,4 @@ def load_generator(
 @torch.no_grad()
 def super_resolve(generator: nn.Module, lq: torch.Tensor) -> torch.Tensor:
     """SR of a ``(B, 3, H, W)`` batch in ``[0, 1]``, clamped (pyramid models: the last level)."""
-    out = generator(lq)
-    out = out[-1] if isinstance(out, (list, tuple)) else out
-    return out.clamp(0, 1)
+    return final_output(generator(lq)).clamp(0, 1)

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from sr_cli.errors import ConfigError, DataError, exit_on_user_error
+from sr_cli.models.common import final_output
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: BT.601 luma weights, used to turn the SR of a grayscale image back into one channel.
@@ -207,8 +208,7 @@ def make_forward(
     def forward(lq: torch.Tensor) -> torch.Tensor:
         lq = lq.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32"):
-            out = generator(lq)
-        out = out[-1] if isinstance(out, (list, tuple)) else out
+            out = final_output(generator(lq))
         return out.float().clamp(0, 1)
 
     return forward

@@ -35,6 +35,7 @@ from sr_cli.degradations.resize import imresize
 from sr_cli.errors import ConfigError, NonFiniteLossError
 from sr_cli.losses.base import LossInputs, LossTerm
 from sr_cli.metrics.protocol import protocol_metrics, psnr, to_uint8_range
+from sr_cli.models.common import as_levels, final_output
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,6 @@ VAL_METRICS = ("psnr_y", "ssim_y", "psnr_rgb")
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
-
-
-def as_levels(out: Tensor | Sequence[Tensor]) -> list[Tensor]:
-    """A generator's output as a coarse-to-fine list; the last element is the SR image."""
-    return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
 def _has_consistency(degradation: Degradation) -> bool:
@@ -155,7 +151,7 @@ class SRModule(pl.LightningModule):
 
     def forward(self, lq: Tensor) -> Tensor:
         """SR image from LQ with the evaluation generator (EMA when enabled)."""
-        return as_levels(self.eval_generator()(lq))[-1]
+        return final_output(self.eval_generator()(lq))
 
     def _rank(self) -> int:
         return self.trainer.global_rank if self._trainer is not None else 0

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from sr_cli.losses.base import LossInputs, LossOutput, LossTerm
 from sr_cli.losses.pixel import l1_loss
+from sr_cli.models.common import as_levels
 
 MODES = ("corner", "random")
 
@@ -131,8 +132,8 @@ class TranslationalConsistencyLoss(LossTerm):
         (ya, xa), (yb, xb) = crop_offsets((h, w), crop, self.mode, rng)
         lq_a = lq[..., ya : ya + crop, xa : xa + crop]
         lq_b = lq[..., yb : yb + crop, xb : xb + crop]
-        levels_a = _levels(inputs.generator(lq_a))
-        levels_b = _levels(inputs.generator(lq_b))
+        levels_a = as_levels(inputs.generator(lq_a))
+        levels_b = as_levels(inputs.generator(lq_b))
         sr_a, sr_b = levels_a[-1], levels_b[-1]
         if self.detach_second:
             sr_b = sr_b.detach()
@@ -145,7 +146,3 @@ class TranslationalConsistencyLoss(LossTerm):
                 (second, list(self.second_pass_losses))
             )
         return LossOutput(loss)
-
-
-def _levels(out) -> list[Tensor]:
-    return list(out) if isinstance(out, (list, tuple)) else [out]

@@ -93,6 +93,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def as_levels(out: Tensor | list[Tensor] | tuple[Tensor, ...]) -> list[Tensor]:
+    """A generator's output as a coarse-to-fine list; the last element is the SR image."""
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
 def final_output(out: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
     """The full-resolution output of a generator that may return a pyramid (last level is final)."""
     return out[-1] if isinstance(out, (list, tuple)) else out
