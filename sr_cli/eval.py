@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from sr_cli.config import config_dir, register_resolvers
+from sr_cli.degradations.base import seeded_generator
 from sr_cli.errors import ConfigError, exit_on_user_error
 
 log = logging.getLogger(__name__)
@@ -149,10 +149,6 @@ def as_dataset_dict(datasets: Any) -> dict[str, str]:
     return out
 
 
-def _seed_for(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
-
-
 # ---------------------------------------------------------------------------- the module
 @dataclass
 class EvalRow:
@@ -260,7 +256,7 @@ class EvalModule(pl.LightningModule):
                             "the checkpoint stores no degradation config"
                         )
                     if not self.rows[row].shares_lq_params:
-                        gen = torch.Generator().manual_seed(_seed_for(self.seed, ds, index, row))
+                        gen = seeded_generator(self.seed, ds, index, row)
                         params = op.sample(sr8, generator=gen)
                     value = psnr(op.consistency(sr8, params), lq)
                 elif name in self.perceptual:
@@ -304,7 +300,7 @@ class EvalModule(pl.LightningModule):
         if "lq" in batch:
             lq, params = batch["lq"], {}
         else:
-            gen = torch.Generator().manual_seed(_seed_for(self.seed, dataloader_idx, index))
+            gen = seeded_generator(self.seed, dataloader_idx, index)
             params = self.lq_degradation.sample(gt, generator=gen)
             lq = self.lq_degradation(gt, params)
         values, valid = self._tables[dataloader_idx]

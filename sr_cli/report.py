@@ -293,8 +293,9 @@ def build_report(
     from hydra.utils import instantiate
 
     from sr_cli.data.datasets import open_eval_dataset
+    from sr_cli.degradations.base import seeded_generator
     from sr_cli.degradations.resize import imresize
-    from sr_cli.eval import _seed_for, unique_labels
+    from sr_cli.eval import unique_labels
     from sr_cli.inference import load_generator, super_resolve
     from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS, protocol_metrics
 
@@ -345,7 +346,7 @@ def build_report(
         if "lq" in item:
             lq = item["lq"].unsqueeze(0)
         else:
-            gen = torch.Generator().manual_seed(_seed_for(0, 0, index))
+            gen = seeded_generator(0, 0, index)
             with torch.no_grad():
                 lq = degradation(gt, degradation.sample(gt, generator=gen))
         with torch.no_grad():

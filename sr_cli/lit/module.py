@@ -23,14 +23,13 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
 from sr_cli.data.datasets import to_uint8
 from sr_cli.data.images import save_image
-from sr_cli.degradations.base import Degradation, DegradationNotInvertible
+from sr_cli.degradations.base import Degradation, DegradationNotInvertible, seeded_generator
 from sr_cli.degradations.resize import imresize
 from sr_cli.errors import ConfigError, NonFiniteLossError
 from sr_cli.losses.base import LossInputs, LossTerm
@@ -56,10 +55,6 @@ def _has_consistency(degradation: Degradation) -> bool:
     except DegradationNotInvertible:
         return False
     return True
-
-
-def _seed_for(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
 
 
 class SRModule(pl.LightningModule):
@@ -157,7 +152,7 @@ class SRModule(pl.LightningModule):
         return self.trainer.global_rank if self._trainer is not None else 0
 
     def _rng(self, *parts: int) -> torch.Generator:
-        return torch.Generator().manual_seed(_seed_for(self.seed, *parts))
+        return seeded_generator(self.seed, *parts)
 
     # ------------------------------------------------------------------ data
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
