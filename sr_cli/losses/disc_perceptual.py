@@ -21,10 +21,8 @@ from torch import Tensor, nn
 
 from sr_cli.errors import CheckpointError, ConfigError
 from sr_cli.losses.base import LossInputs, LossTerm, check_same_shape
-from sr_cli.losses.pixel import l1_loss, mse_loss
+from sr_cli.losses.pixel import DISTANCES, check_distance
 from sr_cli.serialization import safe_torch_load
-
-DISTANCES = {"l1": l1_loss, "l2": mse_loss}
 
 
 def load_discriminator(checkpoint: str | Path, term: str = "gan") -> nn.Module:
@@ -104,10 +102,7 @@ class DiscriminatorPerceptualLoss(LossTerm):
                 "loss.disc_perceptual.checkpoint is not set: point it at the last.ckpt of a GAN run, "
                 "or use `sr-train stages=N`, which sets it for every stage after the first."
             )
-        if distance not in DISTANCES:
-            raise ConfigError(
-                f"disc_perceptual.distance must be one of {sorted(DISTANCES)}, got {distance!r}"
-            )
+        check_distance(distance, "disc_perceptual")
         # Kept out of the module tree: frozen, not optimized, not saved in this run's checkpoints.
         self._net = [load_discriminator(checkpoint, term)]
         self.checkpoint = str(checkpoint)

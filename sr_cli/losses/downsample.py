@@ -15,10 +15,8 @@ from torch import Tensor
 
 from sr_cli.errors import ConfigError
 from sr_cli.losses.base import LossInputs, LossOutput, LossTerm
-from sr_cli.losses.pixel import l1_loss, mse_loss
+from sr_cli.losses.pixel import DISTANCES, check_distance
 from sr_cli.metrics.protocol import psnr
-
-DISTANCES = {"l1": l1_loss, "l2": mse_loss}
 
 
 def downsample_consistency_loss(lq: Tensor, sr_degraded: Tensor, distance: str = "l1") -> Tensor:
@@ -27,9 +25,7 @@ def downsample_consistency_loss(lq: Tensor, sr_degraded: Tensor, distance: str =
     Shape:
         ``lq``, ``sr_degraded``: ``(B, C, H, W)``.
     """
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {sorted(DISTANCES)}, got {distance!r}")
-    return DISTANCES[distance](sr_degraded, lq)
+    return DISTANCES[check_distance(distance, "downsample")](sr_degraded, lq)
 
 
 class DownsampleConsistencyLoss(LossTerm):
@@ -44,11 +40,7 @@ class DownsampleConsistencyLoss(LossTerm):
 
     def __init__(self, weight: float = 1.0, start_step: int = 0, distance: str = "l1") -> None:
         super().__init__(weight, start_step)
-        if distance not in DISTANCES:
-            raise ValueError(
-                f"downsample.distance must be one of {sorted(DISTANCES)}, got {distance!r}"
-            )
-        self.distance = distance
+        self.distance = check_distance(distance, "downsample")
 
     def compute(self, inputs: LossInputs) -> LossOutput:
         if inputs.degradation is None:

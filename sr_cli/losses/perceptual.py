@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from sr_cli.errors import CheckpointError, ConfigError, WeightsUnavailableError
 from sr_cli.losses.base import LossInputs, LossTerm, check_same_shape
-from sr_cli.losses.pixel import l1_loss, mse_loss
+from sr_cli.losses.pixel import DISTANCES, check_distance
 
 #: torchvision's ImageNet VGG19 (without batch norm).
 VGG19_URL = torchvision.models.VGG19_Weights.IMAGENET1K_V1.url
@@ -38,7 +38,6 @@ VGG19_FILE = VGG19_URL.rsplit("/", 1)[-1]  # vgg19-dcbb9e9d.pth
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-DISTANCES = {"l1": l1_loss, "l2": mse_loss}
 WEIGHTS = ("imagenet", "random")
 
 
@@ -232,12 +231,6 @@ def _check_layer_weights(layer_weights: Mapping[str, float], owner: str) -> dict
     return {str(k): float(v) for k, v in layer_weights.items()}
 
 
-def _check_distance(distance: str, owner: str) -> str:
-    if distance not in DISTANCES:
-        raise ConfigError(f"{owner}.distance must be one of {sorted(DISTANCES)}, got {distance!r}")
-    return distance
-
-
 def perceptual_loss(
     pred_features: Mapping[str, Tensor],
     target_features: Mapping[str, Tensor],
@@ -257,7 +250,7 @@ def perceptual_loss(
         >>> perceptual_loss(f, {"conv5_4": torch.zeros(1, 2, 2, 2)}, {"conv5_4": 0.5})
         tensor(0.5000)
     """
-    _check_distance(distance, "perceptual_loss")
+    check_distance(distance, "perceptual_loss")
     dist = DISTANCES[distance]
     terms = []
     for name, w in layer_weights.items():
@@ -293,7 +286,7 @@ class PerceptualLoss(LossTerm):
         self.layer_weights = _check_layer_weights(
             {"conv5_4": 1.0} if layer_weights is None else layer_weights, "perceptual"
         )
-        self.distance = _check_distance(distance, "perceptual")
+        self.distance = check_distance(distance, "perceptual")
         self.vgg = VGGFeatureExtractor(list(self.layer_weights), weights=weights)
 
     def compute(self, inputs: LossInputs) -> Tensor:
@@ -340,7 +333,7 @@ def style_loss(
         >>> style_loss(f, {"relu1_1": torch.zeros(1, 2, 2, 2)}, {"relu1_1": 1.0})
         tensor(0.2500)
     """
-    _check_distance(distance, "style_loss")
+    check_distance(distance, "style_loss")
     dist = DISTANCES[distance]
     terms = []
     for name, w in layer_weights.items():
@@ -391,7 +384,7 @@ class StyleLoss(LossTerm):
         self.layer_weights = _check_layer_weights(
             default if layer_weights is None else layer_weights, "texture"
         )
-        self.distance = _check_distance(distance, "texture")
+        self.distance = check_distance(distance, "texture")
         if patch_size is not None and patch_size < 1:
             raise ConfigError(
                 f"texture.patch_size must be a positive integer or null, got {patch_size}"

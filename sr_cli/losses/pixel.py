@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sr_cli.errors import ConfigError
 from sr_cli.losses.base import LossInputs, LossTerm, check_same_shape, pyramid_targets, reduce_loss
 
 
@@ -115,3 +116,14 @@ class SmoothL1Loss(PixelLossTerm):
 
     def distance(self, pred: Tensor, target: Tensor) -> Tensor:
         return smooth_l1_loss(pred, target, self.beta)
+
+
+#: Elementwise distances that feature- and LQ-space terms can be configured with.
+DISTANCES = {"l1": l1_loss, "l2": mse_loss}
+
+
+def check_distance(distance: str, owner: str) -> str:
+    """Validate a ``distance`` option (``l1`` or ``l2``) of term ``owner``."""
+    if distance not in DISTANCES:
+        raise ConfigError(f"{owner}.distance must be one of {sorted(DISTANCES)}, got {distance!r}")
+    return distance
