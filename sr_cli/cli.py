@@ -7,8 +7,10 @@ User errors (bad option, bad file, diverged loss) print one clear message and ex
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -29,15 +31,63 @@ def _is_multirun() -> bool:
         return False
 
 
+def quiet_startup() -> None:
+    """Silence start-up lines that carry no information for sr-train users (Lightning's
+    hardware banner and tips, dependency deprecation warnings); warnings about the user's own
+    inputs stay."""
+    import warnings
+
+    for name in (
+        "pytorch_lightning.utilities.rank_zero",
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning_fabric.utilities.rank_zero",
+        "pytorch_lightning.accelerators.cuda",
+        "lightning_fabric.utilities.seed",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for module in (
+        "torch",
+        "torchvision",
+        "kornia",
+        "piq",
+        "wandb",
+        "lightning_utilities",
+        "pytorch_lightning",
+        "lightning_fabric",
+        "hydra",
+        "omegaconf",
+        "pkg_resources",
+        "pydantic",
+        "google",
+        "sentry_sdk",
+    ):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    warnings.filterwarnings("ignore", message=r".*litlogger.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_task(cfg: DictConfig) -> float | None:
+    from sr_cli.lit.callbacks import TrainingInterrupted
     from sr_cli.train import run
 
-    if _is_multirun():  # a failed job must fail the sweep, with its traceback
-        metrics, _ = run(cfg)
-    else:
-        with exit_on_user_error("sr-train"):
-            metrics, _ = run(cfg)
+    quiet_startup()
+    try:
+        if _is_multirun():  # a failed job must fail the sweep, with its traceback
+            metrics, objects = run(cfg)
+        else:
+            with exit_on_user_error("sr-train"):
+                metrics, objects = run(cfg)
+    except TrainingInterrupted as stop:
+        print(f"sr-train: {stop}", file=sys.stderr)
+        sys.exit(stop.exit_code)
+    summary = Path(objects["output_dir"]) / "summary.json"
+    if cfg.trainer.get("enable_progress_bar", True) and summary.is_file():
+        from sr_cli.lit.progress import print_run_end
+
+        print_run_end(json.loads(summary.read_text()))
     return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
 
 

@@ -27,9 +27,97 @@ def config_dir() -> Path:
 
 
 def register_resolvers() -> None:
-    """``${sr_samples:train}`` -> absolute path of the bundled training images."""
+    """``${sr_samples:train}`` -> absolute path of the bundled training images;
+    ``${sr_run_name:}`` / ``${sr_run_name:base}`` -> the run's name (see :func:`run_name`)."""
     if not OmegaConf.has_resolver("sr_samples"):
         OmegaConf.register_new_resolver("sr_samples", sample_dir)
+    if not OmegaConf.has_resolver("sr_run_name"):
+        OmegaConf.register_new_resolver(
+            "sr_run_name", lambda part="", *, _root_: run_name(_root_, part)
+        )
+
+
+#: Overrides that never appear in a run name (they change where or how fast, not what).
+NAME_EXCLUDED = (
+    "experiment",
+    "debug",
+    "hparams_search",
+    "name",
+    "resume",
+    "hydra",
+    "trainer",
+    "logger",
+    "paths",
+    "callbacks",
+    "data.num_workers",
+    "val.save_images",
+    "model",
+    "loss",
+    "degradation",
+)
+
+
+def safe_name(text: str) -> str:
+    """A folder- and override-safe form of ``text``: ``loss=[a,b]`` -> ``loss-a+b``."""
+    text = re.sub(r"[\[\]'\" ]", "", text).replace("=", "-").replace(",", "+").replace("/", "-")
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text).strip("._") or "run"
+
+
+def _choice(group: str) -> str | None:
+    """The member of config group ``group`` that Hydra picked for this run (``None`` outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.choices.get(group)
+    except Exception:
+        return None
+
+
+def _job_overrides() -> list[str]:
+    """The overrides of the current Hydra job when it is part of a sweep (else ``[]``)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return []
+        return [str(o) for o in hc.overrides.task]
+    except Exception:
+        return []
+
+
+def run_name(cfg, part: str = "") -> str:
+    """The run's name: ``name=`` when given, else ``<model>_<loss terms>[_<degradation>]``
+    (``esrgan_downsample+gan``); a sweep job adds the overrides that set it apart
+    (``esrgan_l1_loss.l1.weight-0.1``). Only characters that are safe in paths and overrides.
+
+    ``part="base"``: without the sweep job's overrides; ``part="sweep"``: the sweep folder's
+    name (``name=`` when given, else ``sweep``)."""
+    given = cfg.get("name")
+    if part == "sweep":
+        return safe_name(str(given)) if given else "sweep"
+    if given:
+        base = safe_name(str(given))
+    else:
+        model = OmegaConf.select(cfg, "model.name", default=None) or "model"
+        losses = "+".join(k for k, v in (cfg.get("loss") or {}).items() if v is not None)
+        deg = _choice("degradation")
+        parts = [str(model), losses or "noloss"]
+        if deg and deg != "bicubic":
+            parts.append(str(deg))
+        base = safe_name("_".join(parts))
+    if part == "base":
+        return base
+    extra = []
+    for override in _job_overrides():
+        key = override.split("=", 1)[0].lstrip("+~")
+        if any(key == k or key.startswith(k + ".") for k in NAME_EXCLUDED) and not (
+            key.startswith("loss.") or key.startswith("model.") or key.startswith("degradation.")
+        ):
+            continue
+        extra.append(safe_name(override))
+    return "_".join([base, *extra])
 
 
 _LIST_OVERRIDE = re.compile(

@@ -34,7 +34,13 @@ class WeightsUnavailableError(SrCliError, FileNotFoundError):
 
 
 class NonFiniteLossError(SrCliError, FloatingPointError):
-    """A loss term became NaN or Inf during training."""
+    """A loss term, its gradient or the weights became NaN or Inf during training.
+
+    ``checkpoint`` is where the last state verified finite is saved (``None``: not saved)."""
+
+    def __init__(self, message: str, checkpoint=None) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 def find_user_error(exc: BaseException | None) -> SrCliError | None:

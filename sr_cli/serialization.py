@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -19,20 +20,80 @@ import torch
 from sr_cli.errors import CheckpointError
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` atomically (temporary file + fsync + rename)."""
+def _no_space(path: Path, exc: OSError) -> CheckpointError:
+    return CheckpointError(
+        f"no space left on {path.parent} while writing {path.name} ({exc.strerror}); the previous "
+        "checkpoints are intact. Free some space (or point paths.output_dir elsewhere) and resume "
+        "with resume=auto."
+    )
+
+
+def atomic_write(path: str | Path, write: Any) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over
+    ``path``: a crash or a full disk leaves the old file (or none), never a truncated one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise _no_space(path, exc) from exc
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise _no_space(path, exc) from exc
+        if isinstance(exc, RuntimeError) and "No space left" in str(exc):
+            raise _no_space(path, OSError(errno.ENOSPC, "No space left on device")) from exc
         raise
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically (temporary file + fsync + rename)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_save_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """A ``.safetensors`` file written atomically."""
+    from safetensors.torch import save
+
+    atomic_write(path, lambda f: f.write(save(tensors, metadata=metadata)))
+
+
+def atomic_link(source: str | Path, dest: str | Path) -> None:
+    """Make ``dest`` the same file as ``source`` (a hard link, else a copy), replacing it
+    atomically: readers see the old or the new file, never a partial one."""
+    import shutil
+
+    source, dest = Path(source), Path(dest)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+
+
+def is_readable_checkpoint(path: str | Path) -> str | None:
+    """``None`` when ``path`` opens as a torch zip checkpoint (without reading its tensors),
+    else the reason it does not."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+        return None if bad is None else f"member {bad} is corrupt"
+    except (OSError, zipfile.BadZipFile) as exc:
+        return str(exc) or type(exc).__name__
 
 
 def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:

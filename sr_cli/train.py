@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_cli.config import register_resolvers
-from sr_cli.errors import CheckpointError, ConfigError
+from sr_cli.errors import ConfigError
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -76,22 +76,6 @@ def check_scales(scale: int, generator: Any, degradation: Any, data_scale: int) 
         )
 
 
-def resolve_resume(resume: str | None, output_dir: Path) -> str | None:
-    """``None``, ``auto`` (this run dir's ``checkpoints/last.ckpt`` if any) or an explicit path."""
-    if not resume:
-        return None
-    if resume == "auto":
-        last = output_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
-    path = Path(resume).expanduser()
-    if not path.is_file():
-        raise CheckpointError(
-            f"resume checkpoint {str(path)!r} does not exist. Pass the path of a .ckpt written by sr-train "
-            "(e.g. outputs/<name>/<time>/checkpoints/last.ckpt) or resume=auto."
-        )
-    return str(path)
-
-
 def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
     """The generator, its loss terms and degradation, wrapped in an :class:`SRModule`."""
     from hydra.utils import instantiate
@@ -128,38 +112,43 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
         seed=cfg.seed,
         config=OmegaConf.to_container(cfg, resolve=True),
         augment=instantiate(cfg.augment, _convert_="all") if cfg.get("augment") else None,
+        nan_policy=str(OmegaConf.select(cfg, "nan_guard.policy", default="stop")),
+        max_consecutive_skips=int(
+            OmegaConf.select(cfg, "nan_guard.max_consecutive_skips", default=10)
+        ),
     )
 
 
-def keep_previous_metrics(output_dir: Path) -> None:
-    """Lightning's CSV logger deletes an existing ``metrics.csv``; keep it when a run resumes in place."""
-    metrics = output_dir / "metrics.csv"
-    if metrics.is_file():
-        k = 1
-        while (output_dir / f"metrics.before-resume-{k}.csv").exists():
-            k += 1
-        metrics.rename(output_dir / f"metrics.before-resume-{k}.csv")
-
-
-def build_trainer(cfg: DictConfig, module: Any, output_dir: Path):
-    """Trainer with the configured callbacks and loggers, plus the always-on CSV logger."""
+def build_trainer(cfg: DictConfig, module: Any, output_dir: Path, kept_metrics=None):
+    """Trainer with the configured callbacks and loggers, plus the always-on CSV logger, the
+    signal handler and the last-good (NaN) checkpoint."""
     from hydra.utils import instantiate
     from pytorch_lightning.loggers import CSVLogger
 
+    from sr_cli import rundir
+    from sr_cli.lit.callbacks import GracefulStop, LastGoodCheckpoint, RunCheckpoints
     from sr_cli.lit.checkpoint import AtomicCheckpointIO
+    from sr_cli.lit.progress import RunProgress
 
     callbacks = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
     ]
-    keep_previous_metrics(output_dir)
+    ckpt_dir = output_dir / "checkpoints"
+    if not any(isinstance(c, RunCheckpoints) for c in callbacks):
+        callbacks.append(RunCheckpoints(ckpt_dir, monitor=None))
+    callbacks += [LastGoodCheckpoint(ckpt_dir), GracefulStop()]
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if trainer_cfg.get("enable_progress_bar", True):
+        callbacks.append(RunProgress(module.max_iterations, cfg.get("run_name") or ""))
     warnings.filterwarnings(
         "ignore", message="Experiment logs directory .* exists and is not empty"
     )
-    loggers = [CSVLogger(save_dir=str(output_dir), name="", version="")]
+    csv_logger = CSVLogger(save_dir=str(output_dir), name="", version="")
+    rundir.restore_metrics(csv_logger, kept_metrics)
+    loggers = [csv_logger]
     loggers += [
         instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg and "_target_" in lg
     ]
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     # max_steps counts generator iterations and the module stops itself when it gets there
     # (with a GAN, Lightning's global_step counts both optimizers' steps, and a resumed partial
     # epoch would end Lightning's epoch count early). Epochs are data.iters_per_epoch iterations.
@@ -175,49 +164,144 @@ def build_trainer(cfg: DictConfig, module: Any, output_dir: Path):
     )
 
 
+def check_options(cfg: DictConfig) -> None:
+    """One-line errors for values that cannot work, before anything is built or written."""
+    from sr_cli.errors import ConfigError
+
+    def positive_int(key: str, hint: str) -> None:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {value!r}. {hint}")
+
+    positive_int("scale", "Set e.g. `scale=4`.")
+    positive_int("data.batch_size", "Set e.g. `data.batch_size=16`.")
+    positive_int(
+        "data.iters_per_epoch",
+        "It is the number of iterations between validations, e.g. `data.iters_per_epoch=1000`.",
+    )
+    positive_int("data.patch_size", "Set e.g. `data.patch_size=128`.")
+    steps = OmegaConf.select(cfg, "trainer.max_steps")
+    if not isinstance(steps, int) or isinstance(steps, bool) or (steps < 1 and steps != -1):
+        raise ConfigError(
+            f"trainer.max_steps must be a positive number of iterations (or -1: no limit), got "
+            f"{steps!r}. Set e.g. `trainer.max_steps=400000`."
+        )
+    for role in ("generator", "discriminator"):
+        node = OmegaConf.select(cfg, f"optim.{role}")
+        if not node:
+            continue
+        for key in ("lr", "weight_decay", "eps"):
+            value = node.get(key)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise ConfigError(
+                    f"optim.{role}.{key} must be a number >= 0, got {value!r}. Set e.g. "
+                    f"`optim.{role}.{key}={'2e-4' if key == 'lr' else '0'}`."
+                )
+    clip = OmegaConf.select(cfg, "optim.gradient_clip_val")
+    if clip is not None and (not isinstance(clip, (int, float)) or clip <= 0):
+        raise ConfigError(f"optim.gradient_clip_val must be > 0 or null (off), got {clip!r}")
+    for name, node in (cfg.get("loss") or {}).items():
+        if not node:
+            continue
+        for key in ("start_step", "d_start_step"):
+            start = node.get(key)
+            if isinstance(start, int) and steps != -1 and start >= steps:
+                log.warning(
+                    "loss.%s.%s=%d is not below trainer.max_steps=%d: %s will never run. Lower "
+                    "loss.%s.%s or raise trainer.max_steps.",
+                    name,
+                    key,
+                    start,
+                    steps,
+                    f"the {name} term" if key == "start_step" else f"the {name} discriminator",
+                    name,
+                    key,
+                )
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    """Train one run as the config says. Returns ``(metrics, objects)``."""
+    """Train one run as the config says. Returns ``(metrics, objects)``.
+
+    Raises :class:`~sr_cli.lit.callbacks.TrainingInterrupted` after a stop signal, once the
+    resumable checkpoint is written.
+    """
+    from sr_cli import rundir
+
     setup_environment()
+    check_options(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    plan = rundir.plan_resume(cfg.get("resume"), output_dir)
+    if plan.output_dir != output_dir:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(plan.output_dir)
+        rundir.remove_if_unused(output_dir)
+        output_dir = plan.output_dir
+    fresh = not output_dir.exists() or rundir.is_unused(output_dir)
+    rundir.check_writable(output_dir)
+    with rundir.RunLock(output_dir):
+        try:
+            return _train_in(cfg, output_dir, plan)
+        except Exception:
+            if fresh and not rundir.training_started(output_dir):
+                rundir.remove_if_unused(output_dir)
+            raise
+
+
+def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    from sr_cli import rundir
+    from sr_cli.lit.callbacks import GracefulStop, TrainingInterrupted, run_checkpoints
+
+    if plan.checkpoint:
+        rundir.check_resume_compatible(plan, cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")  # bad folders and images fail here, before any model is built
     module = build_module(cfg, datamodule.val_names, output_dir)
-    trainer = build_trainer(cfg, module, output_dir)
+    kept = rundir.trim_metrics(output_dir, plan.iteration) if plan.checkpoint else None
+    rundir.write_config_record(output_dir, resolved, resumed=plan.checkpoint is not None)
+    trainer = build_trainer(cfg, module, output_dir, kept)
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
-    ckpt_path = resolve_resume(cfg.get("resume"), output_dir)
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    rundir.define_wandb_summaries(trainer, cfg)
+    if plan.checkpoint:
+        log.info("resuming from %s (iteration %d)", plan.checkpoint, plan.iteration)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint)
+    finally:
+        rundir.finish_wandb(trainer)
 
     metrics = {
         k: float(v)
         for k, v in trainer.callback_metrics.items()
         if getattr(v, "numel", lambda: 1)() == 1
     }
+    stop = next(c for c in trainer.callbacks if isinstance(c, GracefulStop))
+    ckpts = run_checkpoints(trainer)
     if trainer.is_global_zero:
         summary = {
+            "name": cfg.get("run_name"),
+            "status": "interrupted" if stop.received else "finished",
             "metrics": metrics,
             "iteration": module.iteration,
             "world_size": trainer.world_size,
             "iterations_per_rank": module.rank_iterations,
+            "skipped_steps": module.skipped_steps,
             "output_dir": str(output_dir),
+            "best_checkpoint": ckpts.best_model_path or None if ckpts else None,
+            "last_checkpoint": str(ckpts.last_path)
+            if ckpts and ckpts.last_path.is_file()
+            else None,
         }
-        ckpt_cb = trainer.checkpoint_callback
-        if ckpt_cb is not None:
-            summary["best_checkpoint"] = ckpt_cb.best_model_path or None
-            summary["last_checkpoint"] = (
-                str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb.dirpath else None
-            )
+        if ckpts is not None and ckpts.best_iteration is not None:
+            summary["best"] = {ckpts.monitor: ckpts.best_score, "iteration": ckpts.best_iteration}
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if stop.received:
+        raise TrainingInterrupted(stop.received, ckpts.last_path if ckpts else None)
     return metrics, {
         "trainer": trainer,
         "module": module,

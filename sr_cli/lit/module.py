@@ -10,8 +10,10 @@
 * Without a discriminator the module uses automatic optimization. When a term brings a
   discriminator it switches to manual optimization: a generator step (discriminator frozen),
   then a discriminator step on detached SR, each with explicit clipping and scheduler steps.
-* A non-finite term stops training: the last good state is saved first and the error names
-  the term and the iteration.
+* The NaN guard checks every weighted term, the total, the gradients before each optimizer step
+  and the weights after it. Policy ``stop`` (default) saves the last state it verified finite
+  and stops with an error that names the term that first went non-finite; ``skip`` drops the
+  step and gives up after ``max_consecutive_skips`` in a row.
 * Validation follows the paper protocol (Y channel, border crop, 8-bit rounding), reduced as
   per-image sums across processes, so the figure is exact under DDP.
 """
@@ -31,8 +33,8 @@ from sr_cli.data.datasets import to_uint8
 from sr_cli.data.images import save_image
 from sr_cli.degradations.base import Degradation, DegradationNotInvertible, seeded_generator
 from sr_cli.degradations.resize import imresize
-from sr_cli.errors import ConfigError, NonFiniteLossError
-from sr_cli.losses.base import LossInputs, LossTerm
+from sr_cli.errors import CheckpointError, ConfigError, NonFiniteLossError
+from sr_cli.losses.base import AdversarialTerm, LossInputs, LossTerm
 from sr_cli.metrics.protocol import protocol_metrics, psnr, to_uint8_range
 from sr_cli.models.common import as_levels, final_output
 
@@ -43,6 +45,46 @@ VAL_METRICS = ("psnr_y", "ssim_y", "psnr_rgb")
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
+
+
+#: Config entries stored in every checkpoint (``checkpoint["sr_cli"]``).
+STORED_CONFIG = ("name", "model", "degradation", "loss", "optim", "scale")
+NAN_POLICIES = ("stop", "skip")
+
+
+def _optimizer_params(optimizer) -> list[Tensor]:
+    opt = getattr(optimizer, "optimizer", optimizer)
+    return [p for group in opt.param_groups for p in group["params"]]
+
+
+def _last_good_callback(module: pl.LightningModule):
+    from sr_cli.lit.callbacks import last_good_callback
+
+    return last_good_callback(module.trainer) if module._trainer is not None else None
+
+
+def optimizer_changes(stored: Mapping | None, current: Mapping | None) -> dict[str, tuple]:
+    """Hyperparameters (``generator.lr``, ``discriminator.betas`` ...) that differ between the
+    optimizer config stored in a checkpoint and the current one: ``{key: (old, new)}``. A
+    different optimizer class is refused: its saved state would not fit."""
+    changes: dict[str, tuple] = {}
+    for role in ("generator", "discriminator"):
+        old = dict((stored or {}).get(role) or {})
+        new = dict((current or {}).get(role) or {})
+        if not old or not new:
+            continue
+        if old.get("_target_") != new.get("_target_"):
+            raise CheckpointError(
+                f"resume: optim.{role} changed from {old.get('_target_')} to {new.get('_target_')}; "
+                "the checkpoint's optimizer state does not fit another optimizer. Start a new run "
+                "with model.pretrained=<checkpoint> instead."
+            )
+        for key in sorted(set(old) | set(new)):
+            if key.startswith("_"):
+                continue
+            if old.get(key) != new.get(key):
+                changes[f"{role}.{key}"] = (old.get(key), new.get(key))
+    return changes
 
 
 def _has_consistency(degradation: Degradation) -> bool:
@@ -79,9 +121,12 @@ class SRModule(pl.LightningModule):
         seed: seeds the on-device degradation.
         augment: on-device ``(lq, gt) -> (lq, gt)`` augmentation for training batches
             (:class:`~sr_cli.degradations.augment.PairedAugment`), or ``None``.
-        config: the resolved run config (plain dict). Its ``model``, ``degradation`` and ``scale``
-            entries are stored in every checkpoint, so ``sr-eval``/``sr-upscale`` can rebuild
-            the generator from the checkpoint alone.
+        config: the resolved run config (plain dict). Its ``name``, ``model``, ``degradation``,
+            ``loss`` and ``optim`` entries are stored in every checkpoint, so ``sr-eval``/
+            ``sr-upscale`` can rebuild the generator from the checkpoint alone and a resume can
+            tell what changed.
+        nan_policy: ``stop`` or ``skip`` (see the module docstring).
+        max_consecutive_skips: with ``skip``, give up after this many skipped steps in a row.
     """
 
     def __init__(
@@ -102,10 +147,20 @@ class SRModule(pl.LightningModule):
         seed: int = 0,
         config: Mapping | None = None,
         augment: nn.Module | None = None,
+        nan_policy: str = "stop",
+        max_consecutive_skips: int = 10,
     ) -> None:
         super().__init__()
         if not losses:
             raise ValueError("at least one loss term is needed, e.g. loss=l1")
+        if nan_policy not in NAN_POLICIES:
+            raise ConfigError(
+                f"nan_guard.policy must be one of {', '.join(NAN_POLICIES)}, got {nan_policy!r}"
+            )
+        if int(max_consecutive_skips) < 1:
+            raise ConfigError(
+                f"nan_guard.max_consecutive_skips must be >= 1, got {max_consecutive_skips}"
+            )
         self.generator = generator
         self.losses = nn.ModuleDict(dict(losses))
         self.degradation = degradation
@@ -128,18 +183,26 @@ class SRModule(pl.LightningModule):
         self.config = dict(config or {})
         self.iteration = 0
         self.rank_iterations: list[int] = []
-        self.adversarial = {n: t for n, t in self.losses.items() if t.needs_discriminator}
+        self.adversarial = {n: t for n, t in self.losses.items() if isinstance(t, AdversarialTerm)}
         self.automatic_optimization = not self.adversarial
+        self.nan_policy = nan_policy
+        self.max_consecutive_skips = int(max_consecutive_skips)
+        self.skipped_in_a_row = 0
+        self.skipped_steps = 0
+        self.resume_changes: dict[str, tuple] = {}
         self._val_sums: dict[int, dict[str, Tensor | float]] = {}
         self._consistency_ok = _has_consistency(degradation)
 
     # ------------------------------------------------------------------ helpers
     @property
+    def discriminators(self) -> dict[str, nn.Module]:
+        """Every adversarial term's discriminator, by term name."""
+        return {n: t.discriminator for n, t in self.adversarial.items()}
+
+    @property
     def discriminator(self) -> nn.Module | None:
-        """The discriminator of the (first) adversarial term, shared with feature-based terms."""
-        for term in self.adversarial.values():
-            return term.discriminator
-        return None
+        """The first adversarial term's discriminator (``None`` without one)."""
+        return next(iter(self.discriminators.values()), None)
 
     def eval_generator(self) -> nn.Module:
         return self.generator_ema if self.generator_ema is not None else self.generator
@@ -195,82 +258,134 @@ class SRModule(pl.LightningModule):
             degradation=self.degradation,
             degradation_params=batch.get("degradation_params"),
             generator=self.generator,
-            discriminator=self.discriminator,
+            discriminators=self.discriminators,
         )
 
     # ------------------------------------------------------------------ objective
     def generator_objective(self, inputs: LossInputs) -> tuple[Tensor | None, dict[str, Tensor]]:
-        """Weighted sum of the active terms and the values to log. Inactive terms are not computed."""
-        values: dict[str, Tensor] = {}
+        """Weighted sum of the active terms and the values to log. Inactive terms are not computed.
+
+        Extra generator passes a term asks for (:attr:`LossOutput.extra_passes`) are scored by
+        the terms they name, with those terms' weights, logged as ``train/loss_<name>_aux``.
+        """
+        weighted: dict[str, Tensor] = {}
         logs: dict[str, Tensor] = {}
-        total: Tensor | None = None
+        passes = []
         for name, term in self.losses.items():
             if not term.is_active(inputs.step):
                 continue
             out = term(inputs)
-            values[name] = out.loss
-            weighted = term.weight * out.loss
-            total = weighted if total is None else total + weighted
-            logs[f"train/loss_{name}"] = weighted.detach()
+            weighted[name] = term.weight * out.loss
+            logs[f"train/loss_{name}"] = weighted[name].detach()
             logs[f"train/loss_{name}_unweighted"] = out.loss.detach()
             for key, val in out.metrics.items():
                 logs[f"train/{key}"] = val.detach()
-        # Extra generator passes published by a term (e.g. the translational second crop) are
-        # scored by the terms it names, with their own weights.
-        for aux_inputs, names in inputs.extra.pop("aux_passes", []):
-            for name in names:
+            passes += out.extra_passes
+        for extra in passes:
+            for name in extra.terms:
                 if name not in self.losses:
                     raise ConfigError(
                         f"a term asked for loss {name!r} on its extra pass, but it is not selected; "
                         f"selected terms: {', '.join(self.losses)}"
                     )
                 term = self.losses[name]
-                if not term.is_active(inputs.step):
-                    continue
-                value = term(aux_inputs).loss
-                values[f"{name}_aux"] = value
-                total = total + term.weight * value
-                logs[f"train/loss_{name}_aux"] = (term.weight * value).detach()
-        self.check_finite(values, "generator")
+                if term.is_active(inputs.step):
+                    weighted[f"{name}_aux"] = term.weight * term(extra.inputs).loss
+                    logs[f"train/loss_{name}_aux"] = weighted[f"{name}_aux"].detach()
+        total = torch.stack([v.reshape(()) for v in weighted.values()]).sum() if weighted else None
         if total is not None:
             logs["train/loss_total"] = total.detach()
+        self._bad_terms = self._nonfinite(weighted) if total is not None else []
+        if total is not None and not self._bad_terms and not self._all_ranks_finite(total):
+            self._bad_terms = ["(another process)"]
         return total, logs
 
-    def check_finite(self, values: Mapping[str, Tensor], phase: str) -> None:
-        """Stop with a clear error (after saving the last good state) if any term is NaN/Inf."""
-        if not values:
-            return
-        finite = bool(
-            torch.isfinite(
-                torch.stack([v.detach().float().reshape(()) for v in values.values()])
-            ).all()
+    # ------------------------------------------------------------------ NaN guard
+    @staticmethod
+    def _nonfinite(values: Mapping[str, Tensor]) -> list[str]:
+        finite = torch.isfinite(
+            torch.stack([v.detach().float().reshape(()) for v in values.values()])
         )
+        if bool(finite.all()):
+            return []
+        return [n for n, ok in zip(values, finite.tolist()) if not ok]
+
+    def _all_ranks_finite(self, value: Tensor | bool) -> bool:
+        ok = bool(torch.isfinite(value).all()) if isinstance(value, Tensor) else bool(value)
         if self._trainer is not None and self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if finite:
-            return
-        bad = [n for n, v in values.items() if not bool(torch.isfinite(v.detach()).all())] or [
-            "(another rank)"
-        ]
-        saved = self._save_last_good()
-        where = f" The last good state was saved to {saved}." if saved else ""
+            ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)
+        return ok
+
+    def _grads_finite(self, params: Sequence[Tensor]) -> bool:
+        grads = [p.grad for p in params if p.grad is not None]
+        ok = not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+        return self._all_ranks_finite(ok)
+
+    def _weights_finite(self, params: Sequence[Tensor]) -> bool:
+        ok = bool(
+            torch.isfinite(torch.stack(torch._foreach_norm([p.detach() for p in params]))).all()
+        )
+        return self._all_ranks_finite(ok)
+
+    def _terms_with_bad_gradients(self, batch: dict) -> list[str]:
+        """Which generator terms have a non-finite gradient (recomputed one by one, only after a
+        failure, so the error names the culprit rather than every term)."""
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        bad = []
+        for name, term in self.losses.items():
+            if not term.is_active(self.iteration):
+                continue
+            value = term.weight * term(self.loss_inputs(batch)).loss
+            grads = torch.autograd.grad(value, params, allow_unused=True)
+            grads = [g for g in grads if g is not None]
+            if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+                bad.append(name)
+        return bad
+
+    def nonfinite(self, what: str, terms: Sequence[str], phase: str, params=()) -> None:
+        """A non-finite loss, gradient or weight: skip the step (policy ``skip``, returns) or
+        stop with an error naming the terms; the state is saved first if it is still finite."""
+        if self.nan_policy == "skip" and what != "weights":
+            self.skipped_in_a_row += 1
+            self.skipped_steps += 1
+            for p in params:
+                p.grad = None
+            if self.skipped_in_a_row < self.max_consecutive_skips:
+                log.warning(
+                    "%s of %s (%s) not finite at iteration %d: step skipped (%d in a row)",
+                    what,
+                    ", ".join(repr(t) for t in terms) or "the objective",
+                    phase,
+                    self.iteration,
+                    self.skipped_in_a_row,
+                )
+                return
+        names = ", ".join(repr(t) for t in terms) or "(unknown term)"
+        saved = None
+        if what != "weights":
+            cb = _last_good_callback(self)
+            saved = cb.path_for(self.iteration) if cb is not None else None
+        if saved is not None:
+            where = f" The last good state (verified finite) is saved to {saved}."
+        else:
+            where = " The weights were not saved; resume from checkpoints/last.ckpt."
+        gave_up = (
+            f" after {self.skipped_in_a_row} skipped steps in a row (nan_guard.max_consecutive_skips)"
+            if self.nan_policy == "skip" and what != "weights"
+            else ""
+        )
         raise NonFiniteLossError(
-            f"loss term {', '.join(repr(b) for b in bad)} ({phase}) is not finite at iteration "
-            f"{self.iteration}.{where} Lower the learning rate or the term's weight, enable "
-            "optim.gradient_clip_val, or check the inputs; resume with resume=<that checkpoint>."
+            f"{what} of loss term {names} ({phase}) not finite at iteration {self.iteration}"
+            f"{gave_up}.{where} Lower the learning rate or the term's weight, enable "
+            "optim.gradient_clip_val, or check the inputs; resume with resume=<that checkpoint>.",
+            checkpoint=saved,
         )
 
-    def _save_last_good(self) -> str | None:
-        if self._trainer is None or self.trainer.sanity_checking:
-            return None
-        ckpt_dir = Path(self.trainer.default_root_dir) / "checkpoints"
-        for cb in self.trainer.checkpoint_callbacks:
-            if getattr(cb, "dirpath", None):
-                ckpt_dir = Path(cb.dirpath)
-                break
-        path = ckpt_dir / f"last_good_iter{self.iteration:07d}.ckpt"
-        self.trainer.save_checkpoint(path)
-        return str(path)
+    def check_finite(self, values: Mapping[str, Tensor], phase: str) -> None:
+        """Stop (or skip) if any of ``values`` is NaN/Inf."""
+        bad = self._nonfinite(values) if values else []
+        if not self._all_ranks_finite(not bad):
+            self.nonfinite("value", bad or ["(another process)"], phase)
 
     def _log_train(self, logs: Mapping[str, Tensor], batch_size: int) -> None:
         for key, value in logs.items():
@@ -281,12 +396,29 @@ class SRModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int):
+        self._batch = batch
+        self._skipped = False
         if not self.automatic_optimization:
             return self._gan_step(batch)
         inputs = self.loss_inputs(batch)
         total, logs = self.generator_objective(inputs)
         self._log_train(logs, inputs.gt.shape[0])
+        if total is not None and self._bad_terms:
+            self.nonfinite("value", self._bad_terms, "generator")
+            self._skipped = True
+            return None  # policy skip: no backward, no step
         return total  # None skips the step (no active term yet)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Automatic optimization: the gradients are checked before every step."""
+        if not self.automatic_optimization:
+            return
+        params = _optimizer_params(optimizer)
+        if not self._grads_finite(params):
+            self._skipped = True
+            self.nonfinite(
+                "gradient", self._terms_with_bad_gradients(self._batch), "generator", params
+            )
 
     def _clip(self, optimizer) -> None:
         if self.gradient_clip_val:
@@ -306,17 +438,31 @@ class SRModule(pl.LightningModule):
                 gradient_clip_algorithm=gradient_clip_algorithm or "norm",
             )
 
+    def _guarded_step(self, optimizer, total: Tensor, bad_grads: Callable[[], list[str]], phase):
+        """Backward, gradient check, clip and step of one network (manual optimization)."""
+        params = _optimizer_params(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        if not self._grads_finite(params):
+            self._skipped = True
+            self.nonfinite("gradient", bad_grads(), phase, params)
+            return
+        self._clip(optimizer)
+        optimizer.step()
+
     def _gan_step(self, batch: dict) -> None:
         opt_g, opt_d = self.optimizers()
         step = self.iteration
         self.toggle_optimizer(opt_g)
         inputs = self.loss_inputs(batch)
         total, logs = self.generator_objective(inputs)
-        if total is not None:
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(total)
-            self._clip(opt_g)
-            opt_g.step()
+        if total is not None and self._bad_terms:
+            self._skipped = True
+            self.nonfinite("value", self._bad_terms, "generator")
+        elif total is not None:
+            self._guarded_step(
+                opt_g, total, lambda: self._terms_with_bad_gradients(batch), "generator"
+            )
         self.untoggle_optimizer(opt_g)
 
         d_terms = {n: t for n, t in self.adversarial.items() if t.discriminator_active(step)}
@@ -324,12 +470,18 @@ class SRModule(pl.LightningModule):
             self.toggle_optimizer(opt_d)
             d_inputs = inputs.detached()
             d_values = {n: t.discriminator_loss(d_inputs) for n, t in d_terms.items()}
-            self.check_finite(d_values, "discriminator")
-            d_total = torch.stack(list(d_values.values())).sum()
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_total)
-            self._clip(opt_d)
-            opt_d.step()
+            bad = self._nonfinite(d_values)
+            if not self._all_ranks_finite(not bad):
+                self._skipped = True
+                self.nonfinite("value", bad or ["(another process)"], "discriminator")
+            else:
+                d_total = torch.stack(list(d_values.values())).sum()
+                self._guarded_step(
+                    opt_d,
+                    d_total,
+                    lambda: self._d_terms_with_bad_gradients(d_terms, d_inputs),
+                    "discriminator",
+                )
             self.untoggle_optimizer(opt_d)
             for n, v in d_values.items():
                 logs[f"train/loss_{n}_d"] = v.detach()
@@ -340,6 +492,17 @@ class SRModule(pl.LightningModule):
                 schedulers[1].step()  # the discriminator's schedule starts with its first step
         self._log_train(logs, inputs.gt.shape[0])
 
+    @staticmethod
+    def _d_terms_with_bad_gradients(d_terms: Mapping[str, AdversarialTerm], inputs) -> list[str]:
+        bad = []
+        for name, term in d_terms.items():
+            params = [p for p in term.discriminator.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(term.discriminator_loss(inputs), params, allow_unused=True)
+            grads = [g for g in grads if g is not None]
+            if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+                bad.append(name)
+        return bad
+
     def _schedulers(self) -> list:
         sch = self.lr_schedulers()
         if sch is None:
@@ -347,6 +510,12 @@ class SRModule(pl.LightningModule):
         return list(sch) if isinstance(sch, (list, tuple)) else [sch]
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        params = list(self.generator.parameters())
+        params += [p for d in self.discriminators.values() for p in d.parameters()]
+        if not self._weights_finite(params):
+            self.nonfinite("weights", [], "after the optimizer step")
+        if not getattr(self, "_skipped", False):
+            self.skipped_in_a_row = 0
         self.iteration += 1
         if self.generator_ema is not None:
             self._update_ema()
@@ -405,11 +574,54 @@ class SRModule(pl.LightningModule):
             "iteration": int(self.iteration),
             "scale": self.scale,
             "ema": self.generator_ema is not None,
-            **{k: self.config[k] for k in ("model", "degradation", "loss") if k in self.config},
+            "adversarial_terms": list(self.adversarial),
+            "skipped_steps": int(self.skipped_steps),
+            **{k: self.config[k] for k in STORED_CONFIG if k in self.config},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.iteration = int(checkpoint.get("sr_cli", {}).get("iteration", 0))
+        meta = checkpoint.get("sr_cli", {})
+        self.iteration = int(meta.get("iteration", 0))
+        self.skipped_steps = int(meta.get("skipped_steps", 0))
+        self.resume_changes = optimizer_changes(meta.get("optim"), self.config.get("optim"))
+
+    def on_train_start(self) -> None:
+        """After a resume, apply optimizer settings the user changed (Lightning restored the
+        checkpoint's), rescaling scheduled learning rates in proportion."""
+        if not self.resume_changes:
+            return
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, (list, tuple)) else [optimizers]
+        schedulers = self._schedulers()
+        for idx, role in enumerate(("generator", "discriminator")):
+            changes = {
+                k[len(role) + 1 :]: v
+                for k, v in self.resume_changes.items()
+                if k.startswith(role + ".")
+            }
+            if not changes or idx >= len(optimizers):
+                continue
+            opt = (
+                optimizers[idx].optimizer
+                if hasattr(optimizers[idx], "optimizer")
+                else optimizers[idx]
+            )
+            sched = schedulers[idx] if idx < len(schedulers) else None
+            for g, group in enumerate(opt.param_groups):
+                for key, (_, new) in changes.items():
+                    if key not in group:
+                        continue
+                    if key == "lr" and sched is not None and hasattr(sched, "base_lrs"):
+                        ratio = group["lr"] / sched.base_lrs[g] if sched.base_lrs[g] else 1.0
+                        sched.base_lrs[g] = float(new)
+                        group["initial_lr"] = float(new)
+                        group["lr"] = float(new) * ratio
+                    else:
+                        group[key] = tuple(new) if isinstance(new, list) else new
+            log.warning(
+                "resume: applying the new optimizer settings %s",
+                ", ".join(f"optim.{role}.{k}: {o!r} -> {n!r}" for k, (o, n) in changes.items()),
+            )
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:

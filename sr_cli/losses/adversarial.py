@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sr_cli.errors import ConfigError
-from sr_cli.losses.base import LossInputs, LossTerm
+from sr_cli.losses.base import AdversarialTerm, LossInputs, LossTerm
 
 GAN_TYPES = ("vanilla", "ragan", "lsgan", "hinge", "wgan_gp")
 
@@ -144,7 +144,7 @@ def r1_penalty(discriminator: nn.Module, real: Tensor) -> Tensor:
     return grad.flatten(1).pow(2).sum(1).mean()
 
 
-class AdversarialLoss(LossTerm):
+class AdversarialLoss(AdversarialTerm):
     """The adversarial term and its discriminator.
 
     Args:
@@ -159,8 +159,6 @@ class AdversarialLoss(LossTerm):
     The discriminator loss logs nothing itself; it returns one scalar.
     """
 
-    needs_discriminator = True
-
     def __init__(
         self,
         discriminator: nn.Module,
@@ -171,16 +169,14 @@ class AdversarialLoss(LossTerm):
         gp_weight: float = 10.0,
         r1_weight: float = 0.0,
     ) -> None:
-        super().__init__(weight, start_step)
+        super().__init__(discriminator, weight, start_step, d_start_step)
         if gan_type not in GAN_TYPES:
             raise ConfigError(
                 f"unknown gan_type {gan_type!r}; choose one of {', '.join(GAN_TYPES)}"
             )
         if gp_weight < 0 or r1_weight < 0:
             raise ConfigError(f"gp_weight and r1_weight must be >= 0, got {gp_weight}, {r1_weight}")
-        self.discriminator = discriminator
         self.gan_type = gan_type
-        self.d_start_step = int(d_start_step)
         self.gp_weight = float(gp_weight)
         self.r1_weight = float(r1_weight)
 
@@ -188,9 +184,6 @@ class AdversarialLoss(LossTerm):
         fake = self.discriminator(inputs.sr)
         real = self.discriminator(inputs.gt) if self.gan_type == "ragan" else None
         return generator_adversarial_loss(fake, real, self.gan_type)
-
-    def discriminator_active(self, step: int) -> bool:
-        return step >= self.d_start_step
 
     def discriminator_loss(self, inputs: LossInputs) -> Tensor:
         sr = inputs.sr.detach()
@@ -217,26 +210,40 @@ class FeatureMatchingLoss(LossTerm):
 
     Feature matching (Salimans et al., NeurIPS 2016; pix2pixHD, Wang et al., CVPR 2018) gives
     the generator a denser signal than the logit alone. It uses the adversarial term's
-    discriminator, which the trainer passes as ``inputs.discriminator``, so combine it with a
-    GAN term: ``loss=l1+gan+feature_matching``.
+    discriminator (``inputs.discriminators``), so combine it with a GAN term:
+    ``loss=l1+gan+feature_matching``.
 
     Args:
         weight, start_step: see :class:`~sr_cli.losses.base.LossTerm`.
         layer_weights: one weight per discriminator feature map, shallow to deep; ``None``
             averages all of them equally.
+        term: the adversarial term whose discriminator is used (``None``: the first one).
 
     Shape:
         ``inputs.sr``, ``inputs.gt``: what the discriminator accepts.
     """
 
     def __init__(
-        self, weight: float = 1.0, start_step: int = 0, layer_weights: list[float] | None = None
+        self,
+        weight: float = 1.0,
+        start_step: int = 0,
+        layer_weights: list[float] | None = None,
+        term: str | None = None,
     ) -> None:
         super().__init__(weight, start_step)
         self.layer_weights = None if layer_weights is None else [float(w) for w in layer_weights]
+        self.term = term
 
     def compute(self, inputs: LossInputs) -> Tensor:
-        disc = inputs.discriminator
+        if self.term is not None:
+            if self.term not in inputs.discriminators:
+                raise ConfigError(
+                    f"feature_matching.term={self.term!r} is not an adversarial term of this run; "
+                    f"adversarial terms: {', '.join(inputs.discriminators) or 'none'}"
+                )
+            disc = inputs.discriminators[self.term]
+        else:
+            disc = inputs.discriminator
         if disc is None:
             raise ConfigError(
                 "feature_matching needs a discriminator but there is none: combine it with an "

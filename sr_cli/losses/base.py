@@ -7,10 +7,17 @@ the terms in an ``nn.ModuleDict`` keyed by the config name, calls every active t
 loss means one ``.py`` and one ``.yaml``.
 
 A term reads what it needs from :class:`LossInputs` (the SR pyramid, GT, LQ, the degradation
-and its drawn parameters, the generator, the discriminator, the step). A term that needs a
-discriminator sets ``needs_discriminator = True``, owns the discriminator network as its
-``discriminator`` attribute and implements :meth:`LossTerm.discriminator_loss`; the trainer then
-switches to GAN training with a second optimizer.
+and its drawn parameters, the generator, every discriminator, the step) and returns a scalar or a
+:class:`LossOutput`. Two things a term may need beyond that are declared, never sniffed:
+
+* **A discriminator.** An :class:`AdversarialTerm` owns its ``discriminator`` network and
+  declares its objective (:meth:`AdversarialTerm.discriminator_loss`) and when it is trained
+  (:meth:`AdversarialTerm.discriminator_active`). The trainer switches to GAN training with a
+  second optimizer over all the terms' discriminators; every term sees every discriminator
+  (``inputs.discriminators``, by term name).
+* **Extra generator passes.** A term that runs the generator again (e.g. on a second crop) puts
+  them in :attr:`LossOutput.extra_passes`; the trainer scores each pass with the terms it names,
+  with their own weights.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from sr_cli.errors import ConfigError
@@ -27,10 +33,12 @@ from sr_cli.errors import ConfigError
 
 @dataclass
 class LossOutput:
-    """A term's value plus diagnostics to log (e.g. ``lr_consistency_psnr``), all detached."""
+    """A term's value, diagnostics to log (e.g. ``lr_consistency_psnr``, detached), and the
+    extra generator passes it asks other terms to score."""
 
     loss: Tensor
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    extra_passes: list[ExtraPass] = field(default_factory=list)
 
 
 @dataclass
@@ -48,8 +56,7 @@ class LossInputs:
         degradation_params: the per-sample random parameters it drew for this batch (``None``
             when the LQ was read from disk, e.g. paired data).
         generator: callable ``lq -> sr`` (the network being trained), for terms that run it again.
-        discriminator: the discriminator of the adversarial term, when there is one.
-        extra: free-form values a term may publish for others within the step.
+        discriminators: the discriminator of every adversarial term, keyed by term name.
     """
 
     sr: Tensor
@@ -61,12 +68,24 @@ class LossInputs:
     degradation: nn.Module | None = None
     degradation_params: dict[str, Tensor] | None = None
     generator: Callable[[Tensor], Any] | None = None
-    discriminator: nn.Module | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    discriminators: dict[str, nn.Module] = field(default_factory=dict)
+
+    @property
+    def discriminator(self) -> nn.Module | None:
+        """The first adversarial term's discriminator (``None`` without one)."""
+        return next(iter(self.discriminators.values()), None)
 
     def detached(self) -> LossInputs:
         """A copy whose SR outputs carry no gradient (what the discriminator step sees)."""
         return replace(self, sr=self.sr.detach(), sr_levels=[s.detach() for s in self.sr_levels])
+
+
+@dataclass
+class ExtraPass:
+    """A second generator pass (its own :class:`LossInputs`) to be scored by the named terms."""
+
+    inputs: LossInputs
+    terms: list[str]
 
 
 class LossTerm(nn.Module):
@@ -79,9 +98,6 @@ class LossTerm(nn.Module):
 
     Subclasses implement :meth:`compute` returning a scalar tensor or a :class:`LossOutput`.
     """
-
-    #: True for terms that train a discriminator (the trainer then uses manual GAN optimization).
-    needs_discriminator: bool = False
 
     def __init__(self, weight: float = 1.0, start_step: int = 0) -> None:
         super().__init__()
@@ -102,12 +118,53 @@ class LossTerm(nn.Module):
         out = self.compute(inputs)
         return out if isinstance(out, LossOutput) else LossOutput(out)
 
-    def discriminator_loss(self, inputs: LossInputs) -> Tensor:
-        """The discriminator's objective on detached SR (only for ``needs_discriminator`` terms)."""
-        raise NotImplementedError(f"{type(self).__name__} does not train a discriminator")
+    @property
+    def needs_discriminator(self) -> bool:
+        """Whether the term trains a discriminator (is an :class:`AdversarialTerm`)."""
+        return isinstance(self, AdversarialTerm)
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, start_step={self.start_step}"
+
+
+class AdversarialTerm(LossTerm):
+    """A term that trains its own discriminator.
+
+    Args:
+        discriminator: the network, owned by the term (its weights live under
+            ``losses.<name>.discriminator.`` in checkpoints).
+        weight, start_step: the generator-side term, as for every :class:`LossTerm`.
+        d_start_step: first iteration at which the discriminator is trained.
+
+    Subclasses implement :meth:`compute` (the generator's adversarial loss) and
+    :meth:`discriminator_loss` (the discriminator's objective on detached SR).
+    """
+
+    def __init__(
+        self,
+        discriminator: nn.Module,
+        weight: float = 1.0,
+        start_step: int = 0,
+        d_start_step: int = 0,
+    ) -> None:
+        super().__init__(weight, start_step)
+        if not isinstance(discriminator, nn.Module):
+            raise ConfigError(
+                f"{type(self).__name__}: discriminator must be a network (nn.Module), got "
+                f"{type(discriminator).__name__}"
+            )
+        if d_start_step < 0:
+            raise ConfigError(f"d_start_step must be >= 0, got {d_start_step}")
+        self.discriminator = discriminator
+        self.d_start_step = int(d_start_step)
+
+    def discriminator_active(self, step: int) -> bool:
+        """Whether the discriminator is trained at iteration ``step``."""
+        return step >= self.d_start_step
+
+    def discriminator_loss(self, inputs: LossInputs) -> Tensor:  # pragma: no cover - abstract
+        """The discriminator's objective on ``inputs`` (whose SR is already detached)."""
+        raise NotImplementedError
 
 
 def reduce_loss(value: Tensor, reduction: str) -> Tensor:
@@ -143,7 +200,3 @@ def pyramid_targets(inputs: LossInputs) -> list[tuple[Tensor, Tensor]]:
     return [
         (level, downsample_to(inputs.gt, tuple(level.shape[-2:]))) for level in inputs.sr_levels
     ]
-
-
-def zero_like(t: Tensor) -> Tensor:
-    return torch.zeros((), device=t.device, dtype=t.dtype)

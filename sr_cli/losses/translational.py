@@ -29,7 +29,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from sr_cli.losses.base import LossInputs, LossOutput, LossTerm
+from sr_cli.losses.base import ExtraPass, LossInputs, LossOutput, LossTerm
 from sr_cli.losses.pixel import l1_loss
 from sr_cli.models.common import as_levels
 
@@ -141,8 +141,6 @@ class TranslationalConsistencyLoss(LossTerm):
         loss = translational_consistency_loss(sr_a, sr_b, (yb - ya, xb - xa), s)
         if self.second_pass_losses:
             gt_b = inputs.gt[..., yb * s : (yb + crop) * s, xb * s : (xb + crop) * s]
-            second = replace(inputs, sr=sr_b, sr_levels=levels_b, gt=gt_b, lq=lq_b, extra={})
-            inputs.extra.setdefault("aux_passes", []).append(
-                (second, list(self.second_pass_losses))
-            )
+            second = replace(inputs, sr=sr_b, sr_levels=levels_b, gt=gt_b, lq=lq_b)
+            return LossOutput(loss, extra_passes=[ExtraPass(second, list(self.second_pass_losses))])
         return LossOutput(loss)

@@ -92,14 +92,20 @@ def test_resume_is_exact(tiny_cfg, val_subset, tmp_path, first, total):
         assert torch.equal(p, q), f"{name} differs after resume"
 
 
-def test_resume_auto_keeps_previous_metrics(tiny_cfg, val_subset, tmp_path):
+def test_resume_auto_keeps_one_metrics_file(tiny_cfg, val_subset, tmp_path):
+    """A resumed run appends to its own metrics.csv: the rows of both parts, each step once."""
+    import csv
+
     common = ["loss=[l1]", f"data.val_dir={val_subset}", "val.save_images=0"]
     out = tmp_path / "same"
     _run(tiny_cfg, *common, "trainer.max_steps=2", out=out)
     _, objects, _ = _run(tiny_cfg, *common, "trainer.max_steps=4", "resume=auto", out=out)
     assert objects["module"].iteration == 4
-    assert (out / "metrics.before-resume-1.csv").is_file()
-    assert (out / "metrics.csv").is_file()
+    assert sorted(p.name for p in out.glob("metrics*.csv")) == ["metrics.csv"]
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    train_steps = [int(r["step"]) for r in rows if r.get("train/loss_l1")]
+    assert train_steps == [0, 1, 2, 3]
+    assert len([r for r in rows if r.get("val/psnr_y")]) == 2
 
 
 def test_missing_resume_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):

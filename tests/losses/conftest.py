@@ -15,8 +15,12 @@ from sr_cli.losses.base import LossInputs
 def build_inputs(
     sr: torch.Tensor, gt: torch.Tensor, scale: int = 2, **kwargs: object
 ) -> LossInputs:
-    """A LossInputs around SR/GT with an LQ made by average pooling (no trainer needed)."""
+    """A LossInputs around SR/GT with an LQ made by average pooling (no trainer needed).
+    ``discriminator=net`` stands for ``discriminators={"gan": net}``."""
     lq = torch.nn.functional.avg_pool2d(gt, scale) if scale > 1 else gt.clone()
+    disc = kwargs.pop("discriminator", None)
+    if disc is not None:
+        kwargs["discriminators"] = {"gan": disc}
     return LossInputs(sr=sr, gt=gt, lq=lq, sr_levels=[sr], scale=scale, **kwargs)
 
 

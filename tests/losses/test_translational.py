@@ -97,8 +97,8 @@ def test_second_pass_is_published_for_other_terms():
     lq = torch.rand(1, 3, 8, 8)
     term = TranslationalConsistencyLoss(start_step=0, second_pass_losses=["l1"])
     inputs = _inputs(Nearest(2), lq, 2)
-    term(inputs)
-    ((aux, names),) = inputs.extra["aux_passes"]
+    (extra,) = term(inputs).extra_passes
+    aux, names = extra.inputs, extra.terms
     assert names == ["l1"]
     assert aux.sr.shape == aux.gt.shape == (1, 3, 12, 12)
     assert torch.equal(aux.sr, aux.gt)  # nearest SR of the crop equals the matching GT crop
