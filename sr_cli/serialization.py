@@ -47,11 +47,24 @@ def atomic_write(path: str | Path, write: Any) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise _no_space(path, exc) from exc
-        if isinstance(exc, RuntimeError) and "No space left" in str(exc):
-            raise _no_space(path, OSError(errno.ENOSPC, "No space left on device")) from exc
+        full = _disk_full(exc)
+        if full is not None:
+            raise _no_space(path, full) from exc
         raise
+
+
+def _disk_full(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC error behind ``exc`` (torch.save reports it as a RuntimeError whose context
+    is the OSError), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return exc
+        if "No space left on device" in str(exc):
+            return OSError(errno.ENOSPC, "No space left on device")
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

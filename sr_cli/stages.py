@@ -56,8 +56,12 @@ def stage_config(cfg: DictConfig, stage: int, root: Path, previous: Path | None)
 
 
 def _adversarial_term(cfg: DictConfig) -> str:
-    for name, node in cfg.loss.items():
-        if node is not None and "discriminator" in node:
+    """The first selected term that trains a discriminator (asked of the built terms)."""
+    from sr_cli.losses.base import AdversarialTerm
+    from sr_cli.train import build_losses
+
+    for name, term in build_losses(cfg.loss).items():
+        if isinstance(term, AdversarialTerm):
             return name
     raise ConfigError(
         "stages=N needs an adversarial term whose discriminator becomes the next stage's perceptual "

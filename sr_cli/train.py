@@ -174,6 +174,13 @@ def check_options(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be a positive integer, got {value!r}. {hint}")
 
     positive_int("scale", "Set e.g. `scale=4`.")
+    presets = OmegaConf.select(cfg, "model.presets")
+    preset = OmegaConf.select(cfg, "model.preset")
+    if presets is not None and preset not in presets:
+        raise ConfigError(
+            f"model={OmegaConf.select(cfg, 'model.name')} has no preset {preset!r}; valid presets: "
+            f"{', '.join(map(str, presets))} (model.preset=...)."
+        )
     positive_int("data.batch_size", "Set e.g. `data.batch_size=16`.")
     positive_int(
         "data.iters_per_epoch",
@@ -228,23 +235,24 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from sr_cli import rundir
 
     setup_environment()
-    check_options(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    plan = rundir.plan_resume(cfg.get("resume"), output_dir)
-    if plan.output_dir != output_dir:
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(plan.output_dir)
-        rundir.remove_if_unused(output_dir)
-        output_dir = plan.output_dir
-    fresh = not output_dir.exists() or rundir.is_unused(output_dir)
-    rundir.check_writable(output_dir)
-    with rundir.RunLock(output_dir):
-        try:
+    fresh = rundir.is_unused(output_dir)
+    try:
+        check_options(cfg)
+        plan = rundir.plan_resume(cfg.get("resume"), output_dir)
+        if plan.output_dir != output_dir:
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(plan.output_dir)
+            rundir.remove_if_unused(output_dir)
+            output_dir, fresh = plan.output_dir, False
+        rundir.check_writable(output_dir)
+        with rundir.RunLock(output_dir):
             return _train_in(cfg, output_dir, plan)
-        except Exception:
-            if fresh and not rundir.training_started(output_dir):
-                rundir.remove_if_unused(output_dir)
-            raise
+    except Exception:
+        # A run that stopped before training (a user error) leaves no orphan folder behind.
+        if fresh and not rundir.training_started(output_dir):
+            rundir.remove_if_unused(output_dir)
+        raise
 
 
 def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float], dict[str, Any]]:
@@ -263,8 +271,8 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     datamodule.setup("fit")  # bad folders and images fail here, before any model is built
     module = build_module(cfg, datamodule.val_names, output_dir)
     kept = rundir.trim_metrics(output_dir, plan.iteration) if plan.checkpoint else None
-    rundir.write_config_record(output_dir, resolved, resumed=plan.checkpoint is not None)
     trainer = build_trainer(cfg, module, output_dir, kept)
+    rundir.write_config_record(output_dir, resolved, resumed=plan.checkpoint is not None)
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
     rundir.define_wandb_summaries(trainer, cfg)
