@@ -15,7 +15,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from sr_cli.config import config_dir, register_resolvers, rewrite_overrides, unknown_list_members
+from sr_cli.config import (
+    SWEEP_KEYS_ENV,
+    config_dir,
+    register_resolvers,
+    rewrite_overrides,
+    sweep_keys,
+    unknown_list_members,
+)
 from sr_cli.errors import exit_on_user_error
 
 log = logging.getLogger("sr_cli")
@@ -100,6 +107,10 @@ def train_main() -> None:
         print(problem, file=sys.stderr)
         sys.exit(1)
     sys.argv = [sys.argv[0], *args]
+    if "-m" in args or "--multirun" in args:
+        import os
+
+        os.environ[SWEEP_KEYS_ENV] = ",".join(sweep_keys(args))
     _train_task()
 
 

@@ -59,7 +59,7 @@ NAME_EXCLUDED = (
 
 def safe_name(text: str) -> str:
     """A folder- and override-safe form of ``text``: ``loss=[a,b]`` -> ``loss-a+b``."""
-    text = re.sub(r"[\[\]'\" ]", "", text).replace("=", "-").replace(",", "+").replace("/", "-")
+    text = re.sub(r"[\[\]'\"]", "", text).replace("=", "-").replace(",", "+").replace("/", "-")
     return re.sub(r"[^A-Za-z0-9._+-]", "_", text).strip("._") or "run"
 
 
@@ -73,8 +73,27 @@ def _choice(group: str) -> str | None:
         return None
 
 
+#: Set by ``sr-train -m``: the keys the command line sweeps over (a job's name shows only them).
+SWEEP_KEYS_ENV = "SR_CLI_SWEEP_KEYS"
+_SWEEP_VALUE = re.compile(r"^(choice|range|interval|glob|shuffle|sort|tag)\(")
+
+
+def sweep_keys(args: list[str]) -> list[str]:
+    """The keys of command-line overrides that sweep (``a=1,2``, ``a=choice(..)``, ``loss=[a],[b]``)."""
+    keys = []
+    for arg in args:
+        m = _LIST_OVERRIDE.match(arg)
+        if not m:
+            continue
+        value = m.group("value").strip()
+        if _SWEEP_VALUE.match(value) or len(_split_outside_brackets(value)) > 1:
+            keys.append(m.group("key"))
+    return keys
+
+
 def _job_overrides() -> list[str]:
-    """The overrides of the current Hydra job when it is part of a sweep (else ``[]``)."""
+    """The overrides that set the current Hydra sweep job apart: the swept keys of the command
+    line and of the sweeper's config (``[]`` outside a sweep)."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -82,7 +101,12 @@ def _job_overrides() -> list[str]:
         hc = HydraConfig.get()
         if hc.mode != RunMode.MULTIRUN:
             return []
-        return [str(o) for o in hc.overrides.task]
+        swept = {k for k in os.environ.get(SWEEP_KEYS_ENV, "").split(",") if k}
+        swept |= set((OmegaConf.select(hc, "sweeper.params", default=None) or {}).keys())
+        overrides = [str(o) for o in hc.overrides.task]
+        if not swept:
+            return overrides
+        return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
     except Exception:
         return []
 
