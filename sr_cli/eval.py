@@ -642,7 +642,12 @@ def evaluate(cfg: DictConfig) -> tuple[EvalResults, dict[str, Any]]:
     if not dataset_dirs:
         raise ConfigError("no dataset to evaluate on: pass e.g. 'datasets={set5:/data/Set5}'")
     datasets = {
-        name: open_eval_dataset(path, scale, cache_images=cfg.get("cache_images", "auto"))
+        name: open_eval_dataset(
+            path,
+            scale,
+            cache_images=cfg.get("cache_images", "auto"),
+            max_pixels=cfg.get("max_pixels"),
+        )
         for name, path in dataset_dirs.items()
     }
     module = EvalModule(

@@ -70,14 +70,15 @@ def test_alpha_and_16_bits_are_kept(trained_run, tmp_path):
     assert g16.mode == "I;16" and g16.size == (48, 40)
 
 
-def test_tiled_cli_matches_untiled_cli(trained_run, tmp_path):
+def test_tiled_cli_matches_untiled_cli(trained_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # image files go to ./upscaled/ by default
     img = tmp_path / "photo.png"
     rng = np.random.default_rng(1)
     Image.fromarray((rng.random((30, 26, 3)) * 255).astype(np.uint8)).save(img)
     main([str(trained_run), str(img), "--tile", "0", "-o", str(tmp_path / "full.png"), "-q"])
     main([str(trained_run), str(img), "--tile", "16", "--overlap", "8", "-q"])
     full = np.asarray(Image.open(tmp_path / "full.png")).astype(int)
-    tiled = np.asarray(Image.open(tmp_path / "photo_x4.png")).astype(int)  # default name
+    tiled = np.asarray(Image.open(tmp_path / "upscaled" / "photo.png")).astype(int)  # default
     assert full.shape == tiled.shape == (120, 104, 3)
     assert np.abs(full - tiled).max() <= 1
 
