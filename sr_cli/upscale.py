@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sr_cli.errors import ConfigError, DataError, exit_on_user_error
+from sr_cli.errors import ConfigError, DataError, SrCliError, exit_on_user_error
 from sr_cli.models.common import final_output
 
 #: Default output folder for image files given on the command line (in the current directory).
@@ -111,7 +111,7 @@ def read_picture(path: str | Path, max_pixels: int | None = None) -> Picture:
                 return _from_channels(np.asarray(im.convert("L"))[..., None], 255.0, 8)
             return _from_channels(np.asarray(im.convert("RGB")), 255.0, 8)
     except (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError) as exc:
-        if isinstance(exc, DataError):
+        if isinstance(exc, SrCliError):
             raise
         raise DataError(
             f"cannot decode image {str(path)!r} ({exc}). The file is corrupt or not an image."
@@ -269,6 +269,8 @@ def upscale_picture(
     full-size float copy of the output is ever made."""
     from sr_cli.tiling import iter_tiled_rows
 
+    if tile <= 0:  # one tile, the whole image: no overlap to blend (also for tiny images)
+        tile, overlap = 0, 0
     h, w, _ = pic.rgb.shape
     color = 1 if pic.gray else 3
     chans = color + (pic.alpha is not None)

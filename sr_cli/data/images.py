@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sr_cli.errors import ConfigError, DataError
+from sr_cli.errors import ConfigError, DataError, SrCliError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -187,7 +187,7 @@ def read_image(path: str | Path, warn: bool = True, max_pixels: int | None = Non
         SyntaxError,
         Image.DecompressionBombError,
     ) as exc:
-        if isinstance(exc, DataError):
+        if isinstance(exc, SrCliError):
             raise
         raise DataError(
             f"cannot decode image {str(path)!r} ({exc}). The file is corrupt or not an image: "
