@@ -35,7 +35,7 @@ import importlib.util
 import inspect
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -136,6 +136,10 @@ def resolve_target(target: Any) -> Any:
     return obj
 
 
+def _is_list(node: Any) -> bool:
+    return isinstance(node, Sequence) and not isinstance(node, (str, bytes, bytearray))
+
+
 def _walk(node: Any, where: str, found: dict[str, Any], refuse) -> None:
     """Check every ``_target_`` under ``node``; resolved ones are collected in ``found``."""
     if isinstance(node, Mapping):
@@ -152,13 +156,13 @@ def _walk(node: Any, where: str, found: dict[str, Any], refuse) -> None:
                 refuse(where, f"{type(exc).__name__}: {exc}", target)
             if "_partial_" in node and not isinstance(node["_partial_"], bool):
                 refuse(where, "_partial_ is not true/false", target)
-            if "_args_" in node and not isinstance(node["_args_"], (list, tuple)):
+            if "_args_" in node and not _is_list(node["_args_"]):
                 refuse(where, "_args_ is not a list", target)
         elif "_args_" in node or "_partial_" in node:
             refuse(where, "_args_/_partial_ without a _target_", None)
         for key, value in node.items():
             _walk(value, f"{where}.{key}" if where else str(key), found, refuse)
-    elif isinstance(node, (list, tuple)):
+    elif _is_list(node):
         for i, value in enumerate(node):
             _walk(value, f"{where}[{i}]", found, refuse)
 
@@ -176,7 +180,7 @@ def _build(node: Any, found: dict[str, Any]) -> Any:
         if node.get("_partial_", False):
             return functools.partial(fn, *args, **kwargs)
         return fn(*args, **kwargs)
-    if isinstance(node, (list, tuple)):
+    if _is_list(node):
         return [_build(v, found) for v in node]
     return node
 

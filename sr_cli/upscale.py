@@ -317,8 +317,8 @@ def plan_outputs(
     for item in inputs:
         src = Path(item).expanduser()
         if src.is_dir():
-            name = src.resolve().name or "root"
-            out_dir = out if out is not None else src.parent / f"{name}_x{scale}"
+            real = src.resolve()  # also for "." or "..": the new folder goes beside it
+            out_dir = out if out is not None else real.parent / f"{real.name or 'root'}_x{scale}"
             sfx = suffix or ""
             if out_dir.resolve() == src.resolve() and not sfx:
                 raise DataError(

@@ -114,3 +114,17 @@ def test_nothing_is_built_when_any_node_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="_partial_ is not true/false"):
         rebuild({"_target_": "torch.nn.ReLU", "_partial_": "yes"}, "x.ckpt", "model")
     assert not victim.exists()
+
+
+def test_omegaconf_containers_are_walked_too(tmp_path):
+    victim = tmp_path / "victim"
+    node = OmegaConf.create(
+        {
+            "_target_": "sr_cli.degradations.pipeline.DegradationPipeline",
+            "scale": 2,
+            "stages": [[{"_target_": "pathlib.Path.touch", "_args_": [str(victim)]}]],
+        }
+    )
+    with pytest.raises(CheckpointError, match=r"at stages\[0\]\[0\]"):
+        rebuild(node, "x.ckpt", "degradation")
+    assert not victim.exists()

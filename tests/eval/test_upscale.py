@@ -131,6 +131,10 @@ def test_default_outputs_go_to_new_folders_never_beside_inputs(trained_run, tmp_
     main([str(trained_run), str(data), "-q", "--tile", "0"])
     assert sorted(p.name for p in (tmp_path / "data_x4").iterdir()) == ["a.png", "b.jpg"]
     assert sorted(p.relative_to(tmp_path) for p in data.rglob("*")) == before  # untouched
+    monkeypatch.chdir(data)  # "." is a folder like any other: the new folder goes beside it
+    main([str(trained_run), ".", "-q", "--tile", "0"])
+    assert (tmp_path / "data_x4" / "a.png").is_file()
+    assert sorted(p.relative_to(tmp_path) for p in data.rglob("*")) == before
     # An explicit --output keeps its meaning.
     main([str(trained_run), str(data / "a.png"), "-o", str(tmp_path / "x.png"), "-q"])
     assert Image.open(tmp_path / "x.png").size == (44, 36)
