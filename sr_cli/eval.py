@@ -519,10 +519,18 @@ def _check_metrics(cfg: DictConfig) -> list[str]:
     return out
 
 
-def _degradation_for(cfg_node: Any, what: str) -> nn.Module:
+def _degradation_for(cfg_node: Any, what: str, source: Path | None = None) -> nn.Module:
+    """Build a degradation: the user's own ``degradation=`` config with Hydra, one read back from
+    checkpoint ``source`` only through the allow-list of :mod:`sr_cli.rebuild`."""
     from hydra.utils import instantiate
 
+    from sr_cli.rebuild import check_stored_config, rebuild
+
+    if source is not None:
+        check_stored_config(cfg_node, source, "degradation")
     try:
+        if source is not None:
+            return rebuild(cfg_node, source, "degradation")
         return instantiate(cfg_node, _convert_="all")
     except Exception as exc:
         raise ConfigError(f"cannot build the {what} degradation from {cfg_node}: {exc}") from exc
@@ -563,9 +571,11 @@ def evaluate(cfg: DictConfig) -> tuple[EvalResults, dict[str, Any]]:
             )
 
     # LQ degradation for HR-only folders.
+    lq_source = None  # the checkpoint the LQ degradation config was read from, if any
     if cfg.get("degradation"):
         lq_cfg = OmegaConf.to_container(cfg.degradation, resolve=True)
     else:
+        lq_source = loaded[0].source
         lq_cfg = loaded[0].degradation_config or {
             "_target_": "sr_cli.degradations.resize.BicubicDownsample",
             "scale": scale,
@@ -578,7 +588,7 @@ def evaluate(cfg: DictConfig) -> tuple[EvalResults, dict[str, Any]]:
                 "%s for all of them (set degradation=... to choose)",
                 paths[0],
             )
-    lq_degradation = _degradation_for(lq_cfg, "LQ")
+    lq_degradation = _degradation_for(lq_cfg, "LQ", lq_source)
     if int(getattr(lq_degradation, "scale", scale)) != scale:
         raise ConfigError(
             f"the LQ degradation is x{lq_degradation.scale} but the evaluation is x{scale}"
@@ -610,7 +620,7 @@ def evaluate(cfg: DictConfig) -> tuple[EvalResults, dict[str, Any]]:
             cons = (
                 lq_degradation
                 if lg.degradation_config == lq_cfg
-                else _degradation_for(lg.degradation_config, "checkpoint")
+                else _degradation_for(lg.degradation_config, "checkpoint", lg.source)
             )
         rows.append(
             EvalRow(
@@ -632,7 +642,12 @@ def evaluate(cfg: DictConfig) -> tuple[EvalResults, dict[str, Any]]:
     if not dataset_dirs:
         raise ConfigError("no dataset to evaluate on: pass e.g. 'datasets={set5:/data/Set5}'")
     datasets = {
-        name: open_eval_dataset(path, scale, cache_images=cfg.get("cache_images", "auto"))
+        name: open_eval_dataset(
+            path,
+            scale,
+            cache_images=cfg.get("cache_images", "auto"),
+            max_pixels=cfg.get("max_pixels"),
+        )
         for name, path in dataset_dirs.items()
     }
     module = EvalModule(

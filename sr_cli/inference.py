@@ -60,10 +60,15 @@ def load_generator(
 ) -> LoadedGenerator:
     """Build the generator described by an sr-train checkpoint and load its weights (safely).
 
+    The stored model config is rebuilt through the allow-list of :mod:`sr_cli.rebuild`
+    (never Hydra's ``instantiate``), and the stored degradation config is checked against it
+    too, so a crafted checkpoint is refused before anything is built.
+
     Raises:
-        CheckpointError: missing/unsafe file, or a checkpoint without the sr-cli model config.
+        CheckpointError: missing/unsafe file, a checkpoint without the sr-cli model config, or
+            a stored config naming anything but sr-cli's own models and degradations.
     """
-    from hydra.utils import instantiate
+    from sr_cli.rebuild import check_stored_config, rebuild
 
     path = Path(path)
     ckpt = safe_torch_load(path, map_location=map_location)
@@ -74,7 +79,13 @@ def load_generator(
             "weights, build the model from its config and use model.pretrained=PATH instead."
         )
     model_cfg = meta["model"]
-    generator = instantiate(model_cfg["generator"], _convert_="all")
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("generator"), dict):
+        raise CheckpointError(
+            f"{str(path)!r} has no model.generator config inside; use a checkpoint written by sr-train."
+        )
+    if meta.get("degradation") is not None:
+        check_stored_config(meta["degradation"], path, "degradation")
+    generator = rebuild(model_cfg["generator"], path, "model")
     state = extract_state_dict(ckpt, prefer_ema)
     used_ema = prefer_ema and any(
         k.startswith("generator_ema.") for k in ckpt.get("state_dict", {})

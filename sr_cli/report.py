@@ -290,14 +290,13 @@ def build_report(
     title: str = "sr-cli report",
 ) -> Path:
     """Write ``report.html`` (and its PNG files) to ``out_dir``; returns the page's path."""
-    from hydra.utils import instantiate
-
     from sr_cli.data.datasets import open_eval_dataset
     from sr_cli.degradations.base import seeded_generator
     from sr_cli.degradations.resize import imresize
     from sr_cli.eval import unique_labels
     from sr_cli.inference import load_generator, super_resolve
     from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS, protocol_metrics
+    from sr_cli.rebuild import rebuild
 
     if not run_dirs:
         raise ConfigError("no run directory given: sr-report RUN_DIR [RUN_DIR ...]")
@@ -330,7 +329,7 @@ def build_report(
         "_target_": "sr_cli.degradations.resize.BicubicDownsample",
         "scale": scale,
     }
-    degradation = instantiate(deg_cfg, _convert_="all")
+    degradation = rebuild(deg_cfg, loaded[0].source, "degradation")  # stored config: allow-list
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     page = Page(out)

@@ -6,14 +6,19 @@
 * The alpha channel is kept: it is upscaled separately with MATLAB bicubic interpolation.
 * The bit depth is kept where the format allows: a 16-bit PNG gives a 16-bit PNG (grayscale,
   gray + alpha, RGB or RGBA); grayscale stays grayscale.
-* Inputs are never overwritten: an output path equal to an input, or an output folder equal to
-  the input folder without a ``--suffix``, is refused.
+* Outputs never land in a data folder by default: a folder ``photos/`` goes to a new folder
+  ``photos_x4/`` beside it, image files go to ``upscaled/`` in the current directory. Inputs
+  are never overwritten: an output path equal to an input, or an output folder equal to the
+  input folder without a ``--suffix``, is refused.
+* Inputs are checked before decoding: an image whose header claims more than ``--max-pixels``
+  pixels (default 100 megapixels; a tiny PNG can claim 12000x12000) is refused.
 
 Examples::
 
-    sr-upscale outputs/esrgan/2024-05-01_12-00-00 photo.png          # -> photo_x4.png
+    sr-upscale outputs/esrgan/2024-05-01_12-00-00 photo.png          # -> upscaled/photo.png
     sr-upscale best.ckpt photos/ --tile 256 --overlap 16             # -> photos_x4/
     sr-upscale best.ckpt photos/ -o big/ --precision fp16            # CUDA only
+    sr-upscale best.ckpt photo.png -o photo_big.jpg --quality 90     # JPEG quality (default 95)
 """
 
 from __future__ import annotations
@@ -31,8 +36,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sr_cli.errors import ConfigError, DataError, exit_on_user_error
+from sr_cli.errors import ConfigError, DataError, SrCliError, exit_on_user_error
 from sr_cli.models.common import final_output
+
+#: Default output folder for image files given on the command line (in the current directory).
+FILES_OUTPUT_DIR = "upscaled"
+#: Default quality of JPEG (and WebP) outputs.
+DEFAULT_QUALITY = 95
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: BT.601 luma weights, used to turn the SR of a grayscale image back into one channel.
@@ -69,11 +79,16 @@ def _from_channels(arr: np.ndarray, peak: float, bits: int) -> Picture:
     return Picture(np.ascontiguousarray(rgb), alpha, bits, gray)
 
 
-def read_picture(path: str | Path) -> Picture:
-    """Decode an image keeping its alpha channel and (for PNG) its 16-bit depth."""
+def read_picture(path: str | Path, max_pixels: int | None = None) -> Picture:
+    """Decode an image keeping its alpha channel and (for PNG) its 16-bit depth.
+
+    The header is checked first: more than ``max_pixels`` pixels (``None``: 100 megapixels,
+    ``0``: no limit) is refused before anything is decoded."""
+    from sr_cli.data.images import open_image
+
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with open_image(path, max_pixels) as im:
             raw, mode, fmt = _raw_mode(im), im.mode, im.format
             if fmt == "PNG" and "16" in raw and not mode.startswith("I"):
                 # PIL decodes 16-bit colour PNGs to 8 bits; torchvision keeps all 16.
@@ -95,7 +110,9 @@ def read_picture(path: str | Path) -> Picture:
             if mode in ("L", "1"):
                 return _from_channels(np.asarray(im.convert("L"))[..., None], 255.0, 8)
             return _from_channels(np.asarray(im.convert("RGB")), 255.0, 8)
-    except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
+    except (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, SrCliError):
+            raise
         raise DataError(
             f"cannot decode image {str(path)!r} ({exc}). The file is corrupt or not an image."
         ) from exc
@@ -152,9 +169,9 @@ def quantize(x: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(np.round(x * peak), 0, peak).astype(np.uint16 if bits == 16 else np.uint8)
 
 
-def write_array(arr: np.ndarray, path: str | Path) -> None:
+def write_array(arr: np.ndarray, path: str | Path, quality: int = DEFAULT_QUALITY) -> None:
     """Encode ``(H, W, C)`` ``uint8``/``uint16`` (C: 1 = L, 2 = LA, 3 = RGB, 4 = RGBA),
-    atomically; 16 bits are kept for PNG."""
+    atomically; 16 bits are kept for PNG, ``quality`` (1-100) applies to JPEG and WebP."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = _pil_format(path)
@@ -172,14 +189,15 @@ def write_array(arr: np.ndarray, path: str | Path) -> None:
             Image.fromarray(np.ascontiguousarray(arr[..., 0])).save(tmp, format="PNG")
         else:
             img = Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[2] == 1 else arr))
-            img.save(tmp, format=fmt)
+            options = {"quality": int(quality)} if fmt in ("JPEG", "WEBP") else {}
+            img.save(tmp, format=fmt, **options)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_picture(pic: Picture, path: str | Path) -> None:
+def write_picture(pic: Picture, path: str | Path, quality: int = DEFAULT_QUALITY) -> None:
     """Encode a float :class:`Picture` with its bit depth, gray-ness and alpha."""
     chans = (
         [pic.rgb @ np.asarray(LUMA, np.float32)]
@@ -188,7 +206,7 @@ def write_picture(pic: Picture, path: str | Path) -> None:
     )
     if pic.alpha is not None:
         chans.append(pic.alpha)
-    write_array(quantize(np.stack(chans, axis=-1), pic.bits), path)
+    write_array(quantize(np.stack(chans, axis=-1), pic.bits), path, quality)
 
 
 # ---------------------------------------------------------------------------- upscaling
@@ -251,6 +269,8 @@ def upscale_picture(
     full-size float copy of the output is ever made."""
     from sr_cli.tiling import iter_tiled_rows
 
+    if tile <= 0:  # one tile, the whole image: no overlap to blend (also for tiny images)
+        tile, overlap = 0, 0
     h, w, _ = pic.rgb.shape
     color = 1 if pic.gray else 3
     chans = color + (pic.alpha is not None)
@@ -278,9 +298,11 @@ def plan_outputs(
 ) -> list[tuple[Path, Path]]:
     """``(input file, output file)`` pairs; refuses anything that would overwrite an input.
 
-    * a folder ``photos/`` goes to ``--output`` or ``photos_x{scale}/`` (same file names);
+    * a folder ``photos/`` goes to ``--output`` or to a new folder ``photos_x{scale}/`` beside
+      it (same file names);
     * a file ``a.png`` goes to ``--output`` (a file name when it has an image extension and there
-      is one input, else a folder) or to ``a_x{scale}.png`` next to it.
+      is one input, else a folder) or to ``upscaled/a.png`` in the current directory, never
+      next to the input.
     """
     from sr_cli.data.images import IMAGE_EXTENSIONS, list_images
 
@@ -295,7 +317,8 @@ def plan_outputs(
     for item in inputs:
         src = Path(item).expanduser()
         if src.is_dir():
-            out_dir = out if out is not None else src.parent / f"{src.name}_x{scale}"
+            real = src.resolve()  # also for "." or "..": the new folder goes beside it
+            out_dir = out if out is not None else real.parent / f"{real.name or 'root'}_x{scale}"
             sfx = suffix or ""
             if out_dir.resolve() == src.resolve() and not sfx:
                 raise DataError(
@@ -308,7 +331,7 @@ def plan_outputs(
             if out is not None and one_file and out.suffix.lower() in IMAGE_EXTENSIONS:
                 target = out
             else:
-                out_dir = out if out is not None else src.parent
+                out_dir = out if out is not None else Path(FILES_OUTPUT_DIR)
                 sfx = suffix
                 if sfx is None:
                     same = out_dir.resolve() == src.parent.resolve()
@@ -343,7 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("checkpoint", help="a .ckpt written by sr-train, or its run directory")
     parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
-    parser.add_argument("-o", "--output", help="output folder (or file name, for one input file)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="output folder (or file name, for one input file); default: a new folder, "
+        f"<folder>_x<scale>/ for a folder, ./{FILES_OUTPUT_DIR}/ for image files",
+    )
     parser.add_argument(
         "--suffix",
         default=None,
@@ -351,6 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
         "folder, _x<scale> next to the input)",
     )
     parser.add_argument("--format", default=None, help="output format (default: the input's)")
+    parser.add_argument(
+        "--quality",
+        type=int,
+        default=DEFAULT_QUALITY,
+        help=f"JPEG/WebP output quality, 1-100 (default {DEFAULT_QUALITY})",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse input images whose header claims more pixels, before decoding them "
+        "(default 100000000; 0 = no limit)",
+    )
     parser.add_argument(
         "--tile",
         type=int,
@@ -379,13 +420,36 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """One-line errors for numeric options that cannot work (before the checkpoint is loaded)."""
+    from sr_cli.data.images import check_max_pixels
+
+    if args.tile < 0:
+        raise ConfigError(
+            f"--tile {args.tile} is negative; give the LQ tile side in pixels (e.g. --tile 256), "
+            "or --tile 0 for the whole image in one pass."
+        )
+    if args.overlap < 0:
+        raise ConfigError(f"--overlap {args.overlap} is negative; use e.g. --overlap 16.")
+    if args.tile and args.overlap >= args.tile:
+        raise ConfigError(
+            f"--overlap {args.overlap} must be smaller than --tile {args.tile}; "
+            "use e.g. --tile 256 --overlap 16."
+        )
+    if not 1 <= args.quality <= 100:
+        raise ConfigError(f"--quality {args.quality} is out of range; use 1-100 (default 95).")
+    check_max_pixels(args.max_pixels, "--max-pixels")
+
+
 def run(args: argparse.Namespace) -> list[Path]:
     """Upscale as the parsed arguments say; returns the written files."""
     from tqdm import tqdm
 
+    from sr_cli.data.images import image_size
     from sr_cli.inference import load_generator, resolve_checkpoint
     from sr_cli.tiling import check_tiling
 
+    check_options(args)
     check_tiling(args.tile, args.overlap)
     device = pick_device(args.device)
     if args.precision != "fp32" and device.type != "cuda":
@@ -394,14 +458,17 @@ def run(args: argparse.Namespace) -> list[Path]:
         )
     loaded = load_generator(resolve_checkpoint(args.checkpoint), prefer_ema=not args.no_ema)
     pairs = plan_outputs(args.inputs, args.output, loaded.scale, args.suffix, args.format)
+    for src, _ in pairs:  # every header first: a bomb or a broken file fails before any output
+        image_size(src, args.max_pixels)
     generator = loaded.generator.to(device)
     forward = make_forward(generator, device, args.precision)
     written = []
     bar = tqdm(pairs, unit="image", desc="sr-upscale", disable=True if args.quiet else None)
     for src, dst in bar:
         bar.set_postfix_str(src.name)
-        pic = read_picture(src)
-        write_array(upscale_picture(pic, forward, loaded.scale, args.tile, args.overlap), dst)
+        pic = read_picture(src, args.max_pixels)
+        out = upscale_picture(pic, forward, loaded.scale, args.tile, args.overlap)
+        write_array(out, dst, args.quality)
         written.append(dst)
     return written
 

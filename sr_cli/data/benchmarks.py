@@ -109,6 +109,7 @@ class BenchmarkDataset(PairedFolderDataset):
         scale: int,
         cache_images: bool | str = "auto",
         skip_bad: bool = False,
+        max_pixels: int | None = None,
     ) -> None:
         layout = detect_layout(root)
         if layout is None:
@@ -132,4 +133,5 @@ class BenchmarkDataset(PairedFolderDataset):
             cache_images=cache_images,
             skip_bad=skip_bad,
             what=f"benchmark {self.name!r}",
+            max_pixels=max_pixels,
         )

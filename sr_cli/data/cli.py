@@ -49,7 +49,16 @@ def _parser() -> argparse.ArgumentParser:
         help="also write MATLAB-bicubic LR sub-images for these scales, e.g. 2 3 4",
     )
     p.add_argument("--workers", type=int, default=1, help="processes (1)")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip unreadable or too large images with a warning"
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse source images whose header claims more pixels, before decoding them "
+        "(default 100000000; 0 = no limit)",
+    )
     p.add_argument(
         "--force", action="store_true", help="ignore the manifest and re-check every output"
     )
@@ -94,6 +103,7 @@ def _prepare(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         force=args.force,
         progress=not args.quiet,
+        max_pixels=args.max_pixels,
     )
     done = report.sources - report.skipped_sources - len(report.bad)
     print(

@@ -8,6 +8,7 @@ and a run resumed from a checkpoint sees exactly what an uninterrupted one would
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -73,17 +74,30 @@ def decode_all(items: Sequence, decode, skip_bad: bool, what: str) -> tuple[list
 
 
 class _ImageStore:
-    """Decodes images on demand, optionally keeping them in memory; handles ``skip_bad``."""
+    """Decodes images on demand, optionally keeping them in memory; handles ``skip_bad``.
+
+    Headers are checked up front (size, ``max_pixels``). With ``skip_bad``, a file that only
+    turns out corrupt when it is decoded later (no cache) is reported once and replaced by the
+    next good image, so a long run does not stop on it."""
 
     def __init__(
-        self, files: Sequence[Path], cache: bool | str, min_size: int, skip_bad: bool, what: str
+        self,
+        files: Sequence[Path],
+        cache: bool | str,
+        min_size: int,
+        skip_bad: bool,
+        what: str,
+        max_pixels: int | None = None,
     ):
         self.what = what
+        self.skip_bad = skip_bad
+        self.max_pixels = max_pixels
+        self.bad: set[int] = set()
         good: list[Path] = []
         sizes: list[tuple[int, int]] = []
         for path in files:
             try:
-                h, w = image_size(path)
+                h, w = image_size(path, max_pixels)
                 if min(h, w) < min_size:
                     raise DataError(
                         f"image {str(path)!r} is {h}x{w}, smaller than the HR patch size {min_size}. "
@@ -103,7 +117,8 @@ class _ImageStore:
         self.files = good
         self.cache: list[np.ndarray] | None = None
         if cache:
-            self.files, self.cache = decode_all(good, read_image, skip_bad, what)
+            decode = functools.partial(read_image, max_pixels=max_pixels)
+            self.files, self.cache = decode_all(good, decode, skip_bad, what)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -111,7 +126,18 @@ class _ImageStore:
     def get(self, index: int) -> np.ndarray:
         if self.cache is not None:
             return self.cache[index]
-        return read_image(self.files[index])
+        for step in range(len(self.files)):
+            i = (index + step) % len(self.files)
+            if i in self.bad:
+                continue
+            try:
+                return read_image(self.files[i], max_pixels=self.max_pixels)
+            except DataError as exc:
+                if not self.skip_bad:
+                    raise
+                self.bad.add(i)
+                warnings.warn(f"skipping {self.files[i]}: {exc}", stacklevel=2)
+        raise DataError(f"no decodable images left in the {self.what}.")
 
 
 class HRFolderDataset(Dataset):
@@ -123,7 +149,9 @@ class HRFolderDataset(Dataset):
         scale: SR scale factor; LQ patches will be ``patch_size // scale``.
         hflip, vflip, rot90: dihedral augmentations.
         cache_images: ``True``, ``False`` or ``"auto"`` (cache when the folder is small).
-        skip_bad: skip corrupt or too-small files with a warning instead of failing.
+        skip_bad: skip corrupt, too-small or too-large files with a warning instead of failing.
+        max_pixels: refuse (or, with ``skip_bad``, skip) images whose header claims more pixels
+            (``None``: :data:`~sr_cli.data.images.MAX_PIXELS`; ``0``: no limit).
 
     Items are dicts ``{"gt": (3, P, P) float32, "index": int}``. Indexing with an
     ``(index, sample_seed)`` pair makes the crop reproducible; a plain int uses it as the seed.
@@ -139,6 +167,7 @@ class HRFolderDataset(Dataset):
         rot90: bool = True,
         cache_images: bool | str = "auto",
         skip_bad: bool = False,
+        max_pixels: int | None = None,
     ) -> None:
         if patch_size % scale:
             raise DataError(
@@ -150,7 +179,9 @@ class HRFolderDataset(Dataset):
         self.scale = int(scale)
         self.flags = (hflip, vflip, rot90)
         files = list_images(root, what="training folder (data.train_dir)")
-        self.store = _ImageStore(files, cache_images, patch_size, skip_bad, "training folder")
+        self.store = _ImageStore(
+            files, cache_images, patch_size, skip_bad, "training folder", max_pixels
+        )
 
     @property
     def files(self) -> list[Path]:
@@ -188,11 +219,14 @@ class ImageFolderEvalDataset(Dataset):
         scale: int,
         cache_images: bool | str = "auto",
         skip_bad: bool = False,
+        max_pixels: int | None = None,
     ):
         self.root = Path(root)
         self.scale = int(scale)
         files = list_images(root, what="validation folder (data.val_dir)")
-        self.store = _ImageStore(files, cache_images, 4 * self.scale, skip_bad, "validation folder")
+        self.store = _ImageStore(
+            files, cache_images, 4 * self.scale, skip_bad, "validation folder", max_pixels
+        )
 
     @property
     def files(self) -> list[Path]:
@@ -287,7 +321,11 @@ class ShardSampler(Sampler):
 
 
 def open_eval_dataset(
-    root: str | Path, scale: int, cache_images: bool | str = "auto", skip_bad: bool = False
+    root: str | Path,
+    scale: int,
+    cache_images: bool | str = "auto",
+    skip_bad: bool = False,
+    max_pixels: int | None = None,
 ) -> Dataset:
     """An evaluation dataset for ``root``, whatever its layout.
 
@@ -302,7 +340,7 @@ def open_eval_dataset(
 
     layout = detect_layout(root)
     if layout is None:
-        return ImageFolderEvalDataset(root, scale, cache_images, skip_bad)
+        return ImageFolderEvalDataset(root, scale, cache_images, skip_bad, max_pixels)
     if int(scale) not in layout.lr_dirs:
         found = ", ".join(f"x{s}" for s in sorted(layout.lr_dirs)) or "none"
         warnings.warn(
@@ -312,5 +350,5 @@ def open_eval_dataset(
             "MATLAB bicubic imresize with degradation=bicubic).",
             stacklevel=2,
         )
-        return ImageFolderEvalDataset(layout.hr_dir, scale, cache_images, skip_bad)
-    return BenchmarkDataset(root, scale, cache_images, skip_bad)
+        return ImageFolderEvalDataset(layout.hr_dir, scale, cache_images, skip_bad, max_pixels)
+    return BenchmarkDataset(root, scale, cache_images, skip_bad, max_pixels)

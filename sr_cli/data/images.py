@@ -7,19 +7,89 @@ with a warning (once per file):
 * RGBA / LA / palette with transparency -> alpha dropped (composited on nothing: the colour
   channels are kept as stored);
 * 16-bit -> scaled to 8 bits by rounding ``v * 255 / 65535``.
+
+Every file is opened through :func:`open_image`, which reads the size from the header and
+refuses an image of more than ``max_pixels`` pixels (default :data:`MAX_PIXELS`) *before*
+decoding it: a 200-byte PNG can claim 12000x12000 pixels and would otherwise take gigabytes
+and minutes to decode. The limit is raised with ``data.max_pixels`` (sr-train, sr-eval) or
+``--max-pixels`` (sr-upscale, sr-data prepare); ``0`` removes it.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sr_cli.errors import DataError
+from sr_cli.errors import ConfigError, DataError, SrCliError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+#: Default limit on the pixels (width x height) of one input image: 100 megapixels.
+MAX_PIXELS = 100_000_000
+
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+class ImageTooLargeError(DataError):
+    """An image header claims more pixels than the limit (a decompression bomb, or a huge image)."""
+
+
+def check_max_pixels(max_pixels: int | None, option: str = "data.max_pixels") -> int:
+    """The effective limit: ``None`` is :data:`MAX_PIXELS`, ``0`` is no limit."""
+    if max_pixels is None:
+        return MAX_PIXELS
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
+        raise ConfigError(
+            f"{option}={max_pixels!r} is not a pixel count; use a positive integer "
+            f"(default {MAX_PIXELS}) or 0 for no limit."
+        )
+    return max_pixels
+
+
+@contextmanager
+def open_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Image.Image]:
+    """``Image.open`` (lazy: nothing decoded yet) that refuses more than ``max_pixels`` pixels.
+
+    The size comes from the file header. PIL's own ``MAX_IMAGE_PIXELS`` check is replaced by
+    this one while the header is read, so the user's limit applies in both directions; PIL's
+    check stays in force while frames are decoded.
+
+    Raises:
+        ImageTooLargeError: the header claims more than ``max_pixels`` pixels.
+        DataError: the file is missing, not an image, or its header is corrupt.
+    """
+    path = Path(path)
+    limit = check_max_pixels(max_pixels)
+    try:
+        with _PIL_LIMIT_LOCK:
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(
+            f"cannot read image {str(path)!r}: {exc}. Replace or remove the file."
+        ) from exc
+    with im:
+        w, h = im.size
+        if limit and w * h > limit:
+            raise ImageTooLargeError(
+                f"image {str(path)!r} claims {w}x{h} = {w * h} pixels, over the limit of {limit} "
+                "(a decompression bomb, or a very large image); refused before decoding. If you "
+                "trust it, raise the limit: --max-pixels N (sr-upscale, sr-data prepare), "
+                "data.max_pixels=N (sr-train), max_pixels=N (sr-eval); 0 = no limit. "
+                "In training, data.skip_bad=true skips it."
+            )
+        yield im
 
 
 class ImageConversionWarning(UserWarning):
@@ -43,15 +113,15 @@ def list_images(folder: str | Path, what: str = "image folder") -> list[Path]:
     return files
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(
-            f"cannot read image {str(path)!r}: {exc}. Replace or remove the file."
-        ) from exc
+def image_size(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(height, width)`` from the file header, without decoding the pixels.
+
+    Raises:
+        ImageTooLargeError: more than ``max_pixels`` pixels (see :func:`open_image`).
+        DataError: unreadable file.
+    """
+    with open_image(path, max_pixels) as im:
+        w, h = im.size
     return h, w
 
 
@@ -89,17 +159,18 @@ def _raw_mode(im: Image.Image) -> str:
         return im.mode
 
 
-def read_image(path: str | Path, warn: bool = True) -> np.ndarray:
+def read_image(path: str | Path, warn: bool = True, max_pixels: int | None = None) -> np.ndarray:
     """Decode an image file to ``(H, W, 3)`` ``uint8`` RGB.
 
     Raises:
+        ImageTooLargeError: more than ``max_pixels`` pixels, checked before decoding.
         DataError: the file is missing, truncated or not an image; the message names it.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image file {str(path)!r} does not exist.")
     try:
-        with Image.open(path) as im:
+        with open_image(path, max_pixels) as im:
             raw = _raw_mode(im)
             im.load()
             if warn and im.mode == "RGB" and "16" in raw:
@@ -109,7 +180,15 @@ def read_image(path: str | Path, warn: bool = True) -> np.ndarray:
                     stacklevel=2,
                 )
             return np.ascontiguousarray(_to_rgb8(im, path, warn))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+    ) as exc:
+        if isinstance(exc, SrCliError):
+            raise
         raise DataError(
             f"cannot decode image {str(path)!r} ({exc}). The file is corrupt or not an image: "
             "replace or remove it."

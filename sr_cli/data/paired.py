@@ -59,14 +59,16 @@ def match_pairs(
     return pairs
 
 
-def check_pair_sizes(hr: Path, lr: Path, scale: int, min_hr: int) -> tuple[int, int]:
+def check_pair_sizes(
+    hr: Path, lr: Path, scale: int, min_hr: int, max_pixels: int | None = None
+) -> tuple[int, int]:
     """Header check of one pair; returns the mod-cropped HR ``(h, w)``.
 
     Raises:
         DataError: unreadable file, LR size not ``HR // scale``, or HR smaller than ``min_hr``.
     """
-    hh, hw = image_size(hr)
-    lh, lw = image_size(lr)
+    hh, hw = image_size(hr, max_pixels)
+    lh, lw = image_size(lr, max_pixels)
     ch, cw = hh - hh % scale, hw - hw % scale
     if (lh, lw) != (ch // scale, cw // scale):
         raise DataError(
@@ -113,7 +115,8 @@ class PairedFolderDataset(Dataset):
             full images (evaluation).
         hflip, vflip, rot90: dihedral augmentations (training only), the same for LR and HR.
         cache_images: ``True``, ``False`` or ``"auto"`` (cache when the folders are small).
-        skip_bad: skip unmatched, mis-sized, corrupt or too-small pairs with a warning.
+        skip_bad: skip unmatched, mis-sized, corrupt, too-small or too-large pairs with a warning.
+        max_pixels: pixel limit per image, checked on the header (``0``: none).
         what: how the folders are named in messages.
 
     Items are ``{"gt": (3, P, P), "lq": (3, P/s, P/s), "index": int}`` in training mode and
@@ -136,6 +139,7 @@ class PairedFolderDataset(Dataset):
         cache_images: bool | str = "auto",
         skip_bad: bool = False,
         what: str = "paired folders",
+        max_pixels: int | None = None,
     ) -> None:
         self.scale = int(scale)
         if patch_size is not None and int(patch_size) % self.scale:
@@ -149,6 +153,7 @@ class PairedFolderDataset(Dataset):
         self.flags = (hflip, vflip, rot90)
         self.skip_bad = skip_bad
         self.what = what
+        self.max_pixels = max_pixels
         hr_files = list_images(self.hr_dir, what=f"HR folder of the {what}")
         lr_files = list_images(self.lr_dir, what=f"LR folder of the {what}")
         min_hr = self.patch_size if self.patch_size is not None else 4 * self.scale
@@ -156,7 +161,7 @@ class PairedFolderDataset(Dataset):
         sizes = []
         for hr, lr in match_pairs(hr_files, self.lr_dir, lr_files, self.scale, skip_bad):
             try:
-                sizes.append(check_pair_sizes(hr, lr, self.scale, min_hr))
+                sizes.append(check_pair_sizes(hr, lr, self.scale, min_hr, max_pixels))
             except DataError as exc:
                 if not skip_bad:
                     raise
@@ -178,8 +183,8 @@ class PairedFolderDataset(Dataset):
             self.pairs, self.cache = decode_all(pairs, lambda p: self._decode(*p), skip_bad, what)
 
     def _decode(self, hr_path: Path, lr_path: Path) -> tuple[np.ndarray, np.ndarray]:
-        hr = mod_crop(read_image(hr_path), self.scale)
-        lr = read_image(lr_path)
+        hr = mod_crop(read_image(hr_path, max_pixels=self.max_pixels), self.scale)
+        lr = read_image(lr_path, max_pixels=self.max_pixels)
         if lr.shape[0] * self.scale != hr.shape[0] or lr.shape[1] * self.scale != hr.shape[1]:
             raise DataError(
                 f"LR image {str(lr_path)!r} decodes to {lr.shape[0]}x{lr.shape[1]}, not "

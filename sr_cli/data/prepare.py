@@ -15,12 +15,16 @@ pairs with the HR sub-image.
 
 The run is resumable and never leaves half-written files: every PNG is written to a temporary
 file in the same folder and renamed; existing complete outputs are kept; source images that
-were fully processed are recorded in ``<out>/.prepare.json``; stale temporary files of an
-interrupted run are removed.
+were fully processed are recorded in ``<out>/.prepare.json`` with the size and SHA-256 of every
+output file; stale temporary files of an interrupted run are removed. A rerun verifies the
+recorded outputs: a source with a missing, truncated or altered output is processed again, and
+only the outputs that differ from the record are rewritten (byte-identical to the originals:
+PNG encoding is deterministic).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -108,9 +112,35 @@ def lr_dir(out: Path, scale: int) -> Path:
     return out / "LR_bicubic" / f"X{scale}"
 
 
-def _complete(path: Path, size: tuple[int, int]) -> bool:
-    """``path`` exists, has the expected ``(h, w)`` and passes PNG's own integrity check."""
+#: What the manifest records of one output file: ``[size in bytes, SHA-256 hex digest]``.
+FileRecord = list
+
+
+def file_record(path: Path) -> FileRecord:
+    """``[size, sha256]`` of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return [path.stat().st_size, digest.hexdigest()]
+
+
+def matches_record(path: Path, record: FileRecord | None) -> bool:
+    """``path`` exists with the recorded size (checked first, cheaply) and checksum."""
+    if record is None or not path.is_file():
+        return False
+    try:
+        return path.stat().st_size == record[0] and file_record(path) == list(record)
+    except (OSError, IndexError, TypeError):
+        return False
+
+
+def _complete(path: Path, size: tuple[int, int], record: FileRecord | None = None) -> bool:
+    """``path`` exists, has the expected ``(h, w)`` and passes PNG's own integrity check; with a
+    ``record`` from the manifest, it must also have the recorded size and checksum."""
     if not path.is_file():
+        return False
+    if record is not None and not matches_record(path, record):
         return False
     try:
         with Image.open(path) as im:
@@ -135,36 +165,46 @@ def _outputs(stem: str, h: int, w: int, s: PrepareSettings) -> list[tuple[str, i
     return out
 
 
-def process_image(src: str, out: str, settings: PrepareSettings) -> tuple[str, int, int, list[str]]:
-    """Crop one source image into ``out``; returns ``(source name, written, kept, names)``.
+def process_image(
+    src: str,
+    out: str,
+    settings: PrepareSettings,
+    recorded: dict[str, FileRecord] | None = None,
+    max_pixels: int | None = None,
+) -> tuple[str, int, int, dict[str, FileRecord]]:
+    """Crop one source image into ``out``; returns ``(source name, written, kept, records)``.
 
-    Outputs that already exist and are complete are kept, so an interrupted image resumes.
+    Outputs that already exist and are complete are kept, so an interrupted image resumes; an
+    output with an entry in ``recorded`` (``{path relative to out: [size, sha256]}``) is kept
+    only if it still matches it. ``records`` holds the same for every output now on disk.
     """
     src_p, out_p = Path(src), Path(out)
-    img = read_image(src_p)
+    recorded = recorded or {}
+    img = read_image(src_p, max_pixels=max_pixels)
     h, w = img.shape[:2]
     written = kept = 0
-    names = []
-    for name, y, x, ch, cw in _outputs(src_p.stem, h, w, settings):
-        names.append(name)
-        sub = None
-        hr_path = out_p / f"{name}.png"
-        if _complete(hr_path, (ch, cw)):
+    records: dict[str, FileRecord] = {}
+
+    def ensure(path: Path, size: tuple[int, int], make) -> None:
+        nonlocal written, kept
+        rel = path.relative_to(out_p).as_posix()
+        if _complete(path, size, recorded.get(rel)):
             kept += 1
         else:
-            sub = np.ascontiguousarray(img[y : y + ch, x : x + cw])
-            save_image(sub, hr_path)
+            save_image(make(), path)
             written += 1
+        records[rel] = file_record(path)
+
+    for name, y, x, ch, cw in _outputs(src_p.stem, h, w, settings):
+        sub = np.ascontiguousarray(img[y : y + ch, x : x + cw])
+        ensure(out_p / f"{name}.png", (ch, cw), lambda sub=sub: sub)
         for scale in settings.lr_scales:
-            lr_path = lr_dir(out_p, scale) / f"{name}x{scale}.png"
-            if _complete(lr_path, (ch // scale, cw // scale)):
-                kept += 1
-                continue
-            if sub is None:
-                sub = np.ascontiguousarray(img[y : y + ch, x : x + cw])
-            save_image(bicubic_lr(sub, scale), lr_path)
-            written += 1
-    return src_p.name, written, kept, names
+            ensure(
+                lr_dir(out_p, scale) / f"{name}x{scale}.png",
+                (ch // scale, cw // scale),
+                lambda sub=sub, scale=scale: bicubic_lr(sub, scale),
+            )
+    return src_p.name, written, kept, records
 
 
 def _init_worker() -> None:
@@ -174,12 +214,14 @@ def _init_worker() -> None:
 
 
 class Manifest:
-    """``<out>/.prepare.json``: the settings and the source images already done."""
+    """``<out>/.prepare.json``: the settings and the source images already done, each with the
+    ``[size, sha256]`` of its output files (``{"done": {src: {"outputs": {rel: record}}}}``)."""
 
     def __init__(self, out: Path, settings: PrepareSettings, force: bool) -> None:
         self.path = out / MANIFEST
+        self.out = out
         self.settings = settings
-        self.done: dict[str, list[str]] = {}
+        self.done: dict[str, dict] = {}
         if self.path.is_file() and not force:
             try:
                 data = json.loads(self.path.read_text())
@@ -191,22 +233,28 @@ class Manifest:
                     f"{str(out)!r} was prepared with different settings ({old}); now asked for "
                     f"{settings.key()}. Use a new output folder, or pass --force to redo it."
                 )
-            self.done = dict(data.get("done", {}))
+            # Entries of older manifests (a bare list of names) carry no checksums: redone.
+            self.done = {
+                k: v
+                for k, v in dict(data.get("done", {})).items()
+                if isinstance(v, dict) and isinstance(v.get("outputs"), dict)
+            }
+
+    def recorded(self, name: str) -> dict[str, FileRecord]:
+        """``{output path relative to out: [size, sha256]}`` recorded for source ``name``."""
+        entry = self.done.get(name)
+        return dict(entry["outputs"]) if entry else {}
 
     def is_done(self, name: str, out: Path) -> bool:
-        names = self.done.get(name)
-        if names is None:
-            return False
-        folders = [out] + [lr_dir(out, s) for s in self.settings.lr_scales]
-        suffixes = [""] + [f"x{s}" for s in self.settings.lr_scales]
-        return all(
-            (folder / f"{n}{suffix}.png").is_file()
-            for n in names
-            for folder, suffix in zip(folders, suffixes)
+        """Source ``name`` was finished and every output still has its recorded size and
+        checksum (a truncated or altered output makes the source be processed again)."""
+        outputs = self.recorded(name)
+        return bool(outputs) and all(
+            matches_record(out / rel, record) for rel, record in outputs.items()
         )
 
-    def mark(self, name: str, names: list[str]) -> None:
-        self.done[name] = names
+    def mark(self, name: str, records: dict[str, FileRecord]) -> None:
+        self.done[name] = {"outputs": records}
         tmp = self.path.with_name(f"{self.path.name}.tmp")
         tmp.write_text(json.dumps({"settings": self.settings.key(), "done": self.done}, indent=1))
         os.replace(tmp, self.path)
@@ -233,6 +281,7 @@ def prepare(
     skip_bad: bool = False,
     force: bool = False,
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> PrepareReport:
     """Crop every image of ``src`` into overlapping sub-images in ``out`` (see module doc).
 
@@ -245,6 +294,8 @@ def prepare(
         skip_bad: skip unreadable source images with a warning instead of failing.
         force: ignore the manifest (re-check every output, even with other settings).
         progress: show a tqdm progress bar.
+        max_pixels: refuse (or with ``skip_bad``, skip) source images whose header claims more
+            pixels, before decoding them (``None``: 100 megapixels; ``0``: no limit).
 
     Raises:
         DataError: missing/empty ``src``, unreadable image (without ``skip_bad``), bad
@@ -252,6 +303,9 @@ def prepare(
     """
     from tqdm.auto import tqdm
 
+    from sr_cli.data.images import check_max_pixels
+
+    check_max_pixels(max_pixels, "--max-pixels")
     lr_scales = tuple(sorted({int(s) for s in lr_scales}))
     for s in lr_scales:
         if s < 1:
@@ -293,10 +347,10 @@ def prepare(
                 report.bad.append(str(path))
                 return
             raise exc
-        name, written, kept, names = result
+        name, written, kept, records = result
         report.written += written
         report.kept += kept
-        manifest.mark(name, names)
+        manifest.mark(name, records)
 
     bar = tqdm(
         total=len(files),
@@ -309,7 +363,9 @@ def prepare(
         if workers <= 1 or len(todo) <= 1:
             for path in todo:
                 try:
-                    result = process_image(str(path), str(out_p), settings)
+                    result = process_image(
+                        str(path), str(out_p), settings, manifest.recorded(path.name), max_pixels
+                    )
                 except DataError as exc:
                     handle(path, exc=exc)
                 else:
@@ -323,7 +379,15 @@ def prepare(
                 max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_init_worker
             ) as pool:
                 futures = {
-                    pool.submit(process_image, str(p), str(out_p), settings): p for p in todo
+                    pool.submit(
+                        process_image,
+                        str(p),
+                        str(out_p),
+                        settings,
+                        manifest.recorded(p.name),
+                        max_pixels,
+                    ): p
+                    for p in todo
                 }
                 try:
                     for fut in as_completed(futures):

@@ -40,7 +40,9 @@ class SRDataModule(pl.LightningDataModule):
         num_workers: dataloader workers (decode + crop only).
         hflip, vflip, rot90: training augmentations.
         cache_images: keep decoded images in memory: ``true``, ``false`` or ``auto``.
-        skip_bad: skip corrupt or too-small images with a warning.
+        skip_bad: skip corrupt, too-small or too-large images with a warning.
+        max_pixels: refuse images whose header claims more pixels (a decompression bomb);
+            ``null``: 100 megapixels, ``0``: no limit.
         seed: seeds the patch sampling; the same seed gives the same patches.
         pin_memory: pin batches in memory when CUDA is available.
         train_lr_dir: folder of LR training images paired with ``train_dir`` by file name
@@ -64,6 +66,7 @@ class SRDataModule(pl.LightningDataModule):
         rot90: bool = True,
         cache_images: bool | str = "auto",
         skip_bad: bool = False,
+        max_pixels: int | None = None,
         seed: int = 0,
         extra_val_dirs: Mapping[str, str] | None = None,
         pin_memory: bool = True,
@@ -87,6 +90,7 @@ class SRDataModule(pl.LightningDataModule):
         self.flags = dict(hflip=hflip, vflip=vflip, rot90=rot90)
         self.cache_images = cache_images
         self.skip_bad = skip_bad
+        self.max_pixels = max_pixels
         self.seed = int(seed)
         self.pin_memory = pin_memory
         self.train_set: HRFolderDataset | PairedFolderDataset | None = None
@@ -107,6 +111,7 @@ class SRDataModule(pl.LightningDataModule):
                 self.patch_size,
                 cache_images=self.cache_images,
                 skip_bad=self.skip_bad,
+                max_pixels=self.max_pixels,
                 what="training folders (data.train_dir, data.train_lr_dir)",
                 **self.flags,
             )
@@ -117,11 +122,14 @@ class SRDataModule(pl.LightningDataModule):
                 self.scale,
                 cache_images=self.cache_images,
                 skip_bad=self.skip_bad,
+                max_pixels=self.max_pixels,
                 **self.flags,
             )
         if not self.val_sets:
             self.val_sets = {
-                name: open_eval_dataset(path, self.scale, self.cache_images, self.skip_bad)
+                name: open_eval_dataset(
+                    path, self.scale, self.cache_images, self.skip_bad, self.max_pixels
+                )
                 for name, path in self.val_dirs.items()
             }
 

@@ -26,21 +26,29 @@ from sr_cli.serialization import safe_torch_load
 
 
 def load_discriminator(checkpoint: str | Path, term: str = "gan") -> nn.Module:
-    """Rebuild and load the discriminator of loss term ``term`` from an sr-train checkpoint."""
-    from hydra.utils import instantiate
+    """Rebuild and load the discriminator of loss term ``term`` from an sr-train checkpoint.
+
+    The stored discriminator config is built through the allow-list of :mod:`sr_cli.rebuild`,
+    never passed to Hydra's ``instantiate``: a crafted checkpoint cannot run code."""
+    from sr_cli.rebuild import rebuild
 
     path = Path(checkpoint)
     ckpt = safe_torch_load(path)
     meta = ckpt.get("sr_cli", {}) if isinstance(ckpt, dict) else {}
     loss_cfg = meta.get("loss") or {}
-    if term not in loss_cfg or "discriminator" not in (loss_cfg[term] or {}):
-        have = [k for k, v in loss_cfg.items() if isinstance(v, Mapping) and "discriminator" in v]
+    node = loss_cfg.get(term) if isinstance(loss_cfg, Mapping) else None
+    if not isinstance(node, Mapping) or "discriminator" not in node:
+        have = [
+            k
+            for k, v in dict(loss_cfg or {}).items()
+            if isinstance(v, Mapping) and "discriminator" in v
+        ]
         raise CheckpointError(
             f"{str(path)!r} has no discriminator for loss term {term!r}; terms with a discriminator "
             f"in it: {have or 'none'}. Train a GAN run first (e.g. loss=l1+gan) or set "
             "loss.disc_perceptual.term=<name>."
         )
-    disc = instantiate(loss_cfg[term]["discriminator"], _convert_="all")
+    disc = rebuild(node["discriminator"], path, f"loss.{term}.discriminator")
     prefix = f"losses.{term}.discriminator."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     missing, unexpected = disc.load_state_dict(state, strict=False)

@@ -161,3 +161,51 @@ def test_prepare_checks_its_options(src_dir, tmp_path):
     Image.fromarray(_smooth(40, 40, 9)).save(src_dir / "img_a.jpg")
     with pytest.raises(DataError, match="same name stem"):
         prepare(src_dir, tmp_path / "o", progress=False)
+
+
+def test_rerun_restores_truncated_and_altered_outputs_byte_identical(src_dir, tmp_path, capsys):
+    """Outputs are verified against the size and SHA-256 recorded in the manifest."""
+    out = tmp_path / "out"
+    args = ["prepare", str(src_dir), str(out), "--lr-scales", "2", "--quiet"]
+    assert main(args) == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    outputs = manifest["done"]["img_a.png"]["outputs"]
+    assert outputs["img_a_s002.png"][0] == (out / "img_a_s002.png").stat().st_size
+    assert len(outputs) == 4 * 2 and all(len(r[1]) == 64 for r in outputs.values())
+    originals = {p: p.read_bytes() for p in out.rglob("*.png")}
+
+    truncated = out / "img_a_s002.png"
+    truncated.write_bytes(originals[truncated][:-100])  # still "there", just shorter
+    altered = out / "LR_bicubic" / "X2" / "img_b_s001x2.png"  # a valid PNG, other pixels
+    lr = read_image(altered).copy()
+    lr[0, 0] ^= 1
+    Image.fromarray(lr).save(altered)
+    assert altered.read_bytes() != originals[altered]
+    before = _snapshot(out)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "2 processed, 0 already done" in text and "2 files written" in text
+    for p, data in originals.items():
+        assert p.read_bytes() == data, p
+    after = _snapshot(out)
+    assert {k for k in after if before[k] != after[k]} == {
+        "img_a_s002.png",
+        "LR_bicubic/X2/img_b_s001x2.png",
+    }
+    assert main(args) == 0  # and now all is verified done
+    assert "0 processed, 2 already done" in capsys.readouterr().out
+
+
+def test_prepare_refuses_or_skips_decompression_bombs(src_dir, tmp_path, capsys):
+    from tests.data.bombs import header_bomb
+
+    header_bomb(src_dir / "bomb.png")
+    out = tmp_path / "out"
+    assert main(["prepare", str(src_dir), str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "bomb.png" in err and "--max-pixels" in err and err.count("\n") == 1
+    with pytest.warns(UserWarning, match="bomb.png"):
+        assert main(["prepare", str(src_dir), str(out), "--skip-bad", "--quiet"]) == 0
+    assert "1 skipped as bad" in capsys.readouterr().out
+    assert main(["prepare", str(src_dir), str(out), "--max-pixels", "-3", "--quiet"]) == 2
+    assert "--max-pixels=-3" in capsys.readouterr().err

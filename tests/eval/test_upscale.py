@@ -70,14 +70,15 @@ def test_alpha_and_16_bits_are_kept(trained_run, tmp_path):
     assert g16.mode == "I;16" and g16.size == (48, 40)
 
 
-def test_tiled_cli_matches_untiled_cli(trained_run, tmp_path):
+def test_tiled_cli_matches_untiled_cli(trained_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # image files go to ./upscaled/ by default
     img = tmp_path / "photo.png"
     rng = np.random.default_rng(1)
     Image.fromarray((rng.random((30, 26, 3)) * 255).astype(np.uint8)).save(img)
     main([str(trained_run), str(img), "--tile", "0", "-o", str(tmp_path / "full.png"), "-q"])
     main([str(trained_run), str(img), "--tile", "16", "--overlap", "8", "-q"])
     full = np.asarray(Image.open(tmp_path / "full.png")).astype(int)
-    tiled = np.asarray(Image.open(tmp_path / "photo_x4.png")).astype(int)  # default name
+    tiled = np.asarray(Image.open(tmp_path / "upscaled" / "photo.png")).astype(int)  # default
     assert full.shape == tiled.shape == (120, 104, 3)
     assert np.abs(full - tiled).max() <= 1
 
@@ -112,3 +113,88 @@ def test_half_precision_needs_cuda(trained_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(trained_run), str(img), "--precision", "fp16", "--device", "cpu", "-q"])
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_default_outputs_go_to_new_folders_never_beside_inputs(trained_run, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for p in (data / "a.png", data / "b.jpg", data / "sub" / "c.png"):
+        Image.fromarray((rng.random((9, 11, 3)) * 255).astype(np.uint8)).save(p)
+    before = sorted(p.relative_to(tmp_path) for p in data.rglob("*"))
+    main([str(trained_run), str(data / "a.png"), str(data / "sub" / "c.png"), "-q"])
+    assert sorted(p.name for p in (work / "upscaled").iterdir()) == ["a.png", "c.png"]
+    assert Image.open(work / "upscaled" / "a.png").size == (44, 36)
+    main([str(trained_run), str(data), "-q", "--tile", "0"])
+    assert sorted(p.name for p in (tmp_path / "data_x4").iterdir()) == ["a.png", "b.jpg"]
+    assert sorted(p.relative_to(tmp_path) for p in data.rglob("*")) == before  # untouched
+    monkeypatch.chdir(data)  # "." is a folder like any other: the new folder goes beside it
+    main([str(trained_run), ".", "-q", "--tile", "0"])
+    assert (tmp_path / "data_x4" / "a.png").is_file()
+    assert sorted(p.relative_to(tmp_path) for p in data.rglob("*")) == before
+    # An explicit --output keeps its meaning.
+    main([str(trained_run), str(data / "a.png"), "-o", str(tmp_path / "x.png"), "-q"])
+    assert Image.open(tmp_path / "x.png").size == (44, 36)
+
+
+def test_jpeg_quality_default_95_and_option(trained_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "photo.jpg"
+    rng = np.random.default_rng(3)
+    Image.fromarray((rng.random((12, 10, 3)) * 255).astype(np.uint8)).save(src, quality=50)
+
+    def tables(quality):
+        ref = tmp_path / f"ref{quality}.jpg"
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(ref, quality=quality)
+        return Image.open(ref).quantization
+
+    main([str(trained_run), str(src), "-q"])
+    assert Image.open(tmp_path / "upscaled" / "photo.jpg").quantization == tables(95)
+    main([str(trained_run), str(src), "-q", "--quality", "70", "-o", str(tmp_path / "q70.jpg")])
+    assert Image.open(tmp_path / "q70.jpg").quantization == tables(70) != tables(95)
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--tile", "-5"], "--tile -5 is negative"),
+        (["--overlap", "-1", "--tile", "0"], "--overlap -1 is negative"),
+        (["--tile", "8", "--overlap", "8"], "--overlap 8 must be smaller than --tile 8"),
+        (["--tile", "8", "--overlap", "20"], "--overlap 20 must be smaller than --tile 8"),
+        (["--quality", "0"], "--quality 0 is out of range"),
+        (["--quality", "101"], "--quality 101 is out of range"),
+        (["--max-pixels", "-1"], "--max-pixels=-1 is not a pixel count"),
+    ],
+)
+def test_bad_numeric_options_are_one_line_errors(tmp_path, capsys, args, expected):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "missing.ckpt"), str(img), *args, "-q"])  # checked first
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sr-upscale: error:") and expected in err and err.count("\n") == 1
+
+
+def test_bombs_are_refused_before_decoding_and_before_any_output(trained_run, tmp_path, capsys):
+    from tests.data.bombs import header_bomb, zero_bomb
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+    zero_bomb(folder / "b_zeros.png")
+    for args in ([str(folder)], [str(header_bomb(tmp_path / "claims.png")), "-o", str(tmp_path)]):
+        with pytest.raises(SystemExit) as info:
+            main([str(trained_run), *args, "-q"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sr-upscale: error:") and err.count("\n") == 1
+        assert "--max-pixels" in err and ("b_zeros.png" in err or "claims.png" in err)
+    assert not (tmp_path / "in_x4").exists()  # the good image first was not written either
+    # The limit is the user's: a lower one refuses an ordinary image.
+    with pytest.raises(SystemExit):
+        main([str(trained_run), str(folder / "a.png"), "--max-pixels", "63", "-q"])
+    assert "8x8 = 64 pixels, over the limit of 63" in capsys.readouterr().err
