@@ -369,22 +369,21 @@ def compare(
     lq_degradation: nn.Module,
     metrics: Sequence[str],
     scale: int,
-    protocol: str = "paper",
+    *,
     unavailable: Mapping[str, str] | None = None,
-    seed: int = 0,
-    num_workers: int = 0,
     trainer_kwargs: Mapping[str, Any] | None = None,
-    on_image: ImageCallback | None = None,
+    **options: Any,
 ) -> tuple[Comparison, pl.Trainer, CompareModule]:
     """Compare ``rows`` on ``datasets``; every process returns the same :class:`Comparison`.
 
     ``metrics`` are registry names; those in ``unavailable`` are listed but not computed.
+    ``options`` go to :class:`CompareModule` (``protocol``, ``seed``, ``num_workers``,
+    ``on_image``); ``trainer_kwargs`` to the ``pytorch_lightning.Trainer`` (one CPU device
+    unless they say otherwise).
     """
     unavailable = dict(unavailable or {})
     active = [m for m in metrics if m not in unavailable]
-    module = CompareModule(
-        rows, datasets, lq_degradation, active, scale, protocol, seed, num_workers, on_image
-    )
+    module = CompareModule(rows, datasets, lq_degradation, active, scale, **options)
     trainer = pl.Trainer(
         **{
             "logger": False,
@@ -400,4 +399,5 @@ def compare(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.test(module, verbose=False)
-    return collect(module, protocol, scale, list(metrics), unavailable), trainer, module
+    results = collect(module, module.protocol, scale, list(metrics), unavailable)
+    return results, trainer, module

@@ -282,7 +282,7 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
         lq_degradation,
         selection.metrics,
         scale,
-        protocol,
+        protocol=protocol,
         unavailable=selection.unavailable,
         seed=int(cfg.get("seed", 0)),
         num_workers=int(cfg.get("num_workers", 0)),

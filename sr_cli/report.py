@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sr_cli.compare import unique_labels
 from sr_cli.errors import ConfigError, DataError, exit_on_user_error
 
 #: Marks every image load on the page: ``document.body.dataset.imagesLoaded = "3/3"``.
@@ -294,7 +293,13 @@ def build_report(
     from hydra.utils import instantiate
     from torch.utils.data import Subset
 
-    from sr_cli.compare import checkpoint_rows, compare, default_lq_config, load_checkpoints
+    from sr_cli.compare import (
+        checkpoint_rows,
+        compare,
+        default_lq_config,
+        load_checkpoints,
+        unique_labels,
+    )
     from sr_cli.data.datasets import open_eval_dataset
     from sr_cli.metrics.registry import metric_names, select_metrics
 

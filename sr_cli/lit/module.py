@@ -12,8 +12,9 @@
   then a discriminator step on detached SR, each with explicit clipping and scheduler steps.
 * A non-finite term stops training: the last good state is saved first and the error names
   the term and the iteration.
-* Validation follows the paper protocol (Y channel, border crop, 8-bit rounding), reduced as
-  per-image sums across processes, so the figure is exact under DDP.
+* Validation logs the registry's validation metrics (paper protocol: Y channel, border crop,
+  8-bit rounding), gathered per image across processes, so the figure is exact under DDP. Its
+  LQ comes from the ``val_degradation`` stream, as ``sr-eval``'s does.
 """
 
 from __future__ import annotations

@@ -218,69 +218,29 @@ def registered(spec: MetricSpec) -> Iterator[MetricSpec]:
         unregister_metric(spec.name)
 
 
+def _y(f: Callable[..., Tensor]) -> Callable[[MetricInputs], Tensor]:
+    """A protocol function of (sr, gt, crop, protocol) as a metric function."""
+    return lambda x: f(x.sr, x.gt, crop=x.scale, protocol=x.protocol)
+
+
+_VGG_LPIPS, _VGG_DISTS = (VGG16_WEIGHTS, "lpips_weights.pt"), (VGG16_WEIGHTS, "dists_weights.pt")
+_EVAL, _VAL = {"group": "default"}, {"group": "default", "validation": True}
+
+# One entry per metric: name, label, decimals, higher is better, function, [weight files,
+# network builder], then group/validation.
 for _spec in (
-    MetricSpec(
-        "psnr_y",
-        "PSNR_Y",
-        2,
-        True,
-        lambda x: psnr_y(x.sr, x.gt, crop=x.scale, protocol=x.protocol),
-        group="default",
-        validation=True,
-    ),
-    MetricSpec(
-        "ssim_y",
-        "SSIM_Y",
-        4,
-        True,
-        lambda x: ssim_y(x.sr, x.gt, crop=x.scale, protocol=x.protocol),
-        group="default",
-        validation=True,
-    ),
-    MetricSpec(
-        "psnr_rgb",
-        "PSNR_RGB",
-        2,
-        True,
-        lambda x: psnr_rgb(x.sr, x.gt, crop=x.scale),
-        group="default",
-        validation=True,
-    ),
-    MetricSpec(
-        "lpips",
-        "LPIPS",
-        4,
-        False,
-        _with_module,
-        weight_files=(VGG16_WEIGHTS, "lpips_weights.pt"),
-        build=_piq_module("LPIPS"),
-        group="default",
-    ),
-    MetricSpec(
-        "dists",
-        "DISTS",
-        4,
-        False,
-        _with_module,
-        weight_files=(VGG16_WEIGHTS, "dists_weights.pt"),
-        build=_piq_module("DISTS"),
-        group="default",
-    ),
-    MetricSpec(
-        "lr_consistency_psnr",
-        "LR-cons. PSNR",
-        2,
-        True,
-        _lr_consistency,
-        group="default",
-        validation=True,
-    ),
+    MetricSpec("psnr_y", "PSNR_Y", 2, True, _y(psnr_y), **_VAL),
+    MetricSpec("ssim_y", "SSIM_Y", 4, True, _y(ssim_y), **_VAL),
+    MetricSpec("psnr_rgb", "PSNR_RGB", 2, True, lambda x: psnr_rgb(x.sr, x.gt, x.scale), **_VAL),
+    MetricSpec("lpips", "LPIPS", 4, False, _with_module, _VGG_LPIPS, _piq_module("LPIPS"), **_EVAL),
+    MetricSpec("dists", "DISTS", 4, False, _with_module, _VGG_DISTS, _piq_module("DISTS"), **_EVAL),
+    MetricSpec("lr_consistency_psnr", "LR-cons. PSNR", 2, True, _lr_consistency, **_VAL),
     MetricSpec("vif", "VIF", 4, True, _piq("vif")),
     MetricSpec("fsim", "FSIM", 4, True, _piq("fsim")),
     MetricSpec("gmsd", "GMSD", 4, False, _piq("gmsd")),
     MetricSpec("ms_ssim", "MS-SSIM", 4, True, _piq("ms_ssim")),
     # piq.brisque loads its SVM from the v0.4.0 release asset (piq.brisque._score_svr).
-    MetricSpec("brisque", "BRISQUE", 2, False, _brisque, weight_files=("brisque_svm_weights.pt",)),
+    MetricSpec("brisque", "BRISQUE", 2, False, _brisque, ("brisque_svm_weights.pt",)),
 ):
     register_metric(_spec)
 

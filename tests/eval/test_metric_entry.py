@@ -103,8 +103,9 @@ def test_stochastic_validation_equals_sr_eval(eval_images, tmp_path, no_hub_cach
         )
         results, _ = evaluate(eval_cfg)
         figures[seed] = results.row("val3", f"{run.name}/last")
+        figures[f"bicubic{seed}"] = results.row("val3", "bicubic")
     for m in metrics:
         # Logged as float32 by Lightning; sr-eval keeps float64.
         assert float(logged[f"val/{m}"]) == pytest.approx(figures[3][m], rel=1e-6, abs=1e-6), m
-    # The degradation is random: another seed gives another LQ and other numbers.
-    assert abs(figures[4]["psnr_y"] - figures[3]["psnr_y"]) > 1e-3
+    # The degradation is random: another seed gives another LQ (seen best on the bicubic row).
+    assert abs(figures["bicubic4"]["psnr_y"] - figures["bicubic3"]["psnr_y"]) > 0.05
