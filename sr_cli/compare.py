@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sr_cli.degradations.base import DegradationNotInvertible
 from sr_cli.errors import ConfigError
-from sr_cli.metrics.aggregate import PerImageTable
+from sr_cli.metrics.aggregate import PerImageTable, image_mean
 from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS
 from sr_cli.metrics.registry import (
     MetricInputs,
@@ -348,11 +348,9 @@ def collect(
                 "images": values.shape[0],
             }
             for m in metrics:
-                entry[m] = None
-                if m not in unavailable:
-                    v = values[:, r, module.metrics.index(m)]
-                    ok = ~torch.isnan(v)
-                    entry[m] = float(v[ok].sum() / ok.sum()) if bool(ok.any()) else None
+                entry[m] = (
+                    None if m in unavailable else image_mean(values[:, r, module.metrics.index(m)])
+                )
             rows.append(entry)
             for i, name in enumerate(names):
                 item: dict[str, Any] = {"dataset": dataset, "image": name, "model": row.label}

@@ -34,7 +34,7 @@ from sr_cli.degradations.base import Degradation, DegradationNotInvertible
 from sr_cli.degradations.resize import imresize
 from sr_cli.errors import ConfigError, NonFiniteLossError
 from sr_cli.losses.base import LossInputs, LossTerm
-from sr_cli.metrics.aggregate import PerImageTable
+from sr_cli.metrics.aggregate import PerImageTable, image_mean
 from sr_cli.metrics.registry import MetricInputs, compute_metrics, metric_names
 from sr_cli.models.common import as_levels, final_output
 from sr_cli.streams import stream_generator
@@ -450,12 +450,12 @@ class SRModule(pl.LightningModule):
             # empty shard) and averaged in image order: the mean is exact under DDP.
             table = self._val_sums[idx].compute(len(datasets[idx].dataset))
             for k, key in enumerate(VAL_METRICS):
-                values = table[:, k][~torch.isnan(table[:, k])]
-                if values.numel() == 0:
+                mean = image_mean(table[:, k])
+                if mean is None:
                     continue
                 self.log(
                     f"{prefix}/{key}",
-                    torch.tensor(float(values.sum() / values.numel()), dtype=torch.float32),
+                    torch.tensor(mean, dtype=torch.float32),
                     prog_bar=key == "psnr_y",
                     add_dataloader_idx=False,
                     sync_dist=False,

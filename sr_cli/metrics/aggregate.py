@@ -56,3 +56,10 @@ class PerImageTable:
         rows = values.cpu().reshape(-1, self.width)
         table[index.cpu().long()] = rows
         return table
+
+
+def image_mean(values: Tensor) -> float | None:
+    """Mean of the non-NaN per-image values of a table column, in image order (``None``:
+    no image has one)."""
+    ok = ~torch.isnan(values)
+    return float(values[ok].sum() / ok.sum()) if bool(ok.any()) else None
