@@ -32,6 +32,8 @@ class LoadedGenerator:
     source: Path
     used_ema: bool
     iteration: int | None
+    #: The run name stored by sr-train (``checkpoint["sr_cli"]["name"]``), if any.
+    name: str | None = None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -105,6 +107,7 @@ def load_generator(
         source=path,
         used_ema=used_ema,
         iteration=meta.get("iteration"),
+        name=meta.get("name"),
     )
 
 

@@ -290,27 +290,27 @@ def build_report(
     title: str = "sr-cli report",
 ) -> Path:
     """Write ``report.html`` (and its PNG files) to ``out_dir``; returns the page's path."""
+    from torch.utils.data import Subset
+
+    from sr_cli.compare import (
+        checkpoint_rows,
+        compare,
+        default_lq_config,
+        load_checkpoints,
+        unique_labels,
+    )
     from sr_cli.data.datasets import open_eval_dataset
-    from sr_cli.degradations.base import seeded_generator
-    from sr_cli.degradations.resize import imresize
-    from sr_cli.eval import unique_labels
-    from sr_cli.inference import load_generator, super_resolve
-    from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS, protocol_metrics
+    from sr_cli.metrics.registry import metric_names, select_metrics
     from sr_cli.rebuild import rebuild
 
     if not run_dirs:
         raise ConfigError("no run directory given: sr-report RUN_DIR [RUN_DIR ...]")
     runs = [load_run(p) for p in run_dirs]
-    for run, label in zip(runs, unique_labels([r.label for r in runs])):
+    loaded, scale = load_checkpoints([r.checkpoint for r in runs], prefer_ema=prefer_ema)
+    for run, label in zip(
+        runs, unique_labels([getattr(lg, "name", None) or r.label for r, lg in zip(runs, loaded)])
+    ):
         run.label = label
-    loaded = [load_generator(r.checkpoint, prefer_ema=prefer_ema) for r in runs]
-    scale = loaded[0].scale
-    for run, lg in zip(runs, loaded):
-        if lg.scale != scale:
-            raise ConfigError(
-                f"run {str(run.path)!r} is x{lg.scale} but {str(runs[0].path)!r} is x{scale}; "
-                "compare runs of one scale."
-            )
     if images is None:
         images = (runs[0].config.get("data") or {}).get("val_dir")
         if not images:
@@ -325,64 +325,44 @@ def build_report(
             "pass --images FOLDER"
         )
     dataset = open_eval_dataset(images_dir, scale)
-    deg_cfg = loaded[0].degradation_config or {
-        "_target_": "sr_cli.degradations.resize.BicubicDownsample",
-        "scale": scale,
-    }
+    deg_cfg = loaded[0].degradation_config or default_lq_config(scale)
     degradation = rebuild(deg_cfg, loaded[0].source, "degradation")  # stored config: allow-list
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     page = Page(out)
-    labels = ["bicubic", *[r.label for r in runs]]
-    sums = {label: {"psnr_y": 0.0, "ssim_y": 0.0, "psnr_rgb": 0.0} for label in labels}
     n_images = min(len(dataset), max_images) if max_images > 0 else len(dataset)
     crop = max(scale, crop - crop % scale)
-    sections: list[str] = []
-    for index in range(n_images):
-        item = dataset[index]
-        gt = item["gt"].unsqueeze(0)
-        name = str(item.get("name", index))
-        if "lq" in item:
-            lq = item["lq"].unsqueeze(0)
-        else:
-            gen = seeded_generator(0, 0, index)
-            with torch.no_grad():
-                lq = degradation(gt, degradation.sample(gt, generator=gen))
-        with torch.no_grad():
-            srs = {"bicubic": imresize(lq, size=tuple(gt.shape[-2:])).clamp(0, 1)}
-            for run, lg in zip(runs, loaded):
-                srs[run.label] = super_resolve(lg.generator, lq).float()
-        per_image = {}
-        for label, sr in srs.items():
-            if sr.shape != gt.shape:
-                raise ConfigError(
-                    f"{label}: SR {tuple(sr.shape)} does not match GT {tuple(gt.shape)}"
-                )
-            m = {k: float(v[0]) for k, v in protocol_metrics(sr, gt, scale).items()}
-            per_image[label] = m
-            for k, v in m.items():
-                sums[label][k] += v
-        sections.append(image_section(page, name, lq, gt, srs, per_image, scale, crop))
+    # sr-eval's comparison (seed 0, the val_degradation stream: the LQ of validation), keeping
+    # each image's LQ, GT and SRs for the pictures.
+    pictures: list[tuple[str, Tensor, Tensor, dict[str, Tensor]]] = []
+    selection = select_metrics(metric_names("default"))
+    results, _, _ = compare(
+        checkpoint_rows(loaded, degradation, deg_cfg, labels=[r.label for r in runs]),
+        {images_dir.name: Subset(dataset, range(n_images))},
+        degradation,
+        selection.active,
+        scale,
+        on_image=lambda ds, i, name, lq, gt, srs: pictures.append((name, lq, gt, srs)),
+    )
+    sections = [
+        image_section(
+            page,
+            name,
+            lq,
+            gt,
+            srs,
+            {label: results.image(images_dir.name, name, label) for label in srs},
+            scale,
+            crop,
+        )
+        for name, lq, gt, srs in pictures
+    ]
     page.add(
         f'<p class="note">{n_images} image(s) from <code>{html.escape(str(images_dir))}</code>, '
         f"x{scale}. LQ made with <code>{html.escape(str(deg_cfg.get('_target_', '')))}</code> "
         "unless the folder provides LR images.</p>"
     )
-    # Metric table.
-    rows = "".join(
-        f"<tr><td>{html.escape(label)}</td>"
-        + "".join(
-            f"<td>{sums[label][k] / max(n_images, 1):.{d}f}</td>"
-            for k, d in (("psnr_y", 2), ("ssim_y", 4), ("psnr_rgb", 2))
-        )
-        + "</tr>"
-        for label in labels
-    )
-    page.add(
-        "<h2>Metrics</h2><table><tr><th>Model</th><th>PSNR_Y ↑</th><th>SSIM_Y ↑</th>"
-        f"<th>PSNR_RGB ↑</th></tr>{rows}</table>"
-        f'<p class="note">Mean over the images below. {html.escape(PROTOCOL_DESCRIPTIONS["paper"])}.</p>'
-    )
+    page.add(metric_table(results, selection.unavailable))
     page.add("<h2>Training curves</h2>")
     curves = curves_plot(runs)
     if curves is None:
@@ -402,17 +382,42 @@ def build_report(
     return path
 
 
+def metric_table(results, unavailable: dict[str, str]) -> str:
+    """The comparison's mean per model as an HTML table, labelled by the metric registry."""
+    from sr_cli.metrics.registry import header
+
+    head = "".join(f"<th>{html.escape(header(m))}</th>" for m in results.metrics)
+    rows = "".join(
+        f"<tr><td>{html.escape(r['model'])}</td>"
+        + "".join(f"<td>{results.cell(r, m)}</td>" for m in results.metrics)
+        + "</tr>"
+        for r in results.rows
+    )
+    notes = "".join(
+        f"<li>{html.escape(' '.join([header(m), kind]).strip())}: {html.escape(why)}</li>"
+        for kind, items in (("unavailable", unavailable), ("", results.notes))
+        for m, why in items.items()
+    )
+    return (
+        f"<h2>Metrics</h2><table><tr><th>Model</th>{head}</tr>{rows}</table>"
+        f'<p class="note">Mean over the images below. {html.escape(results.caption)}</p>'
+        + (f'<ul class="note">{notes}</ul>' if notes else "")
+    )
+
+
 def image_section(
     page: Page,
     name: str,
     lq: Tensor,
     gt: Tensor,
     srs: dict[str, Tensor],
-    metrics: dict[str, dict[str, float]],
+    metrics: dict[str, dict[str, float | None]],
     scale: int,
     crop: int,
 ) -> str:
     """Crops, difference maps and spectra of one image."""
+    from sr_cli.metrics.registry import format_value
+
     h, w = gt.shape[-2:]
     size = min(crop, h - h % scale, w - w % scale)
     y, x = detail_window(gt, size, scale)
@@ -441,7 +446,8 @@ def image_section(
                     display,
                     "crop",
                 ),
-                f"{html.escape(label)}<br>{m['psnr_y']:.2f} dB / {m['ssim_y']:.4f}",
+                f"{html.escape(label)}<br>{format_value('psnr_y', m.get('psnr_y'))} dB / "
+                f"{format_value('ssim_y', m.get('ssim_y'))}",
             )
         )
     figs.append(

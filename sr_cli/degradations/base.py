@@ -16,20 +16,12 @@ separated raise :class:`DegradationNotInvertible` with an explanation.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from sr_cli.errors import ConfigError
 
 Params = dict[str, Tensor]
-
-
-def seeded_generator(*parts: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded from a tuple of integers (e.g. ``(seed, iteration, rank)``),
-    so every draw of a degradation is reproducible from what identifies the batch."""
-    words = [int(p) & 0xFFFFFFFF for p in parts]
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(words).generate_state(1)[0]))
 
 
 class DegradationNotInvertible(ConfigError):

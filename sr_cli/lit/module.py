@@ -14,8 +14,9 @@
   and the weights after it. Policy ``stop`` (default) saves the last state it verified finite
   and stops with an error that names the term that first went non-finite; ``skip`` drops the
   step and gives up after ``max_consecutive_skips`` in a row.
-* Validation follows the paper protocol (Y channel, border crop, 8-bit rounding), reduced as
-  per-image sums across processes, so the figure is exact under DDP.
+* Validation logs the registry's validation metrics (paper protocol: Y channel, border crop,
+  8-bit rounding), gathered per image across processes, so the figure is exact under DDP. Its
+  LQ comes from the ``val_degradation`` stream, as ``sr-eval``'s does.
 """
 
 from __future__ import annotations
@@ -31,17 +32,20 @@ from torch import Tensor, nn
 
 from sr_cli.data.datasets import to_uint8
 from sr_cli.data.images import save_image
-from sr_cli.degradations.base import Degradation, DegradationNotInvertible, seeded_generator
+from sr_cli.degradations.base import Degradation, DegradationNotInvertible
 from sr_cli.degradations.resize import imresize
 from sr_cli.errors import CheckpointError, ConfigError, NonFiniteLossError
 from sr_cli.losses.base import AdversarialTerm, LossInputs, LossTerm
-from sr_cli.metrics.protocol import protocol_metrics, psnr, to_uint8_range
+from sr_cli.metrics.aggregate import PerImageTable, image_mean
+from sr_cli.metrics.registry import MetricInputs, compute_metrics, metric_names
 from sr_cli.models.common import as_levels, final_output
+from sr_cli.streams import stream_generator
 
 log = logging.getLogger(__name__)
 
-#: Metrics logged per validation set, as ``<set>/<metric>``.
-VAL_METRICS = ("psnr_y", "ssim_y", "psnr_rgb")
+#: Metrics logged per validation set, as ``<set>/<metric>``: the registry's validation entries
+#: (:mod:`sr_cli.metrics.registry`); ``lr_consistency_psnr`` only when the degradation replays.
+VAL_METRICS = metric_names(validation=True)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
@@ -214,8 +218,8 @@ class SRModule(pl.LightningModule):
     def _rank(self) -> int:
         return self.trainer.global_rank if self._trainer is not None else 0
 
-    def _rng(self, *parts: int) -> torch.Generator:
-        return seeded_generator(self.seed, *parts)
+    def _rng(self, stream: str, *parts: int) -> torch.Generator:
+        return stream_generator(self.seed, stream, *parts)
 
     # ------------------------------------------------------------------ data
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
@@ -230,19 +234,19 @@ class SRModule(pl.LightningModule):
         if "lq" not in batch:
             gt = batch["gt"]
             if training:
-                rng = self._rng(1, self.iteration, self._rank())
-            else:
-                rng = self._rng(2, dataloader_idx, int(batch["index"][0]))
+                rng = self._rng("train_degradation", self.iteration, self._rank())
+            else:  # the same LQ as sr-eval's for this image
+                rng = self._rng("val_degradation", int(batch["index"][0]))
             with torch.no_grad():
                 if augment is not None and not getattr(augment, "cutblur_prob", 0.0):
-                    _, gt = augment(gt, gt, self._rng(3, self.iteration, self._rank()))
+                    _, gt = augment(gt, gt, self._rng("augmentation", self.iteration, self._rank()))
                     batch["gt"], augment = gt, None
                 params = self.degradation.sample(gt, generator=rng)
                 batch["lq"] = self.degradation(gt, params).detach()
             batch["degradation_params"] = params
         if augment is not None:
             with torch.no_grad():
-                rng = self._rng(3, self.iteration, self._rank())
+                rng = self._rng("augmentation", self.iteration, self._rank())
                 batch["lq"], batch["gt"] = augment(batch["lq"], batch["gt"], rng)
         return batch
 
@@ -625,7 +629,9 @@ class SRModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = {}
+        self._val_sums = {
+            i: PerImageTable(len(VAL_METRICS), self.device) for i in range(len(self.val_names))
+        }
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         lq, gt = batch["lq"], batch["gt"]
@@ -635,41 +641,33 @@ class SRModule(pl.LightningModule):
                 f"generator output {tuple(sr.shape)} does not match GT {tuple(gt.shape)}: "
                 f"check that the model scale equals scale={self.scale}"
             )
-        metrics = protocol_metrics(sr, gt, self.scale, self.val_protocol)
         params = batch.get("degradation_params")
+        replay = None
         # D(SR) vs LQ needs D's own parameters for this image (or a deterministic D).
         if self._consistency_ok and (params is not None or not self.degradation.stochastic):
-            d_sr = self.degradation.consistency(to_uint8_range(sr) / 255.0, params)
-            metrics["lr_consistency_psnr"] = psnr(d_sr.clamp(0, 1), lq)
-        sums = self._val_sums.setdefault(dataloader_idx, {})
-        for key, val in metrics.items():
-            sums[key] = sums.get(key, 0.0) + val.detach().double().sum()
-            sums[f"n_{key}"] = sums.get(f"n_{key}", 0.0) + float(val.numel())
+
+            def replay(s: Tensor) -> Tensor:
+                return self.degradation.consistency(s, params)
+
+        inputs = MetricInputs(sr, gt, lq, self.scale, self.val_protocol, replay)
+        self._val_sums[dataloader_idx].update(batch["index"], compute_metrics(VAL_METRICS, inputs))
         if self.image_dir is not None and int(batch["index"][0]) < self.save_images:
             self._save_triptych(lq[0], sr[0], gt[0], batch["name"][0], dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        keys = list(VAL_METRICS) + (["lr_consistency_psnr"] if self._consistency_ok else [])
+        datasets = getattr(self.trainer, "val_dataloaders", None)
+        datasets = datasets if isinstance(datasets, (list, tuple)) else [datasets]
         for idx, prefix in enumerate(self.val_names):
-            sums = self._val_sums.get(idx, {})
-            # Per-image sums and counts reduced over processes (every rank joins the same
-            # reductions, even with an empty shard), so the mean is exact under DDP.
-            totals = {
-                k: float(
-                    self.trainer.strategy.reduce(
-                        torch.as_tensor(sums.get(k, 0.0), dtype=torch.float64, device=self.device),
-                        reduce_op="sum",
-                    )
-                )
-                for k in [*keys, *(f"n_{k}" for k in keys)]
-            }
-            for key in keys:
-                count = totals[f"n_{key}"]
-                if count == 0:
+            # Per-image values gathered from every process (each rank joins, even with an
+            # empty shard) and averaged in image order: the mean is exact under DDP.
+            table = self._val_sums[idx].compute(len(datasets[idx].dataset))
+            for k, key in enumerate(VAL_METRICS):
+                mean = image_mean(table[:, k])
+                if mean is None:
                     continue
                 self.log(
                     f"{prefix}/{key}",
-                    torch.tensor(totals[key] / count, dtype=torch.float32),
+                    torch.tensor(mean, dtype=torch.float32),
                     prog_bar=key == "psnr_y",
                     add_dataloader_idx=False,
                     sync_dist=False,

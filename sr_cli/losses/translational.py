@@ -32,6 +32,7 @@ from torch import Tensor
 from sr_cli.losses.base import ExtraPass, LossInputs, LossOutput, LossTerm
 from sr_cli.losses.pixel import l1_loss
 from sr_cli.models.common import as_levels
+from sr_cli.streams import stream_generator
 
 MODES = ("corner", "random")
 
@@ -98,7 +99,8 @@ class TranslationalConsistencyLoss(LossTerm):
         crop_fraction: crop side as a fraction of the LQ patch side (0 < f < 1).
         detach_second: no gradient through the second crop.
         second_pass_losses: other terms to apply to the second crop as well.
-        seed: seeds the random offsets (combined with the step, so resumes are exact).
+        seed: seeds the random offsets (the ``translational_crop`` stream of
+            :mod:`sr_cli.streams`, keyed on the step, so resumes are exact).
     """
 
     def __init__(
@@ -128,7 +130,7 @@ class TranslationalConsistencyLoss(LossTerm):
         lq, s = inputs.lq, inputs.scale
         h, w = lq.shape[-2:]
         crop = max(1, min(h - 1, w - 1, round(min(h, w) * self.crop_fraction)))
-        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + inputs.step)
+        rng = stream_generator(self.seed, "translational_crop", inputs.step)
         (ya, xa), (yb, xb) = crop_offsets((h, w), crop, self.mode, rng)
         lq_a = lq[..., ya : ya + crop, xa : xa + crop]
         lq_b = lq[..., yb : yb + crop, xb : xb + crop]

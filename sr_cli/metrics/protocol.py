@@ -29,6 +29,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from kornia.filters import get_gaussian_kernel1d
 from torch import Tensor
 
 Protocol = Literal["paper", "matlab"]
@@ -99,12 +100,6 @@ def psnr_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> T
     return _psnr255(sr_y, gt_y)
 
 
-def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    coords = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2.0
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
 def ssim(
     x: Tensor, y: Tensor, data_range: float = 255.0, kernel_size: int = 11, sigma: float = 1.5
 ) -> Tensor:
@@ -117,7 +112,8 @@ def ssim(
     x = x / data_range
     y = y / data_range
     c = x.shape[1]
-    g = _gaussian_1d(kernel_size, sigma, x.dtype, x.device)
+    # kornia's normalised Gaussian (odd size: centred on the middle tap, as piq's window).
+    g = get_gaussian_kernel1d(kernel_size, sigma, device=x.device, dtype=x.dtype)[0]
     gh = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
     gv = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
 

@@ -1,0 +1,337 @@
+"""The metric registry: one entry per metric, used by validation, ``sr-eval`` and ``sr-report``.
+
+An entry (:class:`MetricSpec`) says everything the three need: the name (log key and CSV
+column), the table label, the decimals shown, whether higher is better, the function giving
+per-image values, the pretrained weight files it needs (looked up in the torch hub cache; nothing
+is ever downloaded) and where it is used (``group``: ``default`` metrics of ``sr-eval`` or
+``extra`` ones chosen with ``extra_metrics=``; ``validation``: logged during training).
+
+Adding a metric is one entry::
+
+    from sr_cli.metrics.registry import MetricSpec, register_metric
+
+    register_metric(MetricSpec("mae_rgb", "MAE", 4, higher_is_better=False,
+                               fn=lambda x: (x.sr8 - x.gt).abs().flatten(1).mean(1)))
+
+after which ``sr-eval extra_metrics=[mae_rgb]`` computes, tabulates and writes it.
+
+A metric function takes one :class:`MetricInputs` (the raw SR, its 8-bit-rounded copy, GT,
+LQ, the scale and the protocol, and, for LR consistency, the replay of the degradation) and
+returns a float64 ``(B,)`` tensor. It raises :class:`MetricNotApplicable` when it cannot apply
+to this image (the cell becomes ``n/a`` and the reason goes to the notes).
+
+This module is a leaf: it imports only the protocol module, torch, and (lazily) piq.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from sr_cli.errors import ConfigError
+from sr_cli.metrics.protocol import crop_border, psnr, psnr_rgb, psnr_y, ssim_y, to_uint8_range
+
+UNAVAILABLE = "unavailable"
+
+
+class MetricNotApplicable(Exception):
+    """This metric does not apply to this generator or image (the message says why)."""
+
+
+@dataclass
+class MetricInputs:
+    """What a metric function may use, for a batch ``(B, 3, H, W)`` in ``[0, 1]``.
+
+    Attributes:
+        sr: the generator's output (clamped to ``[0, 1]``).
+        gt: the ground truth.
+        lq: the generator's input.
+        scale: SR scale, also the border cropped by the protocol.
+        protocol: ``paper`` or ``matlab``.
+        replay: ``sr8 -> D(sr8)``, the deterministic part of the degradation with this
+            image's parameters, or ``None`` with :attr:`replay_missing` saying why.
+        module: what :attr:`MetricSpec.build` made (e.g. piq's LPIPS), else ``None``.
+    """
+
+    sr: Tensor
+    gt: Tensor
+    lq: Tensor
+    scale: int
+    protocol: str = "paper"
+    replay: Callable[[Tensor], Tensor] | None = None
+    replay_missing: str = "the degradation cannot be replayed"
+    module: nn.Module | None = None
+
+    @property
+    def sr8(self) -> Tensor:
+        """SR rounded to 8 bits, as if saved to PNG, back in ``[0, 1]``."""
+        return to_uint8_range(self.sr.float()) / 255.0
+
+    def cropped(self) -> tuple[Tensor, Tensor]:
+        """``(sr8, gt)`` border cropped by the scale, clamped to ``[0, 1]`` (for piq)."""
+        return (
+            crop_border(self.sr8, self.scale).clamp(0, 1),
+            crop_border(self.gt.float(), self.scale).clamp(0, 1),
+        )
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric. See the module docstring.
+
+    Args:
+        name: log key and CSV column (``val/<name>``).
+        label: table header.
+        decimals: digits shown in tables.
+        higher_is_better: the arrow in the header (↑ or ↓).
+        fn: ``MetricInputs -> (B,)`` per-image values.
+        weight_files: file names it loads from ``<torch hub dir>/checkpoints``.
+        build: makes the module passed as ``MetricInputs.module`` (once per evaluation),
+            or ``None``.
+        group: ``default`` (sr-eval's ``metrics=``) or ``extra`` (``extra_metrics=``).
+        validation: logged during training validation.
+    """
+
+    name: str
+    label: str
+    decimals: int
+    higher_is_better: bool
+    fn: Callable[[MetricInputs], Tensor]
+    weight_files: tuple[str, ...] = ()
+    build: Callable[[], nn.Module] | None = None
+    group: str = "extra"
+    validation: bool = False
+
+    @property
+    def header(self) -> str:
+        return f"{self.label} {'↑' if self.higher_is_better else '↓'}"
+
+    def format(self, value: float | None) -> str:
+        if value is None or value != value:  # None or NaN
+            return "n/a"
+        return f"{value:.{self.decimals}f}"
+
+    def missing_weights(self) -> list[str]:
+        """The weight files not found in the torch hub cache (full paths)."""
+        return [str(p) for p in map(hub_checkpoint, self.weight_files) if not p.is_file()]
+
+    def unavailable(self) -> str | None:
+        """Why the metric cannot run here (weights not cached), or ``None`` when it can."""
+        missing = self.missing_weights()
+        if not missing:
+            return None
+        return (
+            f"weights not in the torch hub cache (missing {', '.join(missing)}); nothing is "
+            "downloaded. Copy the files there, or set TORCH_HOME to a cache that has them."
+        )
+
+    def __call__(self, inputs: MetricInputs) -> Tensor:
+        return self.fn(inputs).detach().double().reshape(-1)
+
+
+def hub_checkpoint(filename: str) -> Path:
+    """Where ``torch.hub`` caches a downloaded file: ``<torch.hub.get_dir()>/checkpoints/<file>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+# ---------------------------------------------------------------------------- functions
+def _lr_consistency(x: MetricInputs) -> Tensor:
+    if x.replay is None:
+        raise MetricNotApplicable(x.replay_missing)
+    return psnr(x.replay(x.sr8).clamp(0, 1), x.lq)
+
+
+def _piq(name: str) -> Callable[[MetricInputs], Tensor]:
+    def fn(x: MetricInputs) -> Tensor:
+        import piq
+
+        sr, gt = x.cropped()
+        f = {
+            "vif": piq.vif_p,
+            "fsim": piq.fsim,
+            "gmsd": piq.gmsd,
+            "ms_ssim": piq.multi_scale_ssim,
+        }[name]
+        return f(sr, gt, data_range=1.0, reduction="none")
+
+    return fn
+
+
+def _brisque(x: MetricInputs) -> Tensor:
+    import piq
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return piq.brisque(x.cropped()[0], data_range=1.0, reduction="none")
+
+
+def _piq_module(cls_name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import piq
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchvision's `pretrained=` deprecation
+            return getattr(piq, cls_name)(reduction="none").eval()
+
+    return build
+
+
+def _with_module(x: MetricInputs) -> Tensor:
+    if x.module is None:
+        raise MetricNotApplicable("its network was not built")
+    return x.module(*x.cropped())
+
+
+#: torchvision's VGG16 (ImageNet) weights, the backbone of piq's LPIPS and DISTS.
+VGG16_WEIGHTS = "vgg16-397923af.pth"
+
+_REGISTRY: dict[str, MetricSpec] = {}
+
+
+def register_metric(spec: MetricSpec, replace: bool = False) -> MetricSpec:
+    """Add a metric; an existing name is an error unless ``replace``."""
+    if spec.group not in ("default", "extra"):
+        raise ConfigError(f"metric {spec.name!r}: group must be 'default' or 'extra'")
+    if spec.name in _REGISTRY and not replace:
+        raise ConfigError(f"metric {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_metric(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+@contextmanager
+def registered(spec: MetricSpec) -> Iterator[MetricSpec]:
+    """Register a metric for the duration of a ``with`` block."""
+    register_metric(spec)
+    try:
+        yield spec
+    finally:
+        unregister_metric(spec.name)
+
+
+def _y(f: Callable[..., Tensor]) -> Callable[[MetricInputs], Tensor]:
+    """A protocol function of (sr, gt, crop, protocol) as a metric function."""
+    return lambda x: f(x.sr, x.gt, crop=x.scale, protocol=x.protocol)
+
+
+_VGG_LPIPS, _VGG_DISTS = (VGG16_WEIGHTS, "lpips_weights.pt"), (VGG16_WEIGHTS, "dists_weights.pt")
+_EVAL, _VAL = {"group": "default"}, {"group": "default", "validation": True}
+
+# One entry per metric: name, label, decimals, higher is better, function, [weight files,
+# network builder], then group/validation.
+for _spec in (
+    MetricSpec("psnr_y", "PSNR_Y", 2, True, _y(psnr_y), **_VAL),
+    MetricSpec("ssim_y", "SSIM_Y", 4, True, _y(ssim_y), **_VAL),
+    MetricSpec("psnr_rgb", "PSNR_RGB", 2, True, lambda x: psnr_rgb(x.sr, x.gt, x.scale), **_VAL),
+    MetricSpec("lpips", "LPIPS", 4, False, _with_module, _VGG_LPIPS, _piq_module("LPIPS"), **_EVAL),
+    MetricSpec("dists", "DISTS", 4, False, _with_module, _VGG_DISTS, _piq_module("DISTS"), **_EVAL),
+    MetricSpec("lr_consistency_psnr", "LR-cons. PSNR", 2, True, _lr_consistency, **_VAL),
+    MetricSpec("vif", "VIF", 4, True, _piq("vif")),
+    MetricSpec("fsim", "FSIM", 4, True, _piq("fsim")),
+    MetricSpec("gmsd", "GMSD", 4, False, _piq("gmsd")),
+    MetricSpec("ms_ssim", "MS-SSIM", 4, True, _piq("ms_ssim")),
+    # piq.brisque loads its SVM from the v0.4.0 release asset (piq.brisque._score_svr).
+    MetricSpec("brisque", "BRISQUE", 2, False, _brisque, ("brisque_svm_weights.pt",)),
+):
+    register_metric(_spec)
+
+
+# ---------------------------------------------------------------------------- look-ups
+def get_metric(name: str) -> MetricSpec:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown metric {name!r}; choose from {list(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def metric_names(group: str | None = None, validation: bool | None = None) -> tuple[str, ...]:
+    """Registered names, in registration order, optionally of one group / the validation ones."""
+    return tuple(
+        s.name
+        for s in _REGISTRY.values()
+        if (group is None or s.group == group)
+        and (validation is None or s.validation == validation)
+    )
+
+
+def header(name: str) -> str:
+    """Table header of a metric: label and arrow (``PSNR_Y ↑``)."""
+    return get_metric(name).header
+
+
+def format_value(name: str, value: float | None) -> str:
+    return get_metric(name).format(value)
+
+
+@dataclass
+class MetricSelection:
+    """The metrics an evaluation computes, and those it cannot (with the reason)."""
+
+    metrics: list[str]
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def active(self) -> list[str]:
+        return [m for m in self.metrics if m not in self.unavailable]
+
+
+def select_metrics(metrics: list[str] | tuple[str, ...], extra: list[str] | tuple[str, ...] = ()):
+    """Check ``metrics=`` (default group) and ``extra_metrics=`` names; mark missing weights."""
+    for name in metrics:
+        if name not in metric_names("default"):
+            raise ConfigError(
+                f"unknown metric {name!r} in metrics; choose from {list(metric_names('default'))}"
+            )
+    for name in extra:
+        if name not in _REGISTRY:
+            raise ConfigError(
+                f"unknown metric {name!r} in extra_metrics; choose from "
+                f"{list(metric_names('extra'))}"
+            )
+    names = list(dict.fromkeys([*metrics, *extra]))
+    if not names:
+        raise ConfigError("no metric selected: set e.g. metrics=[psnr_y,ssim_y]")
+    unavailable = {n: why for n in names if (why := get_metric(n).unavailable())}
+    return MetricSelection(names, unavailable)
+
+
+def required_weight_files(name: str) -> list[str]:
+    """File names a metric loads from the torch hub cache (its entry's ``weight_files``)."""
+    return list(get_metric(name).weight_files)
+
+
+def weights_unavailable(name: str) -> str | None:
+    """Why a metric cannot run (its weights are not cached), or ``None`` when it can."""
+    return get_metric(name).unavailable()
+
+
+def compute_metrics(
+    names: list[str] | tuple[str, ...],
+    inputs: MetricInputs,
+    modules: dict[str, nn.Module] | None = None,
+    on_skip: Callable[[str, Exception], None] | None = None,
+    skip: tuple[type[Exception], ...] = (),
+) -> Tensor:
+    """Per-image values of several metrics: ``(B, len(names))`` float64 on GT's device.
+
+    A metric that raises :class:`MetricNotApplicable` (or one of ``skip``) gives NaN for the
+    batch, and ``on_skip(name, exc)`` is told why."""
+    out = []
+    for name in names:
+        inputs.module = (modules or {}).get(name)
+        try:
+            value = get_metric(name)(inputs)
+        except (MetricNotApplicable, *skip) as exc:
+            if on_skip is not None:
+                on_skip(name, exc)
+            value = torch.full((inputs.gt.shape[0],), float("nan"), dtype=torch.float64)
+        out.append(value.to(inputs.gt.device))
+    return torch.stack(out, dim=1)
