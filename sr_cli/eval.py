@@ -156,7 +156,7 @@ class EvalRow:
 
     label: str
     generator: nn.Module | None = None
-    consistency: nn.Module | None = None  # degradation whose consistency() maps SR to LQ
+    consistency: nn.Module | None = None  # degradation whose replay() maps SR to LQ
     shares_lq_params: bool = False
     checkpoint: str = ""
     arch: str = ""
@@ -258,7 +258,7 @@ class EvalModule(pl.LightningModule):
                     if not self.rows[row].shares_lq_params:
                         gen = seeded_generator(self.seed, ds, index, row)
                         params = op.sample(sr8, generator=gen)
-                    value = psnr(op.consistency(sr8, params), lq)
+                    value = psnr(op.replay(sr8, params), lq)
                 elif name in self.perceptual:
                     value = self.perceptual[name](sr_c, gt_c)
                 else:
@@ -567,8 +567,9 @@ def evaluate(cfg: DictConfig) -> tuple[EvalResults, dict[str, Any]]:
         lq_cfg = OmegaConf.to_container(cfg.degradation, resolve=True)
     else:
         lq_cfg = loaded[0].degradation_config or {
-            "_target_": "sr_cli.degradations.resize.BicubicDownsample",
+            "_target_": "sr_cli.degradations.pipeline.ResizeDownsample",
             "scale": scale,
+            "mode": "bicubic",
             "quantize": True,
         }
         others = {str(lg.source) for lg in loaded[1:] if lg.degradation_config != lq_cfg}

@@ -327,8 +327,9 @@ def build_report(
         )
     dataset = open_eval_dataset(images_dir, scale)
     deg_cfg = loaded[0].degradation_config or {
-        "_target_": "sr_cli.degradations.resize.BicubicDownsample",
+        "_target_": "sr_cli.degradations.pipeline.ResizeDownsample",
         "scale": scale,
+        "mode": "bicubic",
     }
     degradation = instantiate(deg_cfg, _convert_="all")
     out = Path(out_dir)

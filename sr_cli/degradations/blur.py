@@ -4,7 +4,7 @@
 rotation, shape) and records the kernel itself as ``kernel`` ``(B, k, k)``; applying and
 replaying it is the same per-sample convolution. :class:`BlurDownsample` is the degradation
 "blur, then resize to HR / scale" (the classical ``y = (x * k) downarrow_s``), whose
-:meth:`~BlurDownsample.consistency` is exactly its forward pass without the final clamp and
+:meth:`~BlurDownsample.replay` is exactly its forward pass without the final clamp and
 8-bit rounding.
 
 Kernel families and default ranges follow Real-ESRGAN (Wang et al., 2021, Sec. 3.2): sizes
@@ -39,7 +39,9 @@ from sr_cli.degradations.kernels import (
     plateau_kernels,
     sinc_kernels,
 )
-from sr_cli.degradations.pipeline import DegradationPipeline, Resize, Size, Stage, _need
+from sr_cli.degradations.base import Stage
+from sr_cli.degradations.pipeline import DegradationPipeline, Size
+from sr_cli.degradations.resize import Resize
 from sr_cli.errors import ConfigError
 
 #: Kernel families a :class:`Blur` stage can draw from (``sinc`` is added via ``sinc_prob``).
@@ -193,9 +195,8 @@ class Blur(Stage):
         return {"kernel": kernel}
 
     def forward(self, x: Tensor, params: Params, lq_size: Size) -> Tensor:
-        return filter2d_per_sample(x, _need(params, "kernel", self))
+        return filter2d_per_sample(x, self.param(params, "kernel"))
 
-    replay = forward
 
     def extra_repr(self) -> str:
         return (
@@ -207,7 +208,7 @@ class Blur(Stage):
 class BlurDownsample(DegradationPipeline):
     """Blur with a random per-sample kernel, then resize to ``HR / scale``.
 
-    ``consistency(sr, params)`` convolves with the recorded kernels and resizes the same way, so
+    ``replay(sr, params)`` convolves with the recorded kernels and resizes the same way, so
     with ``quantize=False`` it equals ``forward(hr, params)`` up to the final clamp to
     ``[0, 1]``.
 

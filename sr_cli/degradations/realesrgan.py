@@ -32,10 +32,11 @@ antialiasing by default, as there); the Poisson level count is fixed at 256 inst
 derived from the number of distinct values in the image. GT sharpening (USM) and the training
 pair pool are training-loop matters and not part of this operator.
 
-Consistency: :meth:`~sr_cli.degradations.pipeline.DegradationPipeline.consistency` replays
+Replay: :meth:`~sr_cli.degradations.pipeline.DegradationPipeline.replay` reapplies
 the blurs and resizes exactly (same kernels, sizes, modes, order) and skips noise and JPEG.
 That linear operator maps SR to the *noise-free, uncompressed* LQ; with Real-ESRGAN's heavy
-noise and JPEG the LQ matches it only loosely, so weight a consistency loss accordingly.
+noise and JPEG the LQ matches it only loosely, so weight a consistency loss accordingly
+(``loss=downsample`` logs which stages its replay skips).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from collections.abc import Iterable
 from sr_cli.degradations.blur import Blur
 from sr_cli.degradations.jpeg import JPEG
 from sr_cli.degradations.noise import Noise
-from sr_cli.degradations.pipeline import DegradationPipeline, Resize, Sequence, Shuffle
+from sr_cli.degradations.pipeline import DegradationPipeline, Sequence, Shuffle
+from sr_cli.degradations.resize import Resize
 
 _KERNELS = (
     "iso",

@@ -51,7 +51,7 @@ def _has_consistency(degradation: Degradation) -> bool:
     s = degradation.scale
     probe = torch.zeros(1, 3, 8 * s, 8 * s)
     try:
-        degradation.consistency(probe, degradation.sample(probe, torch.Generator().manual_seed(0)))
+        degradation.replay(probe, degradation.sample(probe, torch.Generator().manual_seed(0)))
     except DegradationNotInvertible:
         return False
     return True
@@ -78,7 +78,7 @@ class SRModule(pl.LightningModule):
         image_dir: where those PNGs go (``None``: not written).
         seed: seeds the on-device degradation.
         augment: on-device ``(lq, gt) -> (lq, gt)`` augmentation for training batches
-            (:class:`~sr_cli.degradations.augment.PairedAugment`), or ``None``.
+            (:class:`~sr_cli.data.augment.PairedAugment`), or ``None``.
         config: the resolved run config (plain dict). Its ``model``, ``degradation`` and ``scale``
             entries are stored in every checkpoint, so ``sr-eval``/``sr-upscale`` can rebuild
             the generator from the checkpoint alone.
@@ -427,7 +427,7 @@ class SRModule(pl.LightningModule):
         params = batch.get("degradation_params")
         # D(SR) vs LQ needs D's own parameters for this image (or a deterministic D).
         if self._consistency_ok and (params is not None or not self.degradation.stochastic):
-            d_sr = self.degradation.consistency(to_uint8_range(sr) / 255.0, params)
+            d_sr = self.degradation.replay(to_uint8_range(sr) / 255.0, params)
             metrics["lr_consistency_psnr"] = psnr(d_sr.clamp(0, 1), lq)
         sums = self._val_sums.setdefault(dataloader_idx, {})
         for key, val in metrics.items():

@@ -34,7 +34,7 @@ def test_config_instantiates_and_runs(name, scale):
     assert lq.min() >= 0 and lq.max() <= 1
     assert torch.equal(lq, (lq * 255).round() / 255) or name == "quantization"
     try:
-        cons = d.consistency(hr, params)
+        cons = d.replay(hr, params)
     except DegradationNotInvertible:  # allowed, with a message; none in the catalogue does
         pytest.fail(f"{name} refuses consistency")
     assert cons.shape == lq.shape
