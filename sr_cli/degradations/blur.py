@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from sr_cli.degradations.base import Params
+from sr_cli.degradations.base import Params, Stage
 from sr_cli.degradations.functional import (
     check_prob,
     check_probs,
@@ -39,7 +39,6 @@ from sr_cli.degradations.kernels import (
     plateau_kernels,
     sinc_kernels,
 )
-from sr_cli.degradations.base import Stage
 from sr_cli.degradations.pipeline import DegradationPipeline, Size
 from sr_cli.degradations.resize import Resize
 from sr_cli.errors import ConfigError
@@ -196,7 +195,6 @@ class Blur(Stage):
 
     def forward(self, x: Tensor, params: Params, lq_size: Size) -> Tensor:
         return filter2d_per_sample(x, self.param(params, "kernel"))
-
 
     def extra_repr(self) -> str:
         return (

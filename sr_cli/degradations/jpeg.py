@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 from torch import Tensor
 
-from sr_cli.degradations.base import Params
+from sr_cli.degradations.base import Params, Stage
 from sr_cli.degradations.functional import check_prob, check_range, rand, uniform
-from sr_cli.degradations.base import Stage
 from sr_cli.degradations.pipeline import DegradationPipeline, Size
 from sr_cli.degradations.resize import Resize
 

@@ -5,8 +5,8 @@ HR / scale, then add noise".
 
 Noise is the random, non-invertible part of a degradation (``replayable = False``):
 :meth:`Noise.replay` is the identity, so the replay of :class:`NoisyDownsample` is the resize
-alone. Both noises are zero-mean, so ``replay(HR, params)`` is the expectation of the LQ (before clamping and
-rounding).
+alone. Both noises are zero-mean, so ``replay(HR, params)`` is the expectation of the LQ
+(before clamping and rounding).
 
 * Gaussian: ``x + sigma * z`` with ``z ~ N(0, 1)`` per channel, or one ``z`` shared by the three
   channels for gray noise. ``sigma`` is given in 8-bit levels (``[1, 30]`` means
@@ -30,9 +30,8 @@ import torch
 from kornia.color import rgb_to_grayscale
 from torch import Tensor
 
-from sr_cli.degradations.base import Params
+from sr_cli.degradations.base import Params, Stage
 from sr_cli.degradations.functional import check_prob, check_range, rand, seeds, uniform
-from sr_cli.degradations.base import Stage
 from sr_cli.degradations.pipeline import DegradationPipeline, Size
 from sr_cli.degradations.resize import Resize
 from sr_cli.errors import ConfigError

@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sr_cli.degradations.base import Params
+from sr_cli.degradations.base import Params, Stage
 from sr_cli.degradations.functional import quantize
-from sr_cli.degradations.base import Stage
 from sr_cli.degradations.pipeline import DegradationPipeline, Size
 from sr_cli.degradations.resize import Resize
 from sr_cli.errors import ConfigError

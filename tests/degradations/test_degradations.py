@@ -192,9 +192,7 @@ def test_batch_assembled_from_single_images_replays_per_sample():
     out = d(hr, p)
     torch.testing.assert_close(out, torch.cat([d(hr[:1], p0), d(hr[1:], p1)]))
     cons = d.replay(hr, p)
-    torch.testing.assert_close(
-        cons, torch.cat([d.replay(hr[:1], p0), d.replay(hr[1:], p1)])
-    )
+    torch.testing.assert_close(cons, torch.cat([d.replay(hr[:1], p0), d.replay(hr[1:], p1)]))
 
 
 def test_realesrgan_defaults_and_output():
