@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,7 +40,7 @@ from sr_cli.degradations.kernels import (
     plateau_kernels,
     sinc_kernels,
 )
-from sr_cli.degradations.pipeline import DegradationPipeline, Size
+from sr_cli.degradations.pipeline import ResizeDownsample, Size
 from sr_cli.degradations.resize import Resize
 from sr_cli.errors import ConfigError
 
@@ -203,18 +204,15 @@ class Blur(Stage):
         )
 
 
-class BlurDownsample(DegradationPipeline):
+class BlurDownsample(ResizeDownsample):
     """Blur with a random per-sample kernel, then resize to ``HR / scale``.
 
     ``replay(sr, params)`` convolves with the recorded kernels and resizes the same way, so
     with ``quantize=False`` it equals ``forward(hr, params)`` up to the final clamp to
     ``[0, 1]``.
 
-    Args:
-        scale: integer downscaling factor.
-        mode: interpolation of the resize (``bicubic`` = MATLAB ``imresize``).
-        antialias: antialiased downscaling.
-        quantize: round the LQ to 8 bits.
+    Args: ``scale``, ``mode``, ``antialias``, ``quantize`` as for
+    :class:`~sr_cli.degradations.pipeline.ResizeDownsample`, and
         **blur: options of :class:`Blur` (``kernel_list``, ``sigma``, ``kernel_size``, ...).
 
     Example:
@@ -225,17 +223,5 @@ class BlurDownsample(DegradationPipeline):
         torch.Size([2, 21, 21])
     """
 
-    def __init__(
-        self,
-        scale: int,
-        mode: str = "bicubic",
-        antialias: bool = True,
-        quantize: bool = True,
-        **blur,
-    ) -> None:
-        super().__init__(
-            scale,
-            [Blur(**blur), Resize(modes=[mode], antialias=antialias)],
-            final_resize=None,
-            quantize=quantize,
-        )
+    def stages(self, resize: Resize, **blur: Any) -> list[Stage]:
+        return [Blur(**blur), resize]

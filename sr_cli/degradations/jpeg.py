@@ -22,7 +22,7 @@ from torch import Tensor
 
 from sr_cli.degradations.base import Params, Stage
 from sr_cli.degradations.functional import check_prob, check_range, rand, uniform
-from sr_cli.degradations.pipeline import DegradationPipeline, Size
+from sr_cli.degradations.pipeline import ResizeDownsample, Size
 from sr_cli.degradations.resize import Resize
 
 
@@ -82,30 +82,15 @@ class JPEG(Stage):
         return f"quality={self.quality}, prob={self.prob}"
 
 
-class JPEGDownsample(DegradationPipeline):
+class JPEGDownsample(ResizeDownsample):
     """Resize to ``HR / scale``, then JPEG-compress with a random quality per image.
 
     ``replay`` is the resize only (JPEG is the non-invertible part).
 
-    Args:
-        scale: integer downscaling factor.
+    Args: ``scale``, ``mode``, ``antialias``, ``quantize`` as for
+    :class:`~sr_cli.degradations.pipeline.ResizeDownsample`, and
         quality: ``[min, max]`` JPEG quality.
-        mode: interpolation of the resize.
-        antialias: antialiased downscaling.
-        quantize: round the LQ to 8 bits.
     """
 
-    def __init__(
-        self,
-        scale: int,
-        quality: Iterable[float] = (30.0, 95.0),
-        mode: str = "bicubic",
-        antialias: bool = True,
-        quantize: bool = True,
-    ) -> None:
-        super().__init__(
-            scale,
-            [Resize(modes=[mode], antialias=antialias), JPEG(quality=quality)],
-            final_resize=None,
-            quantize=quantize,
-        )
+    def stages(self, resize: Resize, quality: Iterable[float] = (30.0, 95.0)) -> list[Stage]:
+        return [resize, JPEG(quality=quality)]

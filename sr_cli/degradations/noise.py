@@ -25,6 +25,7 @@ seed gives different fields on CPU and GPU, but always the same on one device).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from kornia.color import rgb_to_grayscale
@@ -32,7 +33,7 @@ from torch import Tensor
 
 from sr_cli.degradations.base import Params, Stage
 from sr_cli.degradations.functional import check_prob, check_range, rand, seeds, uniform
-from sr_cli.degradations.pipeline import DegradationPipeline, Size
+from sr_cli.degradations.pipeline import ResizeDownsample, Size
 from sr_cli.degradations.resize import Resize
 from sr_cli.errors import ConfigError
 
@@ -127,30 +128,15 @@ class Noise(Stage):
         )
 
 
-class NoisyDownsample(DegradationPipeline):
+class NoisyDownsample(ResizeDownsample):
     """Resize to ``HR / scale`` (MATLAB bicubic by default), then add random noise.
 
     ``replay`` is the resize only: the noise is the non-invertible random part.
 
-    Args:
-        scale: integer downscaling factor.
-        mode: interpolation of the resize.
-        antialias: antialiased downscaling.
-        quantize: round the LQ to 8 bits.
+    Args: ``scale``, ``mode``, ``antialias``, ``quantize`` as for
+    :class:`~sr_cli.degradations.pipeline.ResizeDownsample`, and
         **noise: options of :class:`Noise` (``sigma``, ``gaussian_prob``, ``gray_prob``, ...).
     """
 
-    def __init__(
-        self,
-        scale: int,
-        mode: str = "bicubic",
-        antialias: bool = True,
-        quantize: bool = True,
-        **noise,
-    ) -> None:
-        super().__init__(
-            scale,
-            [Resize(modes=[mode], antialias=antialias), Noise(**noise)],
-            final_resize=None,
-            quantize=quantize,
-        )
+    def stages(self, resize: Resize, **noise: Any) -> list[Stage]:
+        return [resize, Noise(**noise)]

@@ -256,6 +256,10 @@ class ResizeDownsample(DegradationPipeline):
     protocol, ``degradation=bicubic``). It is deterministic, so :meth:`replay` is the very same
     resize (without the 8-bit rounding and the clamp, to stay differentiable).
 
+    Subclasses add one stage around the resize by overriding :meth:`stages` (``blur`` puts a
+    :class:`~sr_cli.degradations.blur.Blur` before it, ``noise``/``jpeg``/``quantization`` a
+    stage after it); the options that are not the resize's go to :meth:`stages`.
+
     Args:
         scale: integer downscaling factor.
         mode: ``bicubic`` (MATLAB ``imresize``), ``bilinear``, ``area`` or ``nearest``.
@@ -269,11 +273,21 @@ class ResizeDownsample(DegradationPipeline):
     """
 
     def __init__(
-        self, scale: int, mode: str = "bicubic", antialias: bool = True, quantize: bool = True
+        self,
+        scale: int,
+        mode: str = "bicubic",
+        antialias: bool = True,
+        quantize: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            scale,
-            [Resize(modes=[mode], antialias=antialias)],
-            final_resize=None,
-            quantize=quantize,
-        )
+        stages = self.stages(Resize(modes=[mode], antialias=antialias), **options)
+        super().__init__(scale, stages, final_resize=None, quantize=quantize)
+
+    def stages(self, resize: Resize, **options: Any) -> list[Stage]:
+        """The stages around ``resize`` (here: the resize alone)."""
+        if options:
+            raise ConfigError(
+                f"{type(self).__name__} got unknown option(s) {sorted(options)}; it takes "
+                "scale, mode, antialias and quantize"
+            )
+        return [resize]

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from sr_cli.degradations.base import Params, Stage
 from sr_cli.degradations.functional import quantize
-from sr_cli.degradations.pipeline import DegradationPipeline, Size
+from sr_cli.degradations.pipeline import ResizeDownsample, Size
 from sr_cli.degradations.resize import Resize
 from sr_cli.errors import ConfigError
 
@@ -43,7 +43,7 @@ class Quantize(Stage):
         return f"bits={self.bits}"
 
 
-class QuantizedDownsample(DegradationPipeline):
+class QuantizedDownsample(ResizeDownsample):
     """Resize to ``HR / scale``, then reduce the bit depth to ``bits`` (banding artifacts).
 
     Args:
@@ -57,9 +57,7 @@ class QuantizedDownsample(DegradationPipeline):
         self, scale: int, bits: int = 5, mode: str = "bicubic", antialias: bool = True
     ) -> None:
         # The pipeline's own 8-bit rounding is off: the Quantize stage already rounds.
-        super().__init__(
-            scale,
-            [Resize(modes=[mode], antialias=antialias), Quantize(bits)],
-            final_resize=None,
-            quantize=False,
-        )
+        super().__init__(scale, mode, antialias, quantize=False, bits=bits)
+
+    def stages(self, resize: Resize, bits: int = 5) -> list[Stage]:
+        return [resize, Quantize(bits)]

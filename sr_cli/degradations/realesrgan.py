@@ -44,20 +44,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from sr_cli.degradations.blur import Blur
+from sr_cli.degradations.blur import KERNEL_TYPES, Blur
 from sr_cli.degradations.jpeg import JPEG
 from sr_cli.degradations.noise import Noise
 from sr_cli.degradations.pipeline import DegradationPipeline, Sequence, Shuffle
 from sr_cli.degradations.resize import Resize
 
-_KERNELS = (
-    "iso",
-    "aniso",
-    "generalized_iso",
-    "generalized_aniso",
-    "plateau_iso",
-    "plateau_aniso",
-)
+_KERNELS = tuple(t for t in KERNEL_TYPES if t != "motion")
 _KERNEL_PROB = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 _SIZES = (7, 9, 11, 13, 15, 17, 19, 21)
 _MODES = ("area", "bilinear", "bicubic")
