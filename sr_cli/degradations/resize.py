@@ -9,9 +9,8 @@ Three names, three levels:
   ``DegradationPipeline(scale, [Resize()])``
   (:class:`~sr_cli.degradations.pipeline.ResizeDownsample`).
 
-MATLAB's ``imresize(img, 1/scale, 'bicubic')`` makes the LR images of the SR benchmarks.
-
-(Set5, Set14, BSD100, Urban100, Manga109, DIV2K). Three details make MATLAB differ from
+MATLAB's ``imresize(img, 1/scale, 'bicubic')`` makes the LR images of the SR benchmarks (Set5,
+Set14, BSD100, Urban100, Manga109, DIV2K). Three details make MATLAB differ from
 ``PIL``/``cv2``/``torch.nn.functional.interpolate``:
 
 * the cubic convolution kernel uses ``a = -0.5`` (Keys, 1981);
