@@ -18,7 +18,6 @@ from collections.abc import Callable
 import torch
 
 from sr_cli.degradations import (
-    BicubicDownsample,
     BlurDownsample,
     BSRGANDegradation,
     Degradation,
@@ -37,7 +36,7 @@ SCALE = 4
 def catalogue(scale: int = SCALE) -> dict[str, Callable[[], Degradation]]:
     """The benchmarked degradations (the defaults of ``conf/degradation/*.yaml``)."""
     return {
-        "bicubic": lambda: BicubicDownsample(scale),
+        "bicubic": lambda: ResizeDownsample(scale, "bicubic"),
         "bilinear": lambda: ResizeDownsample(scale, "bilinear"),
         "area": lambda: ResizeDownsample(scale, "area"),
         "nearest": lambda: ResizeDownsample(scale, "nearest"),
@@ -62,7 +61,7 @@ def run(
 
     Returns:
         one dict per degradation: ``name``, ``images_per_s``, ``ms_per_batch``,
-        ``consistency_ms`` (the replay, or ``None`` if it refuses), ``lq_shape``, ``device``.
+        ``replay_ms`` (the replay, or ``None`` if it refuses), ``lq_shape``, ``device``.
     """
     dev = torch.device(device)
     hr = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(dev)
@@ -81,7 +80,7 @@ def run(
             per_batch = (time.perf_counter() - t0) / repeats
             try:
                 t0 = time.perf_counter()
-                d.consistency(hr, params)
+                d.replay(hr, params)
                 _sync(dev)
                 cons_ms = 1000 * (time.perf_counter() - t0)
             except DegradationNotInvertible:
@@ -91,7 +90,7 @@ def run(
                 "name": name,
                 "images_per_s": batch / per_batch,
                 "ms_per_batch": 1000 * per_batch,
-                "consistency_ms": cons_ms,
+                "replay_ms": cons_ms,
                 "lq_shape": tuple(lq.shape),
                 "device": str(dev),
             }
@@ -101,11 +100,11 @@ def run(
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| degradation | images/s | ms / batch | consistency ms | LQ shape |",
+        "| degradation | images/s | ms / batch | replay ms | LQ shape |",
         "|---|---:|---:|---:|---|",
     ]
     for r in rows:
-        cons = "-" if r["consistency_ms"] is None else f"{r['consistency_ms']:.1f}"
+        cons = "-" if r["replay_ms"] is None else f"{r['replay_ms']:.1f}"
         lines.append(
             f"| {r['name']} | {r['images_per_s']:.1f} | {r['ms_per_batch']:.1f} | {cons} "
             f"| {'x'.join(map(str, r['lq_shape']))} |"

@@ -66,7 +66,7 @@ def bench_train_step(device: str, quick: bool) -> dict:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
-    from sr_cli.degradations.resize import BicubicDownsample
+    from sr_cli.degradations.pipeline import ResizeDownsample
     from sr_cli.lit.module import SRModule
     from sr_cli.losses.pixel import L1Loss
     from sr_cli.models.edsr import edsr
@@ -85,7 +85,7 @@ def bench_train_step(device: str, quick: bool) -> dict:
     module = SRModule(
         generator=edsr(4, "baseline"),
         losses={"l1": L1Loss()},
-        degradation=BicubicDownsample(4),
+        degradation=ResizeDownsample(4),
         generator_optimizer=lambda p: torch.optim.Adam(p, lr=1e-4),
         val_names=[],
     )
@@ -107,7 +107,7 @@ def bench_train_step(device: str, quick: bool) -> dict:
     torch.manual_seed(0)
     net = edsr(4, "baseline").to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    down = BicubicDownsample(4)
+    down = ResizeDownsample(4)
     t0 = time.perf_counter()
     for (gt,) in DataLoader(TensorDataset(data), batch_size=batch, drop_last=True):
         gt = gt.to(device)

@@ -49,8 +49,9 @@ def make_checkpoint(path: Path, model: str) -> None:
             "sr_cli": {
                 "model": {"name": model, "preset": "small", "generator": gen_cfg},
                 "degradation": {
-                    "_target_": "sr_cli.degradations.resize.BicubicDownsample",
+                    "_target_": "sr_cli.degradations.pipeline.ResizeDownsample",
                     "scale": 4,
+                    "mode": "bicubic",
                 },
                 "scale": 4,
                 "iteration": 0,

@@ -99,8 +99,9 @@ def load_checkpoints(paths: Sequence[Path], prefer_ema: bool = True, scale: int 
 def default_lq_config(scale: int) -> dict[str, Any]:
     """The LQ degradation when a checkpoint stores none: MATLAB bicubic, 8-bit quantized."""
     return {
-        "_target_": "sr_cli.degradations.resize.BicubicDownsample",
+        "_target_": "sr_cli.degradations.pipeline.ResizeDownsample",
         "scale": int(scale),
+        "mode": "bicubic",
         "quantize": True,
     }
 
@@ -237,7 +238,7 @@ class CompareModule(pl.LightningModule):
                 p = params
                 if not row.shares_lq_params:  # its own degradation: draw its own parameters
                     p = op.sample(s, generator=stream_generator(self.seed, "eval_replay", index, r))
-                return op.consistency(s, p)
+                return op.replay(s, p)
 
         missing = "the checkpoint stores no degradation config"
         return MetricInputs(sr, gt, lq, self.scale, self.protocol, replay, missing)

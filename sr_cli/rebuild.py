@@ -225,7 +225,7 @@ def rebuild(node: Any, source: str | Path, what: str) -> Any:
         CheckpointError: see :func:`check_stored_config`; nothing has been built then.
 
     Example:
-        >>> rebuild({"_target_": "sr_cli.degradations.resize.BicubicDownsample", "scale": 2},
+        >>> rebuild({"_target_": "sr_cli.degradations.pipeline.ResizeDownsample", "scale": 2},
         ...         "x.ckpt", "degradation").scale
         2
     """

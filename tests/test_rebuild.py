@@ -49,13 +49,13 @@ def test_shipped_discriminators_rebuild(term):
 
 def test_args_partial_and_activation_blocks():
     part = rebuild(
-        {"_target_": "sr_cli.degradations.resize.BicubicDownsample", "_partial_": True},
+        {"_target_": "sr_cli.degradations.pipeline.ResizeDownsample", "_partial_": True},
         "x.ckpt",
         "degradation",
     )
     assert part(scale=3).scale == 3
     built = rebuild(
-        {"_target_": "sr_cli.degradations.resize.BicubicDownsample", "_args_": [2]},
+        {"_target_": "sr_cli.degradations.pipeline.ResizeDownsample", "_args_": [2]},
         "x.ckpt",
         "degradation",
     )

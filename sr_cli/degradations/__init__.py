@@ -1,40 +1,41 @@
 """Differentiable, batched HR -> LQ degradation operators.
 
-Catalogue (``conf/degradation/<name>.yaml``) and what ``consistency(sr, params)`` replays:
+Every degradation is a :class:`DegradationPipeline` of stages with three verbs: ``sample``
+(draw per-image parameters), ``forward`` (degrade) and ``replay`` (the deterministic,
+differentiable part, with the same parameters; see :mod:`.base`). Catalogue
+(``conf/degradation/<name>.yaml``), its stages, and what ``replay(sr, params)`` reapplies:
 
-=================  ==============================  =========================================
-config             class                           consistency
-=================  ==============================  =========================================
-bicubic            BicubicDownsample               the same MATLAB bicubic resize
-bilinear/area/...  ResizeDownsample                the same resize
-blur               BlurDownsample                  same kernels + same resize (exact)
-noise              NoisyDownsample                 the resize (noise is the random part)
-jpeg               JPEGDownsample                  the resize (JPEG treated as random part)
-quantization       QuantizedDownsample             the resize
-pipeline_example   DegradationPipeline             blur/resize stages, in order (exact)
-bsrgan_shuffle     BSRGANDegradation               blurs/resizes in the recorded order
-realesrgan         RealESRGANDegradation           blurs/resizes of both orders + final sinc
-=================  ==============================  =========================================
+=================  ==========================  ============================  ======================
+config             class                       stages                        replay skips
+=================  ==========================  ============================  ======================
+bicubic            ResizeDownsample            Resize (MATLAB bicubic)       --
+bilinear/area/...  ResizeDownsample            Resize                        --
+blur               BlurDownsample              Blur, Resize                  --
+noise              NoisyDownsample             Resize, Noise                 noise
+jpeg               JPEGDownsample              Resize, JPEG                  JPEG
+quantization       QuantizedDownsample         Resize, Quantize              quantization
+pipeline_example   DegradationPipeline         Blur, Resize, Shuffle(...)    noise, JPEG
+bsrgan_shuffle     BSRGANDegradation           Shuffle(...), Resize, JPEG    noise, JPEG
+realesrgan         RealESRGANDegradation       two orders + Shuffle          noise, JPEG
+=================  ==========================  ============================  ======================
 
-None refuses; every replay skips noise, JPEG and rounding, and does not clamp.
-:class:`PairedAugment` (flips, rotations, mixup, CutBlur) is in :mod:`.augment`.
+None refuses; no replay clamps or rounds to 8 bits. ``not_replayed()`` lists the skipped stages.
+Paired-data augmentation (flips, mixup, CutBlur) is :mod:`sr_cli.data.augment`. (The function
+``resize`` is not re-exported here: it would shadow the :mod:`.resize` module.)
 """
 
-from sr_cli.degradations.augment import PairedAugment
-from sr_cli.degradations.base import Degradation, DegradationNotInvertible
+from sr_cli.degradations.base import Degradation, DegradationNotInvertible, Stage
 from sr_cli.degradations.blur import Blur, BlurDownsample
 from sr_cli.degradations.bsrgan import BSRGANDegradation
 from sr_cli.degradations.jpeg import JPEG, JPEGDownsample
 from sr_cli.degradations.noise import Noise, NoisyDownsample
-from sr_cli.degradations.pipeline import DegradationPipeline, Resize, Sequence, Shuffle, Stage
+from sr_cli.degradations.pipeline import DegradationPipeline, ResizeDownsample, Sequence, Shuffle
 from sr_cli.degradations.quantization import Quantize, QuantizedDownsample
 from sr_cli.degradations.realesrgan import RealESRGANDegradation
-from sr_cli.degradations.resample import ResizeDownsample
-from sr_cli.degradations.resize import BicubicDownsample, imresize
+from sr_cli.degradations.resize import Resize, imresize
 
 __all__ = [
     "BSRGANDegradation",
-    "BicubicDownsample",
     "Blur",
     "BlurDownsample",
     "Degradation",
@@ -44,7 +45,6 @@ __all__ = [
     "JPEGDownsample",
     "Noise",
     "NoisyDownsample",
-    "PairedAugment",
     "QuantizedDownsample",
     "Quantize",
     "RealESRGANDegradation",

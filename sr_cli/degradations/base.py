@@ -1,17 +1,21 @@
-"""The degradation interface shared by the data pipeline and the consistency losses.
+"""The degradation contract: a degradation is a pipeline of stages, with one verb per step.
 
-A degradation maps a batch of HR images in ``[0, 1]`` to LQ images, on the tensor's device.
-It works in two steps so that a loss can replay it exactly:
+A degradation maps a batch of HR images in ``[0, 1]`` to LQ images, on the tensor's device, in
+two steps so that a loss can replay it:
 
-1. :meth:`Degradation.sample` draws the random parameters of every sample in the batch
-   (kernel widths, noise levels, ...) from a ``torch.Generator``, and returns them as a dict
-   of tensors whose first dimension is the batch.
-2. :meth:`Degradation.forward` applies the degradation with those parameters.
+* ``sample`` draws the random parameters of every image (kernels, resize factors, noise seeds,
+  JPEG qualities, ...) from a ``torch.Generator``, as a dict of tensors whose first dimension is
+  the batch;
+* ``forward`` applies the degradation with those parameters;
+* ``replay`` applies only its deterministic, differentiable part with the *same* parameters: the
+  downsample-consistency loss compares ``replay(SR, params)`` with the LQ.
 
-:meth:`Degradation.consistency` applies only the deterministic, differentiable part (blur and
-resize) with the *same* parameters. The downsample-consistency loss compares
-``consistency(SR, params)`` with the LQ. Operators whose deterministic part cannot be
-separated raise :class:`DegradationNotInvertible` with an explanation.
+A :class:`Stage` is one operator (blur, resize, noise, JPEG, quantization) with these three
+verbs. A stage whose ``replayable`` is false (noise, JPEG, quantization: the random or
+non-invertible part) replays as the identity, and :meth:`Degradation.not_replayed` names every
+such stage of a degradation, so a loss can say what its replay leaves out. Every degradation of
+the catalogue is a :class:`~sr_cli.degradations.pipeline.DegradationPipeline` of stages;
+plain bicubic downsampling is the one-stage pipeline ``[Resize]``.
 """
 
 from __future__ import annotations
@@ -28,8 +32,65 @@ class DegradationNotInvertible(ConfigError):
     """The degradation has no deterministic part that a consistency loss could reuse."""
 
 
+class Stage(nn.Module):
+    """One operator of a degradation pipeline.
+
+    * ``sample(n, device, generator)`` draws its parameters for ``n`` images (``{}`` when it
+      draws none);
+    * ``forward(x, params, lq_size)`` applies it;
+    * ``replay(x, params, lq_size)`` applies its deterministic, differentiable part: the same
+      as ``forward`` for ``replayable`` stages (blur, resize), the identity for the others
+      (noise, JPEG, quantization).
+
+    ``lq_size`` is the final LQ size ``(H / scale, W / scale)``; stages that resize relative to
+    it read it, the others ignore it.
+    """
+
+    #: Prefix of its parameters in a pipeline's dict (``"{index}_{name}.{key}"``).
+    name: str = "stage"
+    #: True when the stage draws random parameters.
+    stochastic: bool = True
+    #: False when :meth:`replay` skips the stage (the random, non-invertible part).
+    replayable: bool = True
+
+    def sample(
+        self, n: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> Params:
+        return {}
+
+    def forward(self, x: Tensor, params: Params, lq_size: tuple[int, int]) -> Tensor:
+        raise NotImplementedError  # pragma: no cover
+
+    def replay(self, x: Tensor, params: Params, lq_size: tuple[int, int]) -> Tensor:
+        """The deterministic part: ``forward`` for replayable stages, else the identity."""
+        return self.forward(x, params, lq_size) if self.replayable else x
+
+    def not_replayed(self) -> list[str]:
+        """Paths (relative to this stage) of the stages :meth:`replay` skips; ``""`` is itself."""
+        return [] if self.replayable else [""]
+
+    def batch_uniform(self, params: Params) -> bool:
+        """Whether parameters that must be shared by the whole batch are equal across it."""
+        return True
+
+    def param(self, params: Params, key: str) -> Tensor:
+        """``params[key]``, or an error that says which dict was expected."""
+        try:
+            return params[key]
+        except KeyError:
+            raise KeyError(
+                f"{type(self).__name__} needs parameter {key!r}; pass the dict returned by "
+                f"sample() for this very batch (got keys {sorted(params)})"
+            ) from None
+
+
 class Degradation(nn.Module):
-    """Base class: HR ``(B, C, H, W)`` in ``[0, 1]`` -> LQ ``(B, C, H/scale, W/scale)``."""
+    """Base class: HR ``(B, C, H, W)`` in ``[0, 1]`` -> LQ ``(B, C, H/scale, W/scale)``.
+
+    Implemented by :class:`~sr_cli.degradations.pipeline.DegradationPipeline`; a subclass
+    without a deterministic part keeps the default :meth:`replay`, which refuses with
+    :class:`DegradationNotInvertible`.
+    """
 
     #: Integer downscaling factor between HR and LQ.
     scale: int
@@ -52,12 +113,16 @@ class Degradation(nn.Module):
     def forward(self, hr: Tensor, params: Params | None = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def consistency(self, sr: Tensor, params: Params | None = None) -> Tensor:
+    def replay(self, sr: Tensor, params: Params | None = None) -> Tensor:
         """The deterministic, differentiable part of the degradation, with the given parameters."""
         raise DegradationNotInvertible(
             f"{type(self).__name__} has no deterministic part to compare SR with LQ in LQ space; "
             "the downsample-consistency loss cannot be used with this degradation."
         )
+
+    def not_replayed(self) -> list[str]:
+        """The stages :meth:`replay` skips, by their parameter prefix (e.g. ``"2_noise"``)."""
+        return []
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"

@@ -4,7 +4,7 @@
 rotation, shape) and records the kernel itself as ``kernel`` ``(B, k, k)``; applying and
 replaying it is the same per-sample convolution. :class:`BlurDownsample` is the degradation
 "blur, then resize to HR / scale" (the classical ``y = (x * k) downarrow_s``), whose
-:meth:`~BlurDownsample.consistency` is exactly its forward pass without the final clamp and
+:meth:`~BlurDownsample.replay` is exactly its forward pass without the final clamp and
 8-bit rounding.
 
 Kernel families and default ranges follow Real-ESRGAN (Wang et al., 2021, Sec. 3.2): sizes
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from sr_cli.degradations.base import Params
+from sr_cli.degradations.base import Params, Stage
 from sr_cli.degradations.functional import (
     check_prob,
     check_probs,
@@ -39,7 +40,8 @@ from sr_cli.degradations.kernels import (
     plateau_kernels,
     sinc_kernels,
 )
-from sr_cli.degradations.pipeline import DegradationPipeline, Resize, Size, Stage, _need
+from sr_cli.degradations.pipeline import ResizeDownsample, Size
+from sr_cli.degradations.resize import Resize
 from sr_cli.errors import ConfigError
 
 #: Kernel families a :class:`Blur` stage can draw from (``sinc`` is added via ``sinc_prob``).
@@ -193,9 +195,7 @@ class Blur(Stage):
         return {"kernel": kernel}
 
     def forward(self, x: Tensor, params: Params, lq_size: Size) -> Tensor:
-        return filter2d_per_sample(x, _need(params, "kernel", self))
-
-    replay = forward
+        return filter2d_per_sample(x, self.param(params, "kernel"))
 
     def extra_repr(self) -> str:
         return (
@@ -204,18 +204,15 @@ class Blur(Stage):
         )
 
 
-class BlurDownsample(DegradationPipeline):
+class BlurDownsample(ResizeDownsample):
     """Blur with a random per-sample kernel, then resize to ``HR / scale``.
 
-    ``consistency(sr, params)`` convolves with the recorded kernels and resizes the same way, so
+    ``replay(sr, params)`` convolves with the recorded kernels and resizes the same way, so
     with ``quantize=False`` it equals ``forward(hr, params)`` up to the final clamp to
     ``[0, 1]``.
 
-    Args:
-        scale: integer downscaling factor.
-        mode: interpolation of the resize (``bicubic`` = MATLAB ``imresize``).
-        antialias: antialiased downscaling.
-        quantize: round the LQ to 8 bits.
+    Args: ``scale``, ``mode``, ``antialias``, ``quantize`` as for
+    :class:`~sr_cli.degradations.pipeline.ResizeDownsample`, and
         **blur: options of :class:`Blur` (``kernel_list``, ``sigma``, ``kernel_size``, ...).
 
     Example:
@@ -226,17 +223,5 @@ class BlurDownsample(DegradationPipeline):
         torch.Size([2, 21, 21])
     """
 
-    def __init__(
-        self,
-        scale: int,
-        mode: str = "bicubic",
-        antialias: bool = True,
-        quantize: bool = True,
-        **blur,
-    ) -> None:
-        super().__init__(
-            scale,
-            [Blur(**blur), Resize(modes=[mode], antialias=antialias)],
-            final_resize=None,
-            quantize=quantize,
-        )
+    def stages(self, resize: Resize, **blur: Any) -> list[Stage]:
+        return [Blur(**blur), resize]

@@ -15,8 +15,8 @@ blur, downsampling, noise and JPEG in a *random order*. This operator shuffles, 
 then resizes to ``HR / scale`` with a random mode and ends with JPEG compression (as the paper
 does). The paper's camera-sensor (ISP) noise and its down-up resampling variant are left out.
 
-Consistency: the order is recorded (``0_shuffle.order``), so
-:meth:`~sr_cli.degradations.pipeline.DegradationPipeline.consistency` replays both blurs and
+Replay: the order is recorded (``0_shuffle.order``), so
+:meth:`~sr_cli.degradations.pipeline.DegradationPipeline.replay` reapplies both blurs and
 both resizes exactly, in that order, and skips noise and JPEG: it maps SR to the noise-free,
 uncompressed LQ. Note that noise applied *before* a blur or resize is blurred/resized with it
 in the LQ, which the replay cannot reproduce; the LQ matches it only up to that noise.
@@ -29,7 +29,8 @@ from collections.abc import Iterable
 from sr_cli.degradations.blur import Blur
 from sr_cli.degradations.jpeg import JPEG
 from sr_cli.degradations.noise import Noise
-from sr_cli.degradations.pipeline import DegradationPipeline, Resize, Shuffle
+from sr_cli.degradations.pipeline import DegradationPipeline, Shuffle
+from sr_cli.degradations.resize import Resize
 
 _SIZES = (7, 9, 11, 13, 15, 17, 19, 21)
 

@@ -4,11 +4,12 @@
   *on the generator's device* (the default CPU generator when ``None``) and only then moved to
   the data's device. The same seed therefore gives the same parameters whether the images live
   on the CPU or on a GPU.
-* :func:`resize`: one entry point for the interpolation modes (MATLAB bicubic, bilinear, area,
-  nearest), differentiable, on the input's device.
-* :func:`filter2d_per_sample`: convolves every image of a batch with its own kernel in a single
-  grouped convolution.
-* :func:`bit_quantize`: round to ``2**bits`` levels with a straight-through gradient.
+* Option checks (:func:`check_range`, :func:`check_probs`, :func:`check_prob`).
+* :func:`filter2d_per_sample`: convolves every image of a batch with its own kernel
+  (:func:`kornia.filters.filter2d`), choosing the border mode the image size allows.
+* :func:`quantize`: round to ``2**bits`` levels with a straight-through gradient.
+
+Resizing lives in :mod:`sr_cli.degradations.resize`.
 """
 
 from __future__ import annotations
@@ -16,14 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+from kornia.filters import filter2d
 from torch import Tensor
 
-from sr_cli.degradations.resize import imresize
 from sr_cli.errors import ConfigError
-
-#: Interpolation modes understood by :func:`resize`.
-RESIZE_MODES = ("bicubic", "bilinear", "area", "nearest")
 
 
 # --------------------------------------------------------------------------- random draws
@@ -101,73 +98,14 @@ def check_prob(name: str, p: float) -> float:
     return p
 
 
-# --------------------------------------------------------------------------- resampling
-def check_mode(mode: str) -> str:
-    if mode not in RESIZE_MODES:
-        raise ConfigError(f"unknown resize mode {mode!r}; choose one of {list(RESIZE_MODES)}")
-    return mode
-
-
-def resize(
-    x: Tensor, size: tuple[int, int], mode: str = "bicubic", antialias: bool = True
-) -> Tensor:
-    """Resize ``(B, C, H, W)`` to ``size`` with one interpolation mode.
-
-    Modes:
-        ``bicubic``: MATLAB's ``imresize`` (cubic ``a=-0.5``, symmetric borders); ``antialias``
-        widens the kernel when downscaling, as MATLAB does.
-        ``bilinear``: ``F.interpolate(mode="bilinear", align_corners=False)``, antialiased
-        (triangle kernel widened by the factor) when ``antialias``.
-        ``area``: average over the covered input area (box filter; exact block mean for integer
-        factors).
-        ``nearest``: ``nearest-exact`` (the input pixel whose centre is closest).
-
-    Values are not clamped; bicubic may overshoot ``[0, 1]`` slightly.
-    """
-    size = (int(size[0]), int(size[1]))
-    if tuple(x.shape[-2:]) == size:
-        return x  # every mode is the identity at the same size
-    if mode == "bicubic":
-        return imresize(x, size=size, antialias=antialias)
-    if mode == "bilinear":
-        down = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-        return F.interpolate(
-            x, size=size, mode="bilinear", align_corners=False, antialias=antialias and down
-        )
-    if mode == "area":
-        return F.interpolate(x, size=size, mode="area")
-    if mode == "nearest":
-        return F.interpolate(x, size=size, mode="nearest-exact")
-    raise ConfigError(f"unknown resize mode {mode!r}; choose one of {list(RESIZE_MODES)}")
-
-
-def resize_per_sample(
-    x: Tensor,
-    size: tuple[int, int],
-    mode_idx: Tensor,
-    modes: Sequence[str],
-    antialias: bool = True,
-) -> Tensor:
-    """Resize every sample with its own mode (``mode_idx[b]`` indexes ``modes``)."""
-    if len(modes) == 1:
-        return resize(x, size, modes[0], antialias)
-    present = torch.unique(mode_idx).tolist()
-    if len(present) == 1:
-        return resize(x, size, modes[present[0]], antialias)
-    out = x.new_empty((x.shape[0], x.shape[1], int(size[0]), int(size[1])))
-    for m in present:
-        sel = (mode_idx == m).nonzero(as_tuple=True)[0]
-        out = out.index_copy(0, sel, resize(x.index_select(0, sel), size, modes[m], antialias))
-    return out
-
-
 # --------------------------------------------------------------------------- filtering
 def filter2d_per_sample(x: Tensor, kernels: Tensor) -> Tensor:
     """Convolve image ``b`` of ``x`` with ``kernels[b]`` (true convolution, same size output).
 
-    Borders are mirrored (``reflect``), or replicated when the image is smaller than half the
-    kernel. All images go through one grouped convolution: the batch is folded into the
-    channels and the kernel of each image is repeated over its channels.
+    Borders are mirrored (``reflect``: ``... 2 1 | 0 1 2 ...``, the edge pixel not repeated), or
+    replicated when the image is not larger than half the kernel. kornia filters every image with
+    its own kernel, shared by its channels, in one grouped convolution; what it cannot do is
+    choose the border mode from the image size, which is all this function adds.
 
     Shape:
         ``x``: ``(B, C, H, W)``; ``kernels``: ``(B, k, k)`` with ``k`` odd -> ``(B, C, H, W)``.
@@ -180,17 +118,17 @@ def filter2d_per_sample(x: Tensor, kernels: Tensor) -> Tensor:
     k = kernels.shape[-1]
     if k % 2 == 0:
         raise ValueError(f"kernel size must be odd, got {k}")
-    p = k // 2
-    pad_mode = "reflect" if p < h and p < w else "replicate"
-    xp = F.pad(x.reshape(1, b * c, h, w), (p, p, p, p), mode=pad_mode)
-    weight = kernels.to(device=x.device, dtype=x.dtype).flip(-1, -2)
-    weight = weight.repeat_interleave(c, dim=0).unsqueeze(1)  # (B*C, 1, k, k)
-    return F.conv2d(xp, weight, groups=b * c).reshape(b, c, h, w)
+    # kornia's reflect padding needs each side longer than k // 2; smaller images replicate.
+    border = "reflect" if k // 2 < h and k // 2 < w else "replicate"
+    return filter2d(x, kernels, border_type=border, behaviour="conv")
 
 
 # --------------------------------------------------------------------------- quantization
-def bit_quantize(x: Tensor, bits: int = 8) -> Tensor:
-    """Clamp to ``[0, 1]`` and round to ``2**bits`` evenly spaced levels (straight-through gradient)."""
+def quantize(x: Tensor, bits: int = 8) -> Tensor:
+    """Clamp to ``[0, 1]`` and round to ``2**bits`` evenly spaced levels (straight-through gradient).
+
+    With ``bits=8`` this is what saving a PNG does to ``[0, 1]`` images.
+    """
     levels = float(2**bits - 1)
     q = torch.round(x.clamp(0, 1) * levels) / levels
     return x + (q - x).detach()

@@ -4,8 +4,9 @@ Uses :func:`kornia.enhance.jpeg_codec_differentiable` (Reich et al., 2024), whic
 rounding of the DCT coefficients by a differentiable approximation. Images are padded to a
 multiple of 16 (replicating the border, so the padding adds no block edges) and cropped back.
 
-JPEG is treated as the random, non-invertible part of a degradation: :meth:`JPEG.replay` is
-the identity, so the consistency operator of :class:`JPEGDownsample` is the resize only. (The
+JPEG is treated as the random, non-invertible part of a degradation (``replayable = False``):
+:meth:`JPEG.replay` is
+the identity, so the replay of :class:`JPEGDownsample` is the resize only. (The
 codec is deterministic given the quality, but compressing SR again would compare compression
 artifacts rather than content, and its gradients through the quantized DCT are poor.)
 """
@@ -19,9 +20,10 @@ import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 from torch import Tensor
 
-from sr_cli.degradations.base import Params
+from sr_cli.degradations.base import Params, Stage
 from sr_cli.degradations.functional import check_prob, check_range, rand, uniform
-from sr_cli.degradations.pipeline import DegradationPipeline, Resize, Size, Stage, _need
+from sr_cli.degradations.pipeline import ResizeDownsample, Size
+from sr_cli.degradations.resize import Resize
 
 
 def jpeg(x: Tensor, quality: Tensor) -> Tensor:
@@ -54,6 +56,7 @@ class JPEG(Stage):
     """
 
     name = "jpeg"
+    replayable = False
 
     def __init__(self, quality: Iterable[float] = (30.0, 95.0), prob: float = 1.0) -> None:
         super().__init__()
@@ -69,40 +72,25 @@ class JPEG(Stage):
         }
 
     def forward(self, x: Tensor, params: Params, lq_size: Size) -> Tensor:
-        apply = _need(params, "apply", self)
+        apply = self.param(params, "apply")
         if not bool(apply.any()):
             return x
-        y = jpeg(x, _need(params, "quality", self))
+        y = jpeg(x, self.param(params, "quality"))
         return torch.where(apply.to(x.device).view(-1, 1, 1, 1), y, x)
 
     def extra_repr(self) -> str:
         return f"quality={self.quality}, prob={self.prob}"
 
 
-class JPEGDownsample(DegradationPipeline):
+class JPEGDownsample(ResizeDownsample):
     """Resize to ``HR / scale``, then JPEG-compress with a random quality per image.
 
-    ``consistency`` is the resize only (JPEG is the non-invertible part).
+    ``replay`` is the resize only (JPEG is the non-invertible part).
 
-    Args:
-        scale: integer downscaling factor.
+    Args: ``scale``, ``mode``, ``antialias``, ``quantize`` as for
+    :class:`~sr_cli.degradations.pipeline.ResizeDownsample`, and
         quality: ``[min, max]`` JPEG quality.
-        mode: interpolation of the resize.
-        antialias: antialiased downscaling.
-        quantize: round the LQ to 8 bits.
     """
 
-    def __init__(
-        self,
-        scale: int,
-        quality: Iterable[float] = (30.0, 95.0),
-        mode: str = "bicubic",
-        antialias: bool = True,
-        quantize: bool = True,
-    ) -> None:
-        super().__init__(
-            scale,
-            [Resize(modes=[mode], antialias=antialias), JPEG(quality=quality)],
-            final_resize=None,
-            quantize=quantize,
-        )
+    def stages(self, resize: Resize, quality: Iterable[float] = (30.0, 95.0)) -> list[Stage]:
+        return [resize, JPEG(quality=quality)]

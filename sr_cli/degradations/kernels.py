@@ -21,6 +21,7 @@ Real-World Blind Super-Resolution with Pure Synthetic Data", Sec. 3.2) and BSRGA
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -67,30 +68,25 @@ def gaussian_kernels(
     return _finish(torch.exp(-0.5 * _quadratic(k, sigma_x, sigma_y, theta)), support)
 
 
-def generalized_gaussian_kernels(
+def beta_kernels(
     k: int,
     sigma_x: Tensor,
     sigma_y: Tensor,
     theta: Tensor,
     beta: Tensor,
     support: Tensor | None = None,
+    plateau: bool = False,
 ) -> Tensor:
-    """Generalized Gaussian ``exp(-q^beta / 2)``; ``beta = 1`` is the Gaussian."""
-    q = _quadratic(k, sigma_x, sigma_y, theta)
-    return _finish(torch.exp(-0.5 * q.pow(beta.view(-1, 1, 1))), support)
+    """Generalized Gaussian ``exp(-q^beta / 2)`` (``beta = 1`` is the Gaussian), or with
+    ``plateau`` the plateau-shaped ``1 / (1 + q^beta)``."""
+    qb = _quadratic(k, sigma_x, sigma_y, theta).pow(beta.view(-1, 1, 1))
+    return _finish(1.0 / (1.0 + qb) if plateau else torch.exp(-0.5 * qb), support)
 
 
-def plateau_kernels(
-    k: int,
-    sigma_x: Tensor,
-    sigma_y: Tensor,
-    theta: Tensor,
-    beta: Tensor,
-    support: Tensor | None = None,
-) -> Tensor:
-    """Plateau-shaped kernels ``1 / (1 + q^beta)``."""
-    q = _quadratic(k, sigma_x, sigma_y, theta)
-    return _finish(1.0 / (1.0 + q.pow(beta.view(-1, 1, 1))), support)
+#: Generalized Gaussian kernels ``exp(-q^beta / 2)`` (see :func:`beta_kernels`).
+generalized_gaussian_kernels = beta_kernels
+#: Plateau-shaped kernels ``1 / (1 + q^beta)`` (see :func:`beta_kernels`).
+plateau_kernels = partial(beta_kernels, plateau=True)
 
 
 def sinc_kernels(k: int, cutoff: Tensor, support: Tensor | None = None) -> Tensor:

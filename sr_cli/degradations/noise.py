@@ -3,10 +3,10 @@
 :class:`Noise` is a pipeline stage; :class:`NoisyDownsample` is the degradation "resize to
 HR / scale, then add noise".
 
-Noise is the random, non-invertible part of a degradation: :meth:`Noise.replay` is the identity,
-so the consistency operator of :class:`NoisyDownsample` is the resize alone. Both noises are
-zero-mean, so ``consistency(HR, params)`` is the expectation of the LQ (before clamping and
-rounding).
+Noise is the random, non-invertible part of a degradation (``replayable = False``):
+:meth:`Noise.replay` is the identity, so the replay of :class:`NoisyDownsample` is the resize
+alone. Both noises are zero-mean, so ``replay(HR, params)`` is the expectation of the LQ
+(before clamping and rounding).
 
 * Gaussian: ``x + sigma * z`` with ``z ~ N(0, 1)`` per channel, or one ``z`` shared by the three
   channels for gray noise. ``sigma`` is given in 8-bit levels (``[1, 30]`` means
@@ -25,14 +25,16 @@ seed gives different fields on CPU and GPU, but always the same on one device).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from kornia.color import rgb_to_grayscale
 from torch import Tensor
 
-from sr_cli.degradations.base import Params
+from sr_cli.degradations.base import Params, Stage
 from sr_cli.degradations.functional import check_prob, check_range, rand, seeds, uniform
-from sr_cli.degradations.pipeline import DegradationPipeline, Resize, Size, Stage, _need
+from sr_cli.degradations.pipeline import ResizeDownsample, Size
+from sr_cli.degradations.resize import Resize
 from sr_cli.errors import ConfigError
 
 
@@ -50,6 +52,7 @@ class Noise(Stage):
     """
 
     name = "noise"
+    replayable = False
 
     def __init__(
         self,
@@ -88,12 +91,12 @@ class Noise(Stage):
         """The noise field that :meth:`forward` adds (detached: noise carries no gradient)."""
         x = x.detach()
         b, c, h, w = x.shape
-        apply = _need(params, "apply", self).tolist()
-        poisson = _need(params, "poisson", self).tolist()
-        gray = _need(params, "gray", self).tolist()
-        seed = _need(params, "seed", self).tolist()
-        sigma = _need(params, "sigma", self).to(x.device, torch.float32)
-        scale = _need(params, "scale", self).to(x.device, torch.float32)
+        apply = self.param(params, "apply").tolist()
+        poisson = self.param(params, "poisson").tolist()
+        gray = self.param(params, "gray").tolist()
+        seed = self.param(params, "seed").tolist()
+        sigma = self.param(params, "sigma").to(x.device, torch.float32)
+        scale = self.param(params, "scale").to(x.device, torch.float32)
         fields = []
         for i in range(b):
             if not apply[i]:
@@ -125,30 +128,15 @@ class Noise(Stage):
         )
 
 
-class NoisyDownsample(DegradationPipeline):
+class NoisyDownsample(ResizeDownsample):
     """Resize to ``HR / scale`` (MATLAB bicubic by default), then add random noise.
 
-    ``consistency`` is the resize only: the noise is the non-invertible random part.
+    ``replay`` is the resize only: the noise is the non-invertible random part.
 
-    Args:
-        scale: integer downscaling factor.
-        mode: interpolation of the resize.
-        antialias: antialiased downscaling.
-        quantize: round the LQ to 8 bits.
+    Args: ``scale``, ``mode``, ``antialias``, ``quantize`` as for
+    :class:`~sr_cli.degradations.pipeline.ResizeDownsample`, and
         **noise: options of :class:`Noise` (``sigma``, ``gaussian_prob``, ``gray_prob``, ...).
     """
 
-    def __init__(
-        self,
-        scale: int,
-        mode: str = "bicubic",
-        antialias: bool = True,
-        quantize: bool = True,
-        **noise,
-    ) -> None:
-        super().__init__(
-            scale,
-            [Resize(modes=[mode], antialias=antialias), Noise(**noise)],
-            final_resize=None,
-            quantize=quantize,
-        )
+    def stages(self, resize: Resize, **noise: Any) -> list[Stage]:
+        return [resize, Noise(**noise)]

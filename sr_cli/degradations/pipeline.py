@@ -1,22 +1,17 @@
-"""Composable degradation pipelines: stages that draw per-sample parameters, replayable.
+"""Degradation pipelines: stages applied in order, each drawing per-sample parameters, replayable.
 
-A :class:`Stage` is one operator (blur, resize, noise, JPEG, quantization, ...). It may change
-the resolution or not. It works like a :class:`~sr_cli.degradations.base.Degradation`, in two
-steps:
+Every degradation of the catalogue is a :class:`DegradationPipeline` of
+:class:`~sr_cli.degradations.base.Stage` objects (the contract is in
+:mod:`sr_cli.degradations.base`): :class:`ResizeDownsample` (``bicubic``, ``bilinear``, ...) is
+the one-stage pipeline ``[Resize]``, ``blur`` is ``[Blur, Resize]``, Real-ESRGAN is a
+second-order pipeline ending in a :class:`Shuffle`.
 
-* ``sample(n, device, generator)`` draws its random parameters for ``n`` images;
-* ``forward(x, params, lq_size)`` applies it; ``replay(x, params, lq_size)`` applies only its
-  deterministic, differentiable part (blur and resize replay exactly; noise, JPEG and
-  quantization replay as the identity, since they are the random, non-invertible part).
-
-``lq_size`` is the final LQ size ``(H / scale, W / scale)``; stages that resize relative to it
-(e.g. Real-ESRGAN's second-order resize) read it, the others ignore it.
-
-:class:`DegradationPipeline` chains stages. Stage ``i`` records its parameters under the prefix
-``"{i}_{stage.name}."`` (e.g. ``"0_blur.kernel"``, ``"1_resize.factor"``), nested stages
-(:class:`Sequence`, :class:`Shuffle`) add their own prefixes, so
-:meth:`DegradationPipeline.consistency` replays the blur and resize steps in the same order with
-the same parameters. A :class:`Shuffle` draws its order per batch and records it, so even a
+Stage ``i`` records its parameters under the prefix ``"{i}_{stage.name}."`` (e.g.
+``"0_blur.kernel"``, ``"1_resize.factor"``), nested stages (:class:`Sequence`,
+:class:`Shuffle`) add their own prefixes, so :meth:`DegradationPipeline.replay` reapplies the
+replayable stages (blur, resize) in the same order with the same parameters, and
+:meth:`DegradationPipeline.not_replayed` names the others (noise, JPEG, quantization) by the
+same prefixes. A :class:`Shuffle` draws its order per batch and records it, so even a
 BSRGAN-style random order replays exactly.
 
 Parameters a whole batch must share (the resize factor, which sets the intermediate size; a
@@ -33,19 +28,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sr_cli.degradations.base import Degradation, Params
-from sr_cli.degradations.functional import (
-    check_mode,
-    check_probs,
-    check_range,
-    choice,
-    randperm,
-    resize,
-    resize_per_sample,
-    uniform,
-)
-from sr_cli.degradations.resample import check_divisible
-from sr_cli.degradations.resize import quantize as quantize_8bit
+from sr_cli.degradations.base import Degradation, Params, Stage
+from sr_cli.degradations.functional import quantize as quantize_bits
+from sr_cli.degradations.functional import randperm
+from sr_cli.degradations.resize import Resize, check_mode, resize
 from sr_cli.errors import ConfigError
 
 Size = tuple[int, int]
@@ -62,39 +48,15 @@ def slice_params(params: Mapping[str, Tensor], index: int) -> Params:
     return {k: v[index : index + 1] for k, v in params.items()}
 
 
-def _need(params: Mapping[str, Tensor], key: str, stage: Stage) -> Tensor:
-    try:
-        return params[key]
-    except KeyError:
-        raise KeyError(
-            f"{type(stage).__name__} needs parameter {key!r}; pass the dict returned by "
-            f"sample() for this very batch (got keys {sorted(params)})"
-        ) from None
-
-
-class Stage(nn.Module):
-    """One operator of a :class:`DegradationPipeline`."""
-
-    #: Prefix of its parameters in the pipeline's dict.
-    name: str = "stage"
-    #: True when the stage draws random parameters.
-    stochastic: bool = True
-
-    def sample(
-        self, n: int, device: torch.device, generator: torch.Generator | None = None
-    ) -> Params:
-        return {}
-
-    def forward(self, x: Tensor, params: Params, lq_size: Size) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
-
-    def replay(self, x: Tensor, params: Params, lq_size: Size) -> Tensor:
-        """The deterministic part; the identity for purely random stages (noise, JPEG, ...)."""
-        return x
-
-    def batch_uniform(self, params: Params) -> bool:
-        """Whether parameters that must be shared by the whole batch are equal across it."""
-        return True
+def check_divisible(hr: Tensor, scale: int) -> Size:
+    """The LQ size ``(H / scale, W / scale)``; raises when HR is not a multiple of the scale."""
+    h, w = hr.shape[-2:]
+    if h % scale or w % scale:
+        raise ConfigError(
+            f"HR size {h}x{w} is not divisible by degradation scale {scale}; "
+            "crop HR images to a multiple of the scale (the datasets do this for you)."
+        )
+    return h // scale, w // scale
 
 
 def _as_stage(obj: Any) -> Stage:
@@ -140,6 +102,13 @@ class Sequence(Stage):
             x = stage.replay(x, sub_params(params, self._prefix(i)), lq_size)
         return x
 
+    def not_replayed(self) -> list[str]:
+        return [
+            self._prefix(i) + path if path else self._prefix(i)[:-1]
+            for i, stage in enumerate(self.stages)
+            for path in stage.not_replayed()
+        ]
+
     def batch_uniform(self, params: Params) -> bool:
         return all(
             s.batch_uniform(sub_params(params, self._prefix(i))) for i, s in enumerate(self.stages)
@@ -169,7 +138,7 @@ class Shuffle(Sequence):
         return out
 
     def _order(self, params: Params) -> list[int]:
-        return _need(params, "order", self)[0].tolist()
+        return self.param(params, "order")[0].tolist()
 
     def forward(self, x: Tensor, params: Params, lq_size: Size) -> Tensor:
         for i in self._order(params):
@@ -182,99 +151,8 @@ class Shuffle(Sequence):
         return x
 
     def batch_uniform(self, params: Params) -> bool:
-        order = _need(params, "order", self)
+        order = self.param(params, "order")
         return bool((order == order[:1]).all()) and super().batch_uniform(params)
-
-
-class Resize(Stage):
-    """Resize by a random factor, Real-ESRGAN style, with a random interpolation mode per sample.
-
-    The output size is ``round(base * factor)`` where ``base`` is the input size
-    (``target="input"``) or the final LQ size (``target="lq"``). The factor is drawn once per batch
-    (every image of a batch must keep the same size): with probabilities
-    ``factor_probs = [up, down, keep]`` it is uniform in ``[1, factor_range[1]]``, uniform in
-    ``[factor_range[0], 1]``, or 1. The defaults give a plain resize to the LQ size.
-
-    Args:
-        target: ``"input"`` or ``"lq"``.
-        factor_range: ``[min, max]`` factor.
-        factor_probs: probabilities of ``[up, down, keep]``.
-        modes: interpolation modes to choose from (see
-            :func:`~sr_cli.degradations.functional.resize`).
-        mode_probs: their probabilities (uniform when omitted).
-        antialias: antialiased bicubic/bilinear downscaling (MATLAB-like). Real-ESRGAN used
-            ``F.interpolate`` without antialiasing.
-
-    Params: ``factor`` ``(B,)`` float, ``mode`` ``(B,)`` long (index into ``modes``).
-    """
-
-    name = "resize"
-
-    def __init__(
-        self,
-        target: str = "lq",
-        factor_range: Iterable[float] = (1.0, 1.0),
-        factor_probs: Iterable[float] = (0.0, 0.0, 1.0),
-        modes: Iterable[str] = ("bicubic",),
-        mode_probs: Iterable[float] | None = None,
-        antialias: bool = True,
-    ) -> None:
-        super().__init__()
-        if target not in ("input", "lq"):
-            raise ConfigError(f"Resize.target must be 'input' or 'lq', got {target!r}")
-        self.target = target
-        self.factor_range = check_range("Resize.factor_range", factor_range, low=1e-3)
-        self.factor_probs = check_probs("Resize.factor_probs", factor_probs, 3)
-        self.modes = tuple(check_mode(m) for m in ([modes] if isinstance(modes, str) else modes))
-        if not self.modes:
-            raise ConfigError("Resize.modes must list at least one mode")
-        n_modes = len(self.modes)
-        self.mode_probs = (
-            tuple([1.0 / n_modes] * n_modes)
-            if mode_probs is None
-            else check_probs("Resize.mode_probs", mode_probs, n_modes)
-        )
-        self.antialias = bool(antialias)
-        lo, hi = self.factor_range
-        up, down, keep = self.factor_probs
-        fixed = keep == 1.0 or (up == 0 and lo == 1.0) or (down == 0 and hi == 1.0)
-        self.stochastic = not fixed or n_modes > 1
-
-    def sample(
-        self, n: int, device: torch.device, generator: torch.Generator | None = None
-    ) -> Params:
-        lo, hi = self.factor_range
-        kind = int(choice(self.factor_probs, 1, generator, "cpu"))
-        u = float(uniform(0.0, 1.0, 1, generator, "cpu"))
-        if kind == 0:
-            factor = 1.0 + u * (max(hi, 1.0) - 1.0)
-        elif kind == 1:
-            factor = min(lo, 1.0) + u * (1.0 - min(lo, 1.0))
-        else:
-            factor = 1.0
-        mode = choice(self.mode_probs, n, generator, device)
-        return {"factor": torch.full((n,), factor, device=device), "mode": mode}
-
-    def out_size(self, x: Tensor, params: Params, lq_size: Size) -> Size:
-        factor = float(_need(params, "factor", self)[0])
-        base = lq_size if self.target == "lq" else tuple(x.shape[-2:])
-        return max(1, round(base[0] * factor)), max(1, round(base[1] * factor))
-
-    def forward(self, x: Tensor, params: Params, lq_size: Size) -> Tensor:
-        size = self.out_size(x, params, lq_size)
-        return resize_per_sample(x, size, _need(params, "mode", self), self.modes, self.antialias)
-
-    replay = forward
-
-    def batch_uniform(self, params: Params) -> bool:
-        factor = _need(params, "factor", self)
-        return bool((factor == factor[:1]).all())
-
-    def extra_repr(self) -> str:
-        return (
-            f"target={self.target!r}, factor_range={self.factor_range}, "
-            f"factor_probs={self.factor_probs}, modes={self.modes}, antialias={self.antialias}"
-        )
 
 
 class DegradationPipeline(Degradation):
@@ -282,17 +160,19 @@ class DegradationPipeline(Degradation):
 
     Args:
         scale: integer factor between HR and LQ.
-        stages: :class:`Stage` objects (nested lists become :class:`Sequence`).
+        stages: :class:`~sr_cli.degradations.base.Stage` objects (nested lists become
+            :class:`Sequence`).
         final_resize: interpolation mode that brings the result to ``HR / scale`` when the
             stages end at another size; ``None`` makes a size mismatch an error.
         antialias: antialiasing of that final resize.
-        quantize: round the LQ to 8 bits at the end (not in :meth:`consistency`).
+        quantize: round the LQ to 8 bits at the end (not in :meth:`replay`).
 
-    The output is clamped to ``[0, 1]`` (with a straight-through gradient, as for the rounding). :meth:`consistency` replays the deterministic stages
-    (blur, resize) with the recorded parameters and skips the random ones (noise, JPEG,
-    quantization), without clamping or rounding, so it stays differentiable. For pipelines
-    with noise or JPEG, ``consistency(HR, params)`` is therefore the noise-free, uncompressed LQ,
-    which the LQ matches only up to that noise and compression.
+    The output is clamped to ``[0, 1]`` (with a straight-through gradient, as for the rounding).
+    :meth:`replay` reapplies the replayable stages (blur, resize) with the recorded parameters
+    and skips the others (noise, JPEG, quantization; :meth:`not_replayed` names them), without
+    clamping or rounding, so it stays differentiable. For pipelines with noise or JPEG,
+    ``replay(HR, params)`` is therefore the noise-free, uncompressed LQ, which the LQ matches
+    only up to that noise and compression.
 
     Example:
         >>> from sr_cli.degradations.blur import Blur
@@ -346,21 +226,68 @@ class DegradationPipeline(Degradation):
             params = self.sample(hr)
         lq = self._run(hr, params, replay=False)
         if self.quantize:
-            return quantize_8bit(lq)
+            return quantize_bits(lq, 8)
         return lq + (lq.clamp(0, 1) - lq).detach()  # straight-through, like the 8-bit rounding
 
-    def consistency(self, sr: Tensor, params: Params | None = None) -> Tensor:
+    def replay(self, sr: Tensor, params: Params | None = None) -> Tensor:
         if params is None:
             if self.stochastic:
                 raise ValueError(
-                    f"{type(self).__name__}.consistency needs the params that sample() drew "
+                    f"{type(self).__name__}.replay needs the params that sample() drew "
                     "for this batch (the batch's `degradation_params`)"
                 )
             params = self.sample(sr)
         return self._run(sr, params, replay=True)
+
+    def not_replayed(self) -> list[str]:
+        return self.body.not_replayed()
 
     def extra_repr(self) -> str:
         return (
             f"scale={self.scale}, final_resize={self.final_resize!r}, "
             f"antialias={self.antialias}, quantize={self.quantize}"
         )
+
+
+class ResizeDownsample(DegradationPipeline):
+    """Downsample by an integer ``scale`` with one interpolation mode: the pipeline ``[Resize]``.
+
+    ``ResizeDownsample(scale)`` is MATLAB's antialiased bicubic ``imresize`` (the benchmark
+    protocol, ``degradation=bicubic``). It is deterministic, so :meth:`replay` is the very same
+    resize (without the 8-bit rounding and the clamp, to stay differentiable).
+
+    Subclasses add one stage around the resize by overriding :meth:`stages` (``blur`` puts a
+    :class:`~sr_cli.degradations.blur.Blur` before it, ``noise``/``jpeg``/``quantization`` a
+    stage after it); the options that are not the resize's go to :meth:`stages`.
+
+    Args:
+        scale: integer downscaling factor.
+        mode: ``bicubic`` (MATLAB ``imresize``), ``bilinear``, ``area`` or ``nearest``.
+        antialias: widen the bicubic/bilinear kernel when downscaling (MATLAB's default).
+        quantize: round the LQ to 8 bits, as LR images saved to PNG are.
+
+    Example:
+        >>> d = ResizeDownsample(4)
+        >>> d(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 3, 8, 8])
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        mode: str = "bicubic",
+        antialias: bool = True,
+        quantize: bool = True,
+        **options: Any,
+    ) -> None:
+        stages = self.stages(Resize(modes=[mode], antialias=antialias), **options)
+        super().__init__(scale, stages, final_resize=None, quantize=quantize)
+
+    def stages(self, resize: Resize, **options: Any) -> list[Stage]:
+        """The stages around ``resize`` (here: the resize alone)."""
+        if options:
+            raise ConfigError(
+                f"{type(self).__name__} got unknown option(s) {sorted(options)}; it takes "
+                "scale, mode, antialias and quantize"
+            )
+        return [resize]

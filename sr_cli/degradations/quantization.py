@@ -1,9 +1,9 @@
 """Bit-depth reduction: round to ``2**bits`` levels, with a straight-through gradient.
 
-:class:`Quantize` is a deterministic pipeline stage whose :meth:`~Quantize.replay` is the
-identity (rounding has no useful gradient and is not part of the consistency operator).
+:class:`Quantize` is a deterministic pipeline stage that is not replayable: its
+:meth:`~Quantize.replay` is the identity (rounding has no useful gradient).
 :class:`QuantizedDownsample` is "resize to HR / scale, then reduce to ``bits`` bits"; its
-consistency is the resize.
+replay is the resize.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sr_cli.degradations.base import Params
-from sr_cli.degradations.functional import bit_quantize
-from sr_cli.degradations.pipeline import DegradationPipeline, Resize, Size, Stage
+from sr_cli.degradations.base import Params, Stage
+from sr_cli.degradations.functional import quantize
+from sr_cli.degradations.pipeline import ResizeDownsample, Size
+from sr_cli.degradations.resize import Resize
 from sr_cli.errors import ConfigError
 
 
@@ -22,6 +23,7 @@ class Quantize(Stage):
 
     name = "quantize"
     stochastic = False
+    replayable = False
 
     def __init__(self, bits: int = 8) -> None:
         super().__init__()
@@ -35,13 +37,13 @@ class Quantize(Stage):
         return {}
 
     def forward(self, x: Tensor, params: Params, lq_size: Size) -> Tensor:
-        return bit_quantize(x, self.bits)
+        return quantize(x, self.bits)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
 
 
-class QuantizedDownsample(DegradationPipeline):
+class QuantizedDownsample(ResizeDownsample):
     """Resize to ``HR / scale``, then reduce the bit depth to ``bits`` (banding artifacts).
 
     Args:
@@ -55,9 +57,7 @@ class QuantizedDownsample(DegradationPipeline):
         self, scale: int, bits: int = 5, mode: str = "bicubic", antialias: bool = True
     ) -> None:
         # The pipeline's own 8-bit rounding is off: the Quantize stage already rounds.
-        super().__init__(
-            scale,
-            [Resize(modes=[mode], antialias=antialias), Quantize(bits)],
-            final_resize=None,
-            quantize=False,
-        )
+        super().__init__(scale, mode, antialias, quantize=False, bits=bits)
+
+    def stages(self, resize: Resize, bits: int = 5) -> list[Stage]:
+        return [resize, Quantize(bits)]

@@ -32,10 +32,11 @@ antialiasing by default, as there); the Poisson level count is fixed at 256 inst
 derived from the number of distinct values in the image. GT sharpening (USM) and the training
 pair pool are training-loop matters and not part of this operator.
 
-Consistency: :meth:`~sr_cli.degradations.pipeline.DegradationPipeline.consistency` replays
+Replay: :meth:`~sr_cli.degradations.pipeline.DegradationPipeline.replay` reapplies
 the blurs and resizes exactly (same kernels, sizes, modes, order) and skips noise and JPEG.
 That linear operator maps SR to the *noise-free, uncompressed* LQ; with Real-ESRGAN's heavy
-noise and JPEG the LQ matches it only loosely, so weight a consistency loss accordingly.
+noise and JPEG the LQ matches it only loosely, so weight a consistency loss accordingly
+(``loss=downsample`` logs which stages its replay skips).
 """
 
 from __future__ import annotations
@@ -43,19 +44,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from sr_cli.degradations.blur import Blur
+from sr_cli.degradations.blur import KERNEL_TYPES, Blur
 from sr_cli.degradations.jpeg import JPEG
 from sr_cli.degradations.noise import Noise
-from sr_cli.degradations.pipeline import DegradationPipeline, Resize, Sequence, Shuffle
+from sr_cli.degradations.pipeline import DegradationPipeline, Sequence, Shuffle
+from sr_cli.degradations.resize import Resize
 
-_KERNELS = (
-    "iso",
-    "aniso",
-    "generalized_iso",
-    "generalized_aniso",
-    "plateau_iso",
-    "plateau_aniso",
-)
+_KERNELS = tuple(t for t in KERNEL_TYPES if t != "motion")
 _KERNEL_PROB = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 _SIZES = (7, 9, 11, 13, 15, 17, 19, 21)
 _MODES = ("area", "bilinear", "bicubic")

@@ -1,7 +1,16 @@
-"""MATLAB-compatible ``imresize`` with the bicubic kernel, differentiable and batched.
+"""Resizing: MATLAB's bicubic ``imresize``, the other interpolation modes, and the ``Resize`` stage.
 
-Super-resolution benchmarks (Set5, Set14, BSD100, Urban100, Manga109, DIV2K) make their LR
-images with MATLAB's ``imresize(img, 1/scale, 'bicubic')``. Three details make MATLAB differ from
+Three names, three levels:
+
+* :func:`imresize`: MATLAB-compatible bicubic, the one bicubic implementation of the project;
+* :func:`resize`: one entry point for every interpolation mode (``bicubic`` is :func:`imresize`);
+* :class:`Resize`: the pipeline stage that resizes by a (possibly random) factor with a
+  (possibly random) mode per image. Plain bicubic downsampling is the one-stage pipeline
+  ``DegradationPipeline(scale, [Resize()])``
+  (:class:`~sr_cli.degradations.pipeline.ResizeDownsample`).
+
+MATLAB's ``imresize(img, 1/scale, 'bicubic')`` makes the LR images of the SR benchmarks (Set5,
+Set14, BSD100, Urban100, Manga109, DIV2K). Three details make MATLAB differ from
 ``PIL``/``cv2``/``torch.nn.functional.interpolate``:
 
 * the cubic convolution kernel uses ``a = -0.5`` (Keys, 1981);
@@ -17,13 +26,16 @@ the input, runs on the input's device and dtype, and works on any leading batch 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from sr_cli.degradations.base import Degradation, Params
+from sr_cli.degradations.base import Params, Stage
+from sr_cli.degradations.functional import check_probs, check_range, choice, uniform
 from sr_cli.errors import ConfigError
 
 _KERNEL_WIDTH = 4.0  # support of the cubic kernel
@@ -134,48 +146,154 @@ def imresize(
     return (mat_h @ x) @ mat_w.transpose(0, 1)
 
 
-def quantize(x: Tensor) -> Tensor:
-    """Round ``[0, 1]`` images to the 8-bit grid, as saving a PNG would (gradient passes straight through)."""
-    q = torch.round(x.clamp(0, 1) * 255.0) / 255.0
-    return x + (q - x).detach()
+# --------------------------------------------------------------------------- every mode
+#: Interpolation modes understood by :func:`resize`.
+RESIZE_MODES = ("bicubic", "bilinear", "area", "nearest")
 
 
-class BicubicDownsample(Degradation):
-    """MATLAB-style antialiased bicubic downsampling by an integer ``scale``.
+def check_mode(mode: str) -> str:
+    if mode not in RESIZE_MODES:
+        raise ConfigError(f"unknown resize mode {mode!r}; choose one of {list(RESIZE_MODES)}")
+    return mode
 
-    The same object makes the LQ from HR in the data pipeline and, through
-    :meth:`consistency`, maps SR back to LQ space in the downsample-consistency loss.
+
+def resize(
+    x: Tensor, size: tuple[int, int], mode: str = "bicubic", antialias: bool = True
+) -> Tensor:
+    """Resize ``(B, C, H, W)`` to ``size`` with one interpolation mode.
+
+    Modes:
+        ``bicubic``: MATLAB's ``imresize`` (cubic ``a=-0.5``, symmetric borders); ``antialias``
+        widens the kernel when downscaling, as MATLAB does.
+        ``bilinear``: ``F.interpolate(mode="bilinear", align_corners=False)``, antialiased
+        (triangle kernel widened by the factor) when ``antialias``.
+        ``area``: average over the covered input area (box filter; exact block mean for integer
+        factors).
+        ``nearest``: ``nearest-exact`` (the input pixel whose centre is closest).
+
+    Values are not clamped; bicubic may overshoot ``[0, 1]`` slightly.
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x  # every mode is the identity at the same size
+    check_mode(mode)
+    if mode == "bicubic":
+        return imresize(x, size=size, antialias=antialias)
+    if mode == "bilinear":
+        down = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+        return F.interpolate(
+            x, size=size, mode="bilinear", align_corners=False, antialias=antialias and down
+        )
+    if mode == "area":
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode="nearest-exact")
+
+
+# --------------------------------------------------------------------------- the stage
+class Resize(Stage):
+    """Resize by a random factor, Real-ESRGAN style, with a random interpolation mode per sample.
+
+    The output size is ``round(base * factor)`` where ``base`` is the input size
+    (``target="input"``) or the final LQ size (``target="lq"``). The factor is drawn once per batch
+    (every image of a batch must keep the same size): with probabilities
+    ``factor_probs = [up, down, keep]`` it is uniform in ``[1, factor_range[1]]``, uniform in
+    ``[factor_range[0], 1]``, or 1. The defaults give a plain resize to the LQ size.
 
     Args:
-        scale: integer downscaling factor (2, 3, 4, ...).
-        quantize: round the LQ to 8 bits, as LR images saved to PNG are (the published
-            benchmarks). :meth:`consistency` never rounds, so it stays differentiable.
+        target: ``"input"`` or ``"lq"``.
+        factor_range: ``[min, max]`` factor.
+        factor_probs: probabilities of ``[up, down, keep]``.
+        modes: interpolation modes to choose from (see :func:`resize`).
+        mode_probs: their probabilities (uniform when omitted).
+        antialias: antialiased bicubic/bilinear downscaling (MATLAB-like). Real-ESRGAN used
+            ``F.interpolate`` without antialiasing.
 
-    Example:
-        >>> d = BicubicDownsample(4)
-        >>> d(torch.rand(2, 3, 32, 32)).shape
-        torch.Size([2, 3, 8, 8])
+    Params: ``factor`` ``(B,)`` float when the factor is random, ``mode`` ``(B,)`` long (index
+    into ``modes``) when there are several modes. A stage with neither draws nothing.
     """
 
-    def __init__(self, scale: int, quantize: bool = True) -> None:
-        super().__init__(scale)
-        self.quantize = quantize
+    name = "resize"
 
-    def _check(self, hr: Tensor) -> None:
-        h, w = hr.shape[-2:]
-        if h % self.scale or w % self.scale:
-            raise ConfigError(
-                f"HR size {h}x{w} is not divisible by degradation scale {self.scale}; "
-                "crop HR images to a multiple of the scale (the datasets do this for you)."
+    def __init__(
+        self,
+        target: str = "lq",
+        factor_range: Iterable[float] = (1.0, 1.0),
+        factor_probs: Iterable[float] = (0.0, 0.0, 1.0),
+        modes: Iterable[str] = ("bicubic",),
+        mode_probs: Iterable[float] | None = None,
+        antialias: bool = True,
+    ) -> None:
+        super().__init__()
+        if target not in ("input", "lq"):
+            raise ConfigError(f"Resize.target must be 'input' or 'lq', got {target!r}")
+        self.target = target
+        self.factor_range = check_range("Resize.factor_range", factor_range, low=1e-3)
+        self.factor_probs = check_probs("Resize.factor_probs", factor_probs, 3)
+        self.modes = tuple(check_mode(m) for m in ([modes] if isinstance(modes, str) else modes))
+        if not self.modes:
+            raise ConfigError("Resize.modes must list at least one mode")
+        n_modes = len(self.modes)
+        self.mode_probs = (
+            tuple([1.0 / n_modes] * n_modes)
+            if mode_probs is None
+            else check_probs("Resize.mode_probs", mode_probs, n_modes)
+        )
+        self.antialias = bool(antialias)
+        lo, hi = self.factor_range
+        up, down, keep = self.factor_probs
+        #: The factor is always 1 (no draw needed).
+        self.fixed_factor = keep == 1.0 or (up == 0 and lo == 1.0) or (down == 0 and hi == 1.0)
+        self.stochastic = not self.fixed_factor or n_modes > 1
+
+    def sample(
+        self, n: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> Params:
+        out: Params = {}
+        if not self.fixed_factor:
+            lo, hi = self.factor_range
+            kind = int(choice(self.factor_probs, 1, generator, "cpu"))
+            u = float(uniform(0.0, 1.0, 1, generator, "cpu"))
+            if kind == 0:
+                factor = 1.0 + u * (max(hi, 1.0) - 1.0)
+            elif kind == 1:
+                factor = min(lo, 1.0) + u * (1.0 - min(lo, 1.0))
+            else:
+                factor = 1.0
+            out["factor"] = torch.full((n,), factor, device=device)
+        if len(self.modes) > 1:
+            out["mode"] = choice(self.mode_probs, n, generator, device)
+        return out
+
+    def out_size(self, x: Tensor, params: Params, lq_size: tuple[int, int]) -> tuple[int, int]:
+        factor = 1.0 if self.fixed_factor else float(self.param(params, "factor")[0])
+        base = lq_size if self.target == "lq" else tuple(x.shape[-2:])
+        return max(1, round(base[0] * factor)), max(1, round(base[1] * factor))
+
+    def forward(self, x: Tensor, params: Params, lq_size: tuple[int, int]) -> Tensor:
+        size = self.out_size(x, params, lq_size)
+        if len(self.modes) == 1:
+            return resize(x, size, self.modes[0], self.antialias)
+        # Every image with its own mode: one resize per mode present in the batch.
+        mode_idx = self.param(params, "mode")
+        present = torch.unique(mode_idx).tolist()
+        if len(present) == 1:
+            return resize(x, size, self.modes[present[0]], self.antialias)
+        out = x.new_empty((x.shape[0], x.shape[1], size[0], size[1]))
+        for m in present:
+            sel = (mode_idx == m).nonzero(as_tuple=True)[0]
+            out = out.index_copy(
+                0, sel, resize(x.index_select(0, sel), size, self.modes[m], self.antialias)
             )
+        return out
 
-    def consistency(self, sr: Tensor, params: Params | None = None) -> Tensor:
-        self._check(sr)
-        return imresize(sr, scale=1.0 / self.scale)
-
-    def forward(self, hr: Tensor, params: Params | None = None) -> Tensor:
-        lq = self.consistency(hr, params)
-        return quantize(lq) if self.quantize else lq
+    def batch_uniform(self, params: Params) -> bool:
+        if self.fixed_factor:
+            return True
+        factor = self.param(params, "factor")
+        return bool((factor == factor[:1]).all())
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, quantize={self.quantize}"
+        return (
+            f"target={self.target!r}, factor_range={self.factor_range}, "
+            f"factor_probs={self.factor_probs}, modes={self.modes}, antialias={self.antialias}"
+        )

@@ -97,7 +97,7 @@ def _has_consistency(degradation: Degradation) -> bool:
     s = degradation.scale
     probe = torch.zeros(1, 3, 8 * s, 8 * s)
     try:
-        degradation.consistency(probe, degradation.sample(probe, torch.Generator().manual_seed(0)))
+        degradation.replay(probe, degradation.sample(probe, torch.Generator().manual_seed(0)))
     except DegradationNotInvertible:
         return False
     return True
@@ -124,7 +124,7 @@ class SRModule(pl.LightningModule):
         image_dir: where those PNGs go (``None``: not written).
         seed: seeds the on-device degradation.
         augment: on-device ``(lq, gt) -> (lq, gt)`` augmentation for training batches
-            (:class:`~sr_cli.degradations.augment.PairedAugment`), or ``None``.
+            (:class:`~sr_cli.data.augment.PairedAugment`), or ``None``.
         config: the resolved run config (plain dict). Its ``name``, ``model``, ``degradation``,
             ``loss`` and ``optim`` entries are stored in every checkpoint, so ``sr-eval``/
             ``sr-upscale`` can rebuild the generator from the checkpoint alone and a resume can
@@ -647,7 +647,7 @@ class SRModule(pl.LightningModule):
         if self._consistency_ok and (params is not None or not self.degradation.stochastic):
 
             def replay(s: Tensor) -> Tensor:
-                return self.degradation.consistency(s, params)
+                return self.degradation.replay(s, params)
 
         inputs = MetricInputs(sr, gt, lq, self.scale, self.val_protocol, replay)
         self._val_sums[dataloader_idx].update(batch["index"], compute_metrics(VAL_METRICS, inputs))

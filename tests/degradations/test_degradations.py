@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from sr_cli.degradations import (
     JPEG,
-    BicubicDownsample,
     Blur,
     BlurDownsample,
     BSRGANDegradation,
@@ -67,7 +66,7 @@ def example_pipeline(noise_prob=1.0, jpeg_prob=1.0, quantize=True) -> Degradatio
 
 
 FACTORIES = {
-    "bicubic": lambda: BicubicDownsample(2),
+    "bicubic": lambda: ResizeDownsample(2),
     "bilinear": lambda: ResizeDownsample(2, "bilinear"),
     "area": lambda: ResizeDownsample(2, "area"),
     "nearest": lambda: ResizeDownsample(2, "nearest"),
@@ -118,7 +117,7 @@ def test_consistency_shape_and_gradient(name):
     hr = smooth_image(2, 32)
     params = d.sample(hr, gen(3))
     sr = hr.clone().requires_grad_(True)
-    out = d.consistency(sr, params)
+    out = d.replay(sr, params)
     assert out.shape == (2, 3, 16, 16)
     out.square().sum().backward()
     assert sr.grad is not None and sr.grad.abs().sum() > 0
@@ -129,7 +128,7 @@ def test_blur_consistency_equals_forward_without_quantization():
     d.quantize = False
     hr = smooth_image(4, 48)
     p = d.sample(hr, gen(0))
-    torch.testing.assert_close(d.consistency(hr, p).clamp(0, 1), d(hr, p), atol=0, rtol=0)
+    torch.testing.assert_close(d.replay(hr, p).clamp(0, 1), d(hr, p), atol=0, rtol=0)
     # ... and that is literally "convolve with the recorded kernel, then MATLAB bicubic".
     manual = torch.stack(
         [
@@ -144,14 +143,14 @@ def test_blur_consistency_equals_forward_without_quantization():
             for i in range(4)
         ]
     )
-    torch.testing.assert_close(d.consistency(hr, p), manual, atol=1e-6, rtol=0)
+    torch.testing.assert_close(d.replay(hr, p), manual, atol=1e-6, rtol=0)
 
 
 def test_noise_and_jpeg_consistency_is_the_resize():
     hr = smooth_image(2, 32)
     for d in (NoisyDownsample(2), JPEGDownsample(2), QuantizedDownsample(2, bits=3)):
         p = d.sample(hr, gen(0))
-        torch.testing.assert_close(d.consistency(hr, p), imresize(hr, scale=0.5))
+        torch.testing.assert_close(d.replay(hr, p), imresize(hr, scale=0.5))
         assert not torch.allclose(d(hr, p), imresize(hr, scale=0.5).clamp(0, 1), atol=1e-3)
 
 
@@ -160,10 +159,10 @@ def test_pipeline_replay_equals_forward_when_noise_and_jpeg_are_off():
     hr = smooth_image(3, 48)
     for seed in range(4):  # different orders, factors, modes
         p = d.sample(hr, gen(seed))
-        torch.testing.assert_close(d.consistency(hr, p).clamp(0, 1), d(hr, p), atol=1e-6, rtol=0)
+        torch.testing.assert_close(d.replay(hr, p).clamp(0, 1), d(hr, p), atol=1e-6, rtol=0)
     with_noise = example_pipeline()
     p = with_noise.sample(hr, gen(0))
-    assert (with_noise.consistency(hr, p) - with_noise(hr, p)).abs().mean() > 1e-3
+    assert (with_noise.replay(hr, p) - with_noise(hr, p)).abs().mean() > 1e-3
 
 
 def test_shuffle_order_is_recorded_and_replayed():
@@ -180,7 +179,7 @@ def test_shuffle_order_is_recorded_and_replayed():
     p = d.sample(hr, gen(0))
     q = dict(p)
     q["0_shuffle.order"] = p["0_shuffle.order"].flip(1)
-    assert not torch.allclose(d.consistency(hr, p), d.consistency(hr, q))
+    assert not torch.allclose(d.replay(hr, p), d.replay(hr, q))
 
 
 def test_batch_assembled_from_single_images_replays_per_sample():
@@ -192,10 +191,8 @@ def test_batch_assembled_from_single_images_replays_per_sample():
     p = {k: torch.cat([p0[k], p1[k]]) for k in p0}
     out = d(hr, p)
     torch.testing.assert_close(out, torch.cat([d(hr[:1], p0), d(hr[1:], p1)]))
-    cons = d.consistency(hr, p)
-    torch.testing.assert_close(
-        cons, torch.cat([d.consistency(hr[:1], p0), d.consistency(hr[1:], p1)])
-    )
+    cons = d.replay(hr, p)
+    torch.testing.assert_close(cons, torch.cat([d.replay(hr[:1], p0), d.replay(hr[1:], p1)]))
 
 
 def test_realesrgan_defaults_and_output():
@@ -284,7 +281,7 @@ def test_blur_reduces_high_frequency_energy():
     assert e_blur < 0.01 * e_sharp
     # At scale 2 too, against plain bicubic.
     d2 = BlurDownsample(2, kernel_list=["aniso"], sigma=(1.0, 2.0), quantize=False)
-    ref = high_frequency_energy(BicubicDownsample(2, quantize=False)(x))
+    ref = high_frequency_energy(ResizeDownsample(2, quantize=False)(x))
     assert high_frequency_energy(d2(x, d2.sample(x, gen(1)))) < 0.5 * ref
 
 
@@ -315,7 +312,7 @@ def test_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match="LQ size"):
         DegradationPipeline(2, [Blur()], final_resize=None)(torch.rand(1, 3, 16, 16))
     with pytest.raises(ValueError, match="params"):
-        BlurDownsample(2).consistency(torch.rand(1, 3, 16, 16))
+        BlurDownsample(2).replay(torch.rand(1, 3, 16, 16))
 
 
 def test_final_resize_brings_the_pipeline_to_lq_size():
@@ -323,7 +320,7 @@ def test_final_resize_brings_the_pipeline_to_lq_size():
     hr = smooth_image(2, 32)
     p = d.sample(hr, gen(0))
     assert d(hr, p).shape == (2, 3, 8, 8)
-    torch.testing.assert_close(d.consistency(hr, p).clamp(0, 1), d(hr, p))
+    torch.testing.assert_close(d.replay(hr, p).clamp(0, 1), d(hr, p))
 
 
 def test_params_do_not_depend_on_dtype():

@@ -188,7 +188,7 @@ def test_lq_is_made_on_device_with_the_loss_operator(tiny_cfg):
     """D(HR) with the same degradation object equals the LQ the pipeline produced."""
     from hydra.utils import instantiate
 
-    from sr_cli.degradations.resize import quantize
+    from sr_cli.degradations.functional import quantize
     from sr_cli.train import build_module
 
     cfg = tiny_cfg("loss=[downsample]")
@@ -200,7 +200,7 @@ def test_lq_is_made_on_device_with_the_loss_operator(tiny_cfg):
     batch = module.on_after_batch_transfer(batch, 0)
     gt, lq = batch["gt"], batch["lq"]
     assert lq.shape == (gt.shape[0], 3, gt.shape[2] // 4, gt.shape[3] // 4)
-    d_hr = module.degradation.consistency(gt, batch["degradation_params"])
+    d_hr = module.degradation.replay(gt, batch["degradation_params"])
     assert torch.equal(quantize(d_hr), lq)
     assert (d_hr - lq).abs().max() <= 0.5 / 255 + 1e-6
     # The downsample loss of the ground truth is therefore at the quantization floor.
@@ -242,7 +242,7 @@ def test_device_augmentation_is_applied_to_training_batches(tiny_cfg, val_subset
     aug = module.on_after_batch_transfer(dict(raw), 0)
     assert not torch.equal(aug["gt"], gt0)  # mixed / flipped
     # Applied identically to the pair: bicubic is linear, so LQ still equals D(GT) up to 8-bit rounding.
-    d_gt = module.degradation.consistency(aug["gt"])
+    d_gt = module.degradation.replay(aug["gt"])
     assert (d_gt - aug["lq"]).abs().max() <= 1 / 255 + 1e-6
 
 
@@ -251,7 +251,7 @@ def test_augmentation_keeps_lq_equal_to_d_of_gt_for_anisotropic_blur(tiny_cfg, v
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from sr_cli.degradations.resize import quantize
+    from sr_cli.degradations.functional import quantize
     from sr_cli.train import build_module
 
     cfg = tiny_cfg("loss=[l1]", "augment=device", "degradation=blur", f"data.val_dir={val_subset}")
@@ -262,5 +262,5 @@ def test_augmentation_keeps_lq_equal_to_d_of_gt_for_anisotropic_blur(tiny_cfg, v
     module.trainer = trainer
     trainer.training = True
     batch = module.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-    replay = quantize(module.degradation.consistency(batch["gt"], batch["degradation_params"]))
+    replay = quantize(module.degradation.replay(batch["gt"], batch["degradation_params"]))
     assert (replay - batch["lq"]).abs().max() <= 1 / 255 + 1e-6

@@ -6,8 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sr_cli.degradations import PairedAugment
-from sr_cli.degradations.augment import sample_beta
+from sr_cli.data.augment import PairedAugment, sample_beta
 from sr_cli.errors import ConfigError
 
 
