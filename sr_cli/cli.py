@@ -72,6 +72,10 @@ def quiet_startup() -> None:
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
     warnings.filterwarnings("ignore", message=r".*litlogger.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # sr-cli's own design, not the user's input: epochs are data.iters_per_epoch iterations (the
+    # bar and the validation lines report progress), and LQ is made in on_after_batch_transfer.
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
     warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
 
 
