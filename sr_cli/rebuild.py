@@ -62,6 +62,35 @@ ALLOWED_EXTRA: frozenset[str] = frozenset(
     )
 )
 
+#: Targets renamed since an earlier sr-cli wrote them into checkpoints: old path -> (new path,
+#: keyword arguments the old class implied). Applied before the allow-list check.
+RENAMED: dict[str, tuple[str, dict[str, Any]]] = {
+    "sr_cli.degradations.resize.BicubicDownsample": (
+        "sr_cli.degradations.pipeline.ResizeDownsample",
+        {"mode": "bicubic"},
+    ),
+    "sr_cli.degradations.resample.ResizeDownsample": (
+        "sr_cli.degradations.pipeline.ResizeDownsample",
+        {},
+    ),
+}
+
+
+def migrate(node: Any) -> Any:
+    """A copy of a stored config tree with renamed targets (:data:`RENAMED`) brought up to date."""
+    if isinstance(node, Mapping):
+        out = {k: migrate(v) for k, v in node.items()}
+        renamed = RENAMED.get(out.get("_target_")) if isinstance(out.get("_target_"), str) else None
+        if renamed is not None:
+            out["_target_"] = renamed[0]
+            for key, value in renamed[1].items():
+                out.setdefault(key, value)
+        return out
+    if _is_list(node):
+        return [migrate(v) for v in node]
+    return node
+
+
 #: Keys with a meaning to Hydra; the others are keyword arguments.
 RESERVED_KEYS = frozenset({"_target_", "_args_", "_partial_", "_convert_", "_recursive_"})
 
@@ -208,6 +237,7 @@ def check_stored_config(node: Any, source: str | Path, what: str) -> dict[str, A
     refuse = _refuser(source, what)
     if not isinstance(node, Mapping) or "_target_" not in node:
         refuse("", "it is not a mapping with a _target_", None)
+    node = migrate(node)
     found: dict[str, Any] = {}
     _walk(node, "", found, refuse)
     return found
@@ -229,5 +259,6 @@ def rebuild(node: Any, source: str | Path, what: str) -> Any:
         ...         "x.ckpt", "degradation").scale
         2
     """
+    node = migrate(node)
     found = check_stored_config(node, source, what)
     return _build(node, found)

@@ -128,3 +128,26 @@ def test_omegaconf_containers_are_walked_too(tmp_path):
     with pytest.raises(CheckpointError, match=r"at stages\[0\]\[0\]"):
         rebuild(node, "x.ckpt", "degradation")
     assert not victim.exists()
+
+
+def test_degradations_stored_by_earlier_versions_still_rebuild():
+    """Checkpoints of the previous release stored BicubicDownsample / resample.ResizeDownsample."""
+    import torch
+
+    from sr_cli.degradations.resize import imresize
+    from sr_cli.rebuild import rebuild
+
+    old = {
+        "_target_": "sr_cli.degradations.resize.BicubicDownsample",
+        "scale": 2,
+        "quantize": False,
+    }
+    deg = rebuild(old, "old.ckpt", "degradation")
+    hr = torch.rand(1, 3, 16, 16)
+    assert torch.equal(deg(hr, deg.sample(hr)), imresize(hr, 1 / 2).clamp(0, 1))
+    older = {
+        "_target_": "sr_cli.degradations.resample.ResizeDownsample",
+        "scale": 2,
+        "mode": "area",
+    }
+    assert rebuild(older, "old.ckpt", "degradation").scale == 2
