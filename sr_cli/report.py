@@ -288,6 +288,7 @@ def build_report(
     max_images: int = 6,
     prefer_ema: bool = True,
     title: str = "sr-cli report",
+    mos: str | Path | None = None,
 ) -> Path:
     """Write ``report.html`` (and its PNG files) to ``out_dir``; returns the page's path."""
     from hydra.utils import instantiate
@@ -298,6 +299,7 @@ def build_report(
     from sr_cli.eval import unique_labels
     from sr_cli.inference import load_generator, super_resolve
     from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS, protocol_metrics
+    from sr_cli.rate.aggregate import mos_cell, read_mos_csv
 
     if not run_dirs:
         raise ConfigError("no run directory given: sr-report RUN_DIR [RUN_DIR ...]")
@@ -370,18 +372,22 @@ def build_report(
         "unless the folder provides LR images.</p>"
     )
     # Metric table.
+    # sr-rate hook: a MOS column from mos.csv, matched by checkpoint path, else run name.
+    scores = read_mos_csv(mos) if mos else None
+    ckpt_of = {r.label: str(r.checkpoint.resolve()) for r in runs}
     rows = "".join(
         f"<tr><td>{html.escape(label)}</td>"
         + "".join(
             f"<td>{sums[label][k] / max(n_images, 1):.{d}f}</td>"
             for k, d in (("psnr_y", 2), ("ssim_y", 4), ("psnr_rgb", 2))
         )
+        + (mos_cell(scores, ckpt_of.get(label), label) if scores is not None else "")
         + "</tr>"
         for label in labels
     )
     page.add(
         "<h2>Metrics</h2><table><tr><th>Model</th><th>PSNR_Y ↑</th><th>SSIM_Y ↑</th>"
-        f"<th>PSNR_RGB ↑</th></tr>{rows}</table>"
+        f"<th>PSNR_RGB ↑</th>{'<th>MOS ↑</th>' if scores is not None else ''}</tr>{rows}</table>"
         f'<p class="note">Mean over the images below. {html.escape(PROTOCOL_DESCRIPTIONS["paper"])}.</p>'
     )
     page.add("<h2>Training curves</h2>")
@@ -498,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-images", type=int, default=6, help="at most this many images (6)")
     parser.add_argument("--title", default="sr-cli report")
     parser.add_argument("--no-ema", action="store_true", help="use the raw generator, not the EMA")
+    parser.add_argument("--mos", default=None, help="mos.csv of sr-rate --results: MOS column")
     return parser
 
 
@@ -513,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             max_images=args.max_images,
             prefer_ema=not args.no_ema,
             title=args.title,
+            mos=args.mos,
         )
     print(f"sr-report: wrote {path}", file=sys.stderr)
 
