@@ -131,8 +131,11 @@ APP_JS = r"""
 
   function layout() {
     var view = 320, half = view / state.zoom / 2;
-    state.cx = Math.min(Math.max(state.cx, half), Math.max(half, state.size - half));
-    state.cy = Math.min(Math.max(state.cy, half), Math.max(half, state.size - half));
+    // Keep the view on the crop; centre it when the whole crop fits.
+    var clamp = function (c) {
+      return 2 * half >= state.size ? state.size / 2 : Math.min(Math.max(c, half), state.size - half);
+    };
+    state.cx = clamp(state.cx); state.cy = clamp(state.cy);
     var tx = view / 2 - state.cx * state.zoom, ty = view / 2 - state.cy * state.zoom;
     document.querySelectorAll(".viewport img").forEach(function (im) {
       im.style.width = (state.size * state.zoom) + "px";

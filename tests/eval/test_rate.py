@@ -57,13 +57,13 @@ def test_session_items_crops_and_resume(runs, eval_images, tmp_path):
     info = db.session_info(app.engine, app.session_id)
     # Names: the run folder, a stored duplicate name made unique, a bare checkpoint's stem.
     assert [r["name"] for r in info["runs"]] == ["tiny", "tiny#2", "noisy"]
-    # 3 images (48x60) x 3 pairs x (1 region of largest difference + 1 random region).
+    # 3 images (48 wide, 60 high) x 3 pairs x (1 region of largest difference + 1 random region).
     assert len(app.items) == 18
     items = list(app.items.values())
     assert {(it.run_a, it.run_b) for it in items} == {(0, 1), (0, 2), (1, 2)}
     assert sorted(it.reason for it in items).count("diff") == 9
     for it in items:
-        assert it.size == 32 and 0 <= it.y <= 48 - 32 and 0 <= it.x <= 60 - 32
+        assert it.size == 32 and 0 <= it.y <= 60 - 32 and 0 <= it.x <= 48 - 32
         crops = app.image(app._tokens[it.id, "gt"])
         gt_crop = np.asarray(Image.open(crops))
         gt_full = np.asarray(Image.open(eval_images / f"{it.image}.png").convert("RGB"))
