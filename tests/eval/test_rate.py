@@ -239,3 +239,55 @@ def test_db_unique_vote_constraint(tmp_path):
             )
     assert [v.rating for v in db.session_votes(engine, sid)] == [4]
     assert Path(tmp_path / "v.db").is_file()
+
+
+def test_absolute_votes(runs, eval_images, tmp_path):
+    from sr_cli.rate.server import BadVote
+
+    app = prepare(rate_args(runs, eval_images, tmp_path / "out", "--mode", "absolute"))
+    nxt = app.next_item("ann")
+    assert nxt["mode"] == "absolute" and set(nxt["images"]) == {"left", "gt"}
+    assert nxt["images"]["gt"] is None  # no reference unless --show-gt
+    for bad, message in (
+        ({"rater": "ann", "item": nxt["item"], "rating": 7}, "from 1 to 5"),
+        ({"rater": "ann", "item": nxt["item"], "rating": True}, "from 1 to 5"),
+        ({"rater": "ann", "item": nxt["item"], "choice": "left"}, "absolute session"),
+    ):
+        with pytest.raises(BadVote, match=message):
+            app.vote(bad)
+    assert app.vote({"rater": "ann", "item": nxt["item"], "rating": 4})["done"] == 1
+    (vote,) = db.session_votes(app.engine, app.session_id)
+    assert (vote.rating, vote.choice, vote.rater) == (4, None, "ann")
+
+
+def test_console_script_serves_the_page(runs, eval_images, tmp_path):
+    """The real command: it prints its address, serves the page, stops on Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sr_cli.rate.cli", *runs[:2], "--set", str(eval_images),
+         "-o", str(out), "--crop", "32", "--port", "0"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("sr-rate: rate at http://127.0.0.1:"), (line, proc.stderr.read())
+        url = line.split()[3]
+        status, body, _ = get(url)
+        assert status == 200 and b"<title>sr-rate</title>" in body
+        nxt = json.loads(get(url + "api/next?rater=ann")[1])
+        # 3 images x 1 pair x (1 difference region: a second would overlap it + 1 random)
+        assert nxt["total"] == 6
+        assert post(url, {"rater": "ann", "item": nxt["item"], "choice": "same"})[0] == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "every vote cast is saved" in err
+    engine = db.open_engine(db.default_url(str(out / "votes.db")))
+    assert [v.choice for v in db.session_votes(engine, 1)] == ["same"]
