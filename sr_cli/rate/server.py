@@ -235,6 +235,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         if urlsplit(self.path).path != "/api/vote":
             return self._error(404, f"no such endpoint: {self.path}")
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            # Also keeps other web sites from posting votes: a cross-site JSON POST needs a
+            # CORS preflight, which this server never grants.
+            return self._error(415, "send the vote as Content-Type: application/json")
         try:
             length = int(self.headers.get("Content-Length") or "0")
         except ValueError:

@@ -113,6 +113,14 @@ def test_api_refuses_malformed_votes_and_serves_only_session_images(live):
     assert status == 400 and "not valid JSON" in reply["error"]
     status, reply = post(url, None, raw=b"x" * 5000)
     assert status == 413
+    req = urllib.request.Request(
+        url + "api/vote",
+        data=json.dumps({"rater": "eve", "item": item, "choice": "left"}).encode(),
+        headers={"Content-Type": "text/plain"},  # what a cross-site form could send
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=30)
+    assert info.value.code == 415
     assert db.session_votes(live.app.engine, live.app.session_id) == []
     # Images: only the session's crops, under random tokens; nothing from the file system.
     status, png, headers = get(url.rstrip("/") + nxt["images"]["left"])
