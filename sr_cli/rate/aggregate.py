@@ -273,6 +273,11 @@ def _f(x: float | None, d: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{d}f}"
 
 
+def _md(text: str) -> str:
+    """A name as a Markdown table cell (a ``|`` would end the cell)."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
 def markdown(res: MosResults) -> str:
     """The results as Markdown: score table, win matrix, votes and agreement."""
     what = (
@@ -291,7 +296,7 @@ def markdown(res: MosResults) -> str:
     ]
     for rank, k in enumerate(res.order(), 1):
         line = (
-            f"| {rank} | {res.names[k]} | {_f(res.score[k])} | "
+            f"| {rank} | {_md(res.names[k])} | {_f(res.score[k])} | "
             f"[{_f(res.ci_low[k])}, {_f(res.ci_high[k])}] | {res.votes_per_run[k]} |"
         )
         if res.mode == "pairwise":
@@ -302,7 +307,7 @@ def markdown(res: MosResults) -> str:
             "",
             "Win matrix (row preferred to column; ties in parentheses):",
             "",
-            "| | " + " | ".join(res.names) + " |",
+            "| | " + " | ".join(_md(n) for n in res.names) + " |",
             "|---|" + "---:|" * len(res.names),
         ]
         for i, name in enumerate(res.names):
@@ -310,10 +315,11 @@ def markdown(res: MosResults) -> str:
                 "–" if i == j else f"{int(res.wins[i, j])} ({int(res.ties[i, j])})"
                 for j in range(len(res.names))
             ]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_md(name)} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Votes: {res.n_votes} from {len(res.raters)} rater(s) ({', '.join(res.raters)}).",
+        f"Votes: {res.n_votes} from {len(res.raters)} rater(s) "
+        f"({', '.join(_md(r) for r in res.raters)}).",
         f"Agreement between raters: Krippendorff's alpha {_f(res.alpha_agreement)}, "
         f"raw agreement {_f(res.percent_agreement)} over {res.shared_items} item(s) rated by "
         "two raters or more.",

@@ -7,6 +7,7 @@ import pytest
 
 from sr_cli.rate import db
 from sr_cli.rate.aggregate import (
+    _md,
     bootstrap,
     bradley_terry,
     fit_pairs,
@@ -105,3 +106,7 @@ def test_summarize_pairwise_known_win_matrix(tmp_path):
     np.testing.assert_allclose(res.score, bradley_terry(np.array([[0, 2.5], [1.5, 0]])))
     assert res.left_rate == pytest.approx(2 / 3)  # run 0 was on the left and won 2 of 3
     assert res.alpha_agreement is None and res.shared_items == 0
+
+
+def test_markdown_escapes_names():
+    assert _md("a|b") == "a\\|b" and _md("x\ny") == "x y"
