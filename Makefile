@@ -25,11 +25,13 @@ install: $(STAMP) ## Create .venv and install torch, the package and its test ex
 train: $(STAMP) ## Train ESRGAN (downsample + GAN losses) on the bundled images, a few minutes on CPU
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-train model=esrgan loss=downsample+gan experiment=demo
 
-# Headless Chromium renders the sr-report page in the tests (Debian package; root on CI).
+# Headless Chromium renders the sr-report page and, driven by selenium through chromedriver,
+# rates an sr-rate session in the tests (Debian packages; root on CI).
 chromium:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  { (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
-	    echo "warning: could not install chromium; the report rendering test will be skipped"; }
+	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } && \
+	  command -v chromedriver >/dev/null 2>&1 || \
+	  { (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	    echo "warning: could not install chromium/chromium-driver; the browser tests will be skipped"; }
 
 test: $(STAMP) chromium ## Run the default test suite (excludes tests marked slow)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -288,6 +288,7 @@ def build_report(
     max_images: int = 6,
     prefer_ema: bool = True,
     title: str = "sr-cli report",
+    mos: str | Path | None = None,
 ) -> Path:
     """Write ``report.html`` (and its PNG files) to ``out_dir``; returns the page's path."""
     from torch.utils.data import Subset
@@ -301,6 +302,7 @@ def build_report(
     )
     from sr_cli.data.datasets import open_eval_dataset
     from sr_cli.metrics.registry import metric_names, select_metrics
+    from sr_cli.rate.aggregate import read_mos_csv
     from sr_cli.rebuild import rebuild
 
     if not run_dirs:
@@ -362,7 +364,8 @@ def build_report(
         f"x{scale}. LQ made with <code>{html.escape(str(deg_cfg.get('_target_', '')))}</code> "
         "unless the folder provides LR images.</p>"
     )
-    page.add(metric_table(results, selection.unavailable))
+    scores = read_mos_csv(mos) if mos else None  # sr-rate's MOS column
+    page.add(metric_table(results, selection.unavailable, scores))
     page.add("<h2>Training curves</h2>")
     curves = curves_plot(runs)
     if curves is None:
@@ -382,14 +385,22 @@ def build_report(
     return path
 
 
-def metric_table(results, unavailable: dict[str, str]) -> str:
-    """The comparison's mean per model as an HTML table, labelled by the metric registry."""
+def metric_table(results, unavailable: dict[str, str], mos: dict | None = None) -> str:
+    """The comparison's mean per model as an HTML table, labelled by the metric registry, with
+    sr-rate's MOS (score and 95% interval, matched by checkpoint path, else run name) when given."""
     from sr_cli.metrics.registry import header
+    from sr_cli.rate.aggregate import mos_cell
 
     head = "".join(f"<th>{html.escape(header(m))}</th>" for m in results.metrics)
+    head += "<th>MOS ↑</th>" if mos is not None else ""
+
+    def checkpoint(r) -> str | None:
+        return str(Path(r["checkpoint"]).resolve()) if r.get("checkpoint") else None
+
     rows = "".join(
         f"<tr><td>{html.escape(r['model'])}</td>"
         + "".join(f"<td>{results.cell(r, m)}</td>" for m in results.metrics)
+        + (mos_cell(mos, checkpoint(r), r["model"]) if mos is not None else "")
         + "</tr>"
         for r in results.rows
     )
@@ -503,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-images", type=int, default=6, help="at most this many images (6)")
     parser.add_argument("--title", default="sr-cli report")
     parser.add_argument("--no-ema", action="store_true", help="use the raw generator, not the EMA")
+    parser.add_argument("--mos", default=None, help="mos.csv of sr-rate --results: MOS column")
     return parser
 
 
@@ -518,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             max_images=args.max_images,
             prefer_ema=not args.no_ema,
             title=args.title,
+            mos=args.mos,
         )
     print(f"sr-report: wrote {path}", file=sys.stderr)
 
