@@ -44,9 +44,9 @@ PRESETS: dict[str, dict] = {
         threads=1,
     ),
     "quick": dict(
-        batch=8, patch=64, edsr_preset="baseline", warmup=3, block=3, rounds=5, workers=2,
-        data_batches=10, upscale_sizes=[(500, 375), (1000, 750)], upscale_rounds=3,
-        eval_images=4, scaling_batches=[4, 8, 16], scaling_patches=[48, 64, 96], ddp_steps=8,
+        batch=8, patch=64, edsr_preset="baseline", warmup=2, block=2, rounds=4, workers=2,
+        data_batches=8, upscale_sizes=[(500, 375), (1000, 750)], upscale_rounds=3,
+        eval_images=4, scaling_batches=[4, 16], scaling_patches=[48, 96], ddp_steps=6,
         peer=True,
     ),
     "full": dict(
@@ -283,6 +283,7 @@ def bench_train(p: dict, device: str, tmp: Path, cases=TRAIN_CASES, extra=(), ta
         cfg = compose_train(
             train_overrides(p, model, loss, tmp / f"train-{model}-{loss}{tag}", device, extra)
         )
+        print(f"[bench] train: {label}", file=sys.stderr, flush=True)
         plain = PlainLoop(cfg, device)
         plain.run(p["warmup"])  # warm-up outside the timed blocks
         plain_blocks: list[float] = []
@@ -370,6 +371,7 @@ def peer_python() -> Path:
         ],
         check=True,
         stdout=subprocess.DEVNULL,
+        timeout=1200,  # no index reachable: the row says so instead of waiting for ever
     )
     stamp.touch()
     return py
