@@ -616,7 +616,6 @@ def bench_eval(p: dict, device: str, tmp: Path) -> list[dict]:
         fwd.append(forward())
         t_2n = sr_eval(2 * n)
         per_image.append(max(t_2n - t_n, 1e-9) / n)
-        fwd.append(forward())
     a, b = stats(per_image), stats(fwd)
     r = ratio_row(
         "eval", f"sr-eval per image (PSNR_Y + SSIM_Y) vs forward pass alone, {side}x{side} HR, x4",
