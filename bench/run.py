@@ -45,7 +45,7 @@ PRESETS: dict[str, dict] = {
     ),
     "quick": dict(
         batch=8, patch=64, edsr_preset="baseline", warmup=2, block=2, rounds=4, workers=2,
-        data_batches=8, upscale_sizes=[(500, 375), (1000, 750)], upscale_rounds=3,
+        data_batches=8, upscale_sizes=[(400, 300), (800, 600)], upscale_rounds=2,
         eval_images=4, scaling_batches=[4, 16], scaling_patches=[48, 96], ddp_steps=6,
         peer=True,
     ),
@@ -795,6 +795,14 @@ def main(argv: list[str] | None = None) -> None:
            "eval": bench_eval, "scaling": bench_scaling, "gpu": bench_gpu}  # fmt: skip
     rows: list[dict] = []
     profile = ""
+
+    def write() -> None:
+        """Written after every section, so an interrupted run keeps what it measured."""
+        (out / "results.json").write_text(
+            json.dumps({"environment": env, "rows": rows, "profile": profile}, indent=1)
+        )
+        (out / "results.md").write_text(markdown(env, rows, profile))
+
     with tempfile.TemporaryDirectory(prefix="sr-bench-") as tmp:
         for sec in only:
             t0 = time.perf_counter()
@@ -805,6 +813,7 @@ def main(argv: list[str] | None = None) -> None:
                     row(sec, f"section {sec}", unavailable=f"{type(e).__name__}: {e}"[:300])
                 )
             print(f"[bench] {sec}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            write()
         missed = [r for r in rows if r["section"] == "train" and r.get("met") is False]
         if missed and args.preset != "smoke":
             worst = max(missed, key=lambda r: r["ratio"])
@@ -817,13 +826,8 @@ def main(argv: list[str] | None = None) -> None:
             profile = f"{worst['what']}\n\n" + profile_train_step(
                 p, args.device, Path(tmp), model, loss
             )
-    env["seconds"] = None
-    (out / "results.json").write_text(
-        json.dumps({"environment": env, "rows": rows, "profile": profile}, indent=1)
-    )
-    text = markdown(env, rows, profile)
-    (out / "results.md").write_text(text)
-    print(text)
+            write()
+    print((out / "results.md").read_text())
     print(f"written to {out / 'results.md'} and {out / 'results.json'}")
 
 
