@@ -3,27 +3,54 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# Which torch build: `default` (what pip's configured index serves: on Linux x86-64 PyPI that is
+# the CUDA build, about 3 GB of CUDA libraries) or `cpu` (the CPU-only build, about 200 MB, from
+# PyTorch's CPU wheel index). The choice is remembered in .venv/.torch; `make install TORCH=cpu`
+# on an existing .venv reinstalls torch (going back to the default build needs a fresh .venv).
+TORCH_FILE := $(VENV)/.torch
+TORCH ?= $(or $(shell cat $(TORCH_FILE) 2>/dev/null),default)
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+ifeq ($(TORCH),cpu)
+# --upgrade: 2.14.1+cpu sorts above an installed 2.14.1 (CUDA), so an existing .venv switches.
+TORCH_INDEX_ARGS := --upgrade --extra-index-url $(TORCH_CPU_INDEX)
+else ifeq ($(TORCH),default)
+TORCH_INDEX_ARGS :=
+else
+$(error TORCH=$(TORCH) is not a torch build; use TORCH=default or TORCH=cpu)
+endif
+# `make train TRAIN_ARGS="debug=fast"`: extra sr-train overrides, appended last.
+TRAIN_ARGS ?=
+# `make bench BENCH=full`: preset smoke | quick | full; BENCH_OUT: folder for results.md/.json.
+BENCH ?= quick
+BENCH_OUT ?= bench
+BENCH_ARGS ?=
 # Workers for pytest; the suite is tuned for 2 cores.
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-all lint format bench clean chromium
+.PHONY: help install train test test-slow test-all lint format bench clean chromium FORCE
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): setup.cfg pyproject.toml
+# Rewritten only when the requested build changes, so the stamp below goes stale exactly then.
+$(TORCH_FILE): FORCE
+	@mkdir -p $(VENV)
+	@echo '$(TORCH)' | cmp -s - $@ || echo '$(TORCH)' > $@
+
+# A .venv made before TORCH existed has no .torch file: it stays as it is for TORCH=default.
+$(STAMP): setup.cfg pyproject.toml $(if $(or $(filter cpu,$(TORCH)),$(wildcard $(TORCH_FILE))),$(TORCH_FILE))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX_ARGS) $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet -e '.[test,onnx]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install torch, the package and its test extras
+install: $(STAMP) ## Create .venv and install torch (TORCH=cpu: CPU-only build), the package and its test extras
 
 train: $(STAMP) ## Train ESRGAN (downsample + GAN losses) on the bundled images, a few minutes on CPU
-	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-train model=esrgan loss=downsample+gan experiment=demo
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-train model=esrgan loss=downsample+gan experiment=demo $(TRAIN_ARGS)
 
 # Headless Chromium renders the sr-report page and, driven by selenium through chromedriver,
 # rates an sr-rate session in the tests (Debian packages; root on CI).
@@ -50,8 +77,8 @@ format: $(STAMP) ## Format with ruff
 	$(BIN)/ruff format sr_cli tests bench
 	$(BIN)/ruff check --fix sr_cli tests bench
 
-bench: $(STAMP) ## Run benchmarks; results go to bench/results.md
-	$(BIN)/python -m bench.run
+bench: $(STAMP) ## Benchmarks (BENCH=quick|full|smoke); writes bench/results.md and .json
+	$(BIN)/python -m bench.run --preset $(BENCH) --out $(BENCH_OUT) $(BENCH_ARGS)
 
 clean: ## Remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
