@@ -57,7 +57,13 @@ def span(scale: int = 4, preset: str = "paper", **overrides: Any) -> nn.Module:
 
     scale = check_scale("SPAN", scale, PIXELSHUFFLE_SCALES)
     args = resolve_preset("SPAN", SPAN_PRESETS, preset, overrides)
-    return _finish(SPAN(num_in_ch=3, num_out_ch=3, upscale=scale, **args), scale)
+    net = SPAN(num_in_ch=3, num_out_ch=3, upscale=scale, **args)
+    # ``eval_conv`` holds the re-parameterised (fused) kernel, recomputed from the training
+    # branches in eval mode: it is derived, not trained.
+    for name, p in net.named_parameters():
+        if ".eval_conv." in f".{name}":
+            p.requires_grad_(False)
+    return _finish(net, scale)
 
 
 REALPLKSR_PRESETS = {
