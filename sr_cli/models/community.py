@@ -192,7 +192,7 @@ def dat(scale: int = 4, preset: str = "paper", **overrides: Any) -> nn.Module:
 #: Factory per config name, with the spandrel architecture id its checkpoints are detected as.
 FAMILIES = {
     "span": (span, "SPAN"),
-    "realplksr": (realplksr, "RealPLKSR"),
+    "realplksr": (realplksr, "PLKSR"),  # spandrel tags it "Real"
     "compact": (compact, "Compact"),
     "omnisr": (omnisr, "OmniSR"),
     "hat": (hat, "HAT"),

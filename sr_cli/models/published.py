@@ -135,8 +135,11 @@ def detect(sd: Mapping[str, Tensor], source: str = "state dict") -> tuple[nn.Mod
         )
     net = desc.model
     net.scale = int(desc.scale)
+    name = desc.architecture.name
+    if name == "PLKSR" and "Real" in desc.tags:
+        name = "RealPLKSR"
     info = {
-        "name": desc.architecture.name,
+        "name": name,
         "architecture": str(desc.architecture.id),
         "detected_by": "spandrel",
         "tags": list(desc.tags),
