@@ -132,20 +132,39 @@ def omnisr(scale: int = 4, preset: str = "paper", **overrides: Any) -> nn.Module
 _HAT_COMMON = dict(window_size=16, overlap_ratio=0.5, mlp_ratio=2.0, num_feat=64)
 HAT_PRESETS = {
     "paper": dict(
-        _HAT_COMMON, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=3,
+        _HAT_COMMON,
+        embed_dim=180,
+        depths=[6] * 6,
+        num_heads=[6] * 6,
+        compress_ratio=3,
         squeeze_factor=30,
     ),
     "s": dict(
-        _HAT_COMMON, embed_dim=144, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=24,
+        _HAT_COMMON,
+        embed_dim=144,
+        depths=[6] * 6,
+        num_heads=[6] * 6,
+        compress_ratio=24,
         squeeze_factor=24,
     ),
     "l": dict(
-        _HAT_COMMON, embed_dim=180, depths=[6] * 12, num_heads=[6] * 12, compress_ratio=3,
+        _HAT_COMMON,
+        embed_dim=180,
+        depths=[6] * 12,
+        num_heads=[6] * 12,
+        compress_ratio=3,
         squeeze_factor=30,
     ),
     "small": dict(
-        window_size=4, overlap_ratio=0.5, mlp_ratio=2.0, num_feat=16, embed_dim=24,
-        depths=[2], num_heads=[2], compress_ratio=3, squeeze_factor=8,
+        window_size=4,
+        overlap_ratio=0.5,
+        mlp_ratio=2.0,
+        num_feat=16,
+        embed_dim=24,
+        depths=[2],
+        num_heads=[2],
+        compress_ratio=3,
+        squeeze_factor=8,
     ),
 }
 
@@ -161,19 +180,36 @@ def hat(scale: int = 4, preset: str = "paper", **overrides: Any) -> nn.Module:
 
 DAT_PRESETS = {
     "paper": dict(
-        embed_dim=180, depth=[6] * 6, num_heads=[6] * 6, split_size=[8, 32],
-        expansion_factor=4.0, upsampler="pixelshuffle",
+        embed_dim=180,
+        depth=[6] * 6,
+        num_heads=[6] * 6,
+        split_size=[8, 32],
+        expansion_factor=4.0,
+        upsampler="pixelshuffle",
     ),
     "s": dict(
-        embed_dim=180, depth=[6] * 6, num_heads=[6] * 6, split_size=[8, 16],
-        expansion_factor=2.0, upsampler="pixelshuffle",
+        embed_dim=180,
+        depth=[6] * 6,
+        num_heads=[6] * 6,
+        split_size=[8, 16],
+        expansion_factor=2.0,
+        upsampler="pixelshuffle",
     ),
     "light": dict(
-        embed_dim=60, depth=[18], num_heads=[6], split_size=[8, 32], expansion_factor=2.0,
-        upsampler="pixelshuffledirect", resi_connection="3conv",
+        embed_dim=60,
+        depth=[18],
+        num_heads=[6],
+        split_size=[8, 32],
+        expansion_factor=2.0,
+        upsampler="pixelshuffledirect",
+        resi_connection="3conv",
     ),
     "small": dict(
-        embed_dim=16, depth=[2], num_heads=[2], split_size=[4, 8], expansion_factor=2.0,
+        embed_dim=16,
+        depth=[2],
+        num_heads=[2],
+        split_size=[4, 8],
+        expansion_factor=2.0,
         upsampler="pixelshuffle",
     ),
 }

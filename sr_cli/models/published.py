@@ -69,7 +69,12 @@ def _edsr_from_state_dict(sd: Mapping[str, Tensor]) -> nn.Module | None:
 
     if "head.0.weight" in sd and "tail.1.weight" in sd:
         sd = convert_edsr_original(sd)
-    needed = ("conv_first.weight", "conv_after_body.weight", "upsample.0.weight", "conv_last.weight")
+    needed = (
+        "conv_first.weight",
+        "conv_after_body.weight",
+        "upsample.0.weight",
+        "conv_last.weight",
+    )
     if not all(k in sd for k in needed) or "body.0.conv1.weight" not in sd:
         return None
     num_feat = int(sd["conv_first.weight"].shape[0])
@@ -101,8 +106,12 @@ def detect(sd: Mapping[str, Tensor], source: str = "state dict") -> tuple[nn.Mod
         CheckpointError: spandrel does not recognise the architecture, or it is not a 3-channel
             image-to-image model.
     """
-    from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
-    from spandrel import canonicalize_state_dict
+    from spandrel import (
+        ImageModelDescriptor,
+        ModelLoader,
+        UnsupportedModelError,
+        canonicalize_state_dict,
+    )
 
     sd = canonicalize_state_dict(dict(sd))
     try:

@@ -58,7 +58,9 @@ def basicsr_edsr_sd(num_feat=64, num_block=16, scale=4, seed=0):
     sd["conv_after_body.weight"], sd["conv_after_body.bias"] = conv(num_feat, num_feat)
     steps = [3] if scale == 3 else [2] * (scale.bit_length() - 1)
     for j, r in enumerate(steps):
-        sd[f"upsample.{2 * j}.weight"], sd[f"upsample.{2 * j}.bias"] = conv(num_feat, num_feat * r * r)
+        sd[f"upsample.{2 * j}.weight"], sd[f"upsample.{2 * j}.bias"] = conv(
+            num_feat, num_feat * r * r
+        )
     sd["conv_last.weight"], sd["conv_last.bias"] = conv(num_feat, 3)
     return sd, steps
 
@@ -118,7 +120,9 @@ def test_basicsr_edsr_weights_give_the_reference_output(tmp_path, container):
     # Bare published file in sr-eval / sr-upscale: detected as EDSR x4 with img_range 255.
     loaded = load_generator(path)
     assert loaded.model_config["name"] == "EDSR" and loaded.scale == 4
-    torch.testing.assert_close(super_resolve(loaded.generator, x), ref.clamp(0, 1), atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        super_resolve(loaded.generator, x), ref.clamp(0, 1), atol=2e-5, rtol=1e-4
+    )
 
 
 def test_img_range_conversion_is_exact_for_rcan():
@@ -138,7 +142,10 @@ def test_sr_cli_checkpoint_keeps_its_own_img_range(tmp_path):
     src.load_state_dict(random_state_dict(src, 0))
     path = tmp_path / "run.ckpt"
     meta = {"model": {"name": "edsr", "generator": {"scale": 2, "preset": "small"}}}
-    torch.save({"state_dict": {f"generator.{k}": v for k, v in src.state_dict().items()}, "sr_cli": meta}, path)
+    torch.save(
+        {"state_dict": {f"generator.{k}": v for k, v in src.state_dict().items()}, "sr_cli": meta},
+        path,
+    )
     dst = edsr(scale=2, preset="small").eval()
     load_pretrained(dst, path)
     x = torch.rand(1, 3, 8, 8)
@@ -171,7 +178,9 @@ def test_generated_weights_are_detected_with_identical_output(tmp_path, name):
 def test_unknown_architecture_is_a_clear_error(tmp_path):
     path = tmp_path / "mystery.pth"
     torch.save({"foo.weight": torch.rand(3, 3)}, path)
-    with pytest.raises(CheckpointError, match="not recognised.*mystery.pth|mystery.pth.*not recognised"):
+    with pytest.raises(
+        CheckpointError, match="not recognised.*mystery.pth|mystery.pth.*not recognised"
+    ):
         load_generator(path)
 
 
@@ -231,4 +240,7 @@ def test_key_names_match_basicsr():
     sd, _ = basicsr_edsr_sd(num_feat=64, num_block=16, scale=4)
     own = set(edsr(scale=4, preset="baseline").state_dict())
     assert own == set(sd)
-    assert all(re.match(r"^(conv_first|body\.\d+\.conv[12]|conv_after_body|upsample\.\d|conv_last)\.", k) for k in own)
+    assert all(
+        re.match(r"^(conv_first|body\.\d+\.conv[12]|conv_after_body|upsample\.\d|conv_last)\.", k)
+        for k in own
+    )
