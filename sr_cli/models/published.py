@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from sr_cli.errors import CheckpointError, ConfigError
@@ -226,3 +227,60 @@ __all__ = [
     "load_published",
     "spandrel_generator",
 ]
+
+
+# ------------------------------------------------------------------ export for the community
+#: Image size whose shifted-window masks are stored in SwinIR files (spandrel reads it back).
+SWINIR_MASK_SIZE = 64
+
+
+def _swinir_buffers(generator: nn.Module) -> dict[str, Tensor]:
+    """The derivable buffers official SwinIR files carry (``relative_position_index`` per
+    block, ``attn_mask`` for shifted blocks at 64x64), which spandrel uses for detection."""
+    from sr_cli.models.swinir import relative_position_index, shifted_window_mask
+
+    out = {}
+    for name, module in generator.named_modules():
+        if hasattr(module, "shift_size") and hasattr(module, "window_size"):
+            w, s = int(module.window_size), int(module.shift_size)
+            out[f"{name}.attn.relative_position_index"] = relative_position_index(w)
+            if s > 0:
+                size = -(-SWINIR_MASK_SIZE // w) * w
+                out[f"{name}.attn_mask"] = shifted_window_mask(
+                    size, size, w, s, torch.device("cpu")
+                )
+    return out
+
+
+def published_state_dict(generator: nn.Module) -> tuple[dict[str, Tensor], str]:
+    """The generator's weights in the layout published checkpoints of its family use, and a
+    note saying which.
+
+    * spandrel's own modules (``model=hat``, ``model=spandrel``, ...): their state dict;
+    * RRDBNet, MSRResNet, SwinIR: BasicSR's layout (SwinIR with its derivable buffers);
+    * EDSR and RCAN: BasicSR's layout with the weights converted exactly to ``img_range=255``,
+      the input range of every published EDSR/RCAN.
+    """
+    from sr_cli.models.edsr import EDSR
+    from sr_cli.models.pretrained import rescale_img_range
+    from sr_cli.models.rcan import RCAN
+    from sr_cli.models.swinir import SwinIR
+
+    if isinstance(generator, PadToMultiple):
+        generator = generator.net
+    sd = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    spandrel_cls = next(
+        (c for c in type(generator).__mro__ if c.__module__.startswith("spandrel.")), None
+    )
+    if spandrel_cls is not None:
+        return sd, f"spandrel {spandrel_cls.__name__} layout"
+    if isinstance(generator, (EDSR, RCAN)):
+        arch = "EDSR" if isinstance(generator, EDSR) else "RCAN"
+        src = float(generator.img_range)
+        return (
+            rescale_img_range(sd, src, PUBLISHED_IMG_RANGE, arch),
+            f"BasicSR {arch} layout, img_range=255",
+        )
+    if isinstance(generator, SwinIR):
+        return {**sd, **_swinir_buffers(generator)}, "official SwinIR layout"
+    return sd, f"BasicSR {type(generator).__name__} layout"
