@@ -146,3 +146,19 @@ def test_installed_scripts_accept_a_published_file(published, eval_images, tmp_p
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(list(up.glob("*.png"))) == 3
+
+
+def test_sr_report_compares_a_run_with_a_published_file(
+    published, trained_run, eval_images, tmp_path
+):
+    """sr-report takes a bare published file next to a run (x4 EDSR weights, BasicSR layout)."""
+    from sr_cli.report import build_report
+    from tests.models.test_published import basicsr_edsr_sd
+
+    sd, _ = basicsr_edsr_sd(num_feat=16, num_block=2, scale=4)
+    edsr_file = tmp_path / "EDSR_Mx4_f16b2.pth"
+    torch.save({"params": sd}, edsr_file)
+    out = tmp_path / "report"
+    page = build_report([trained_run, edsr_file], out, images=eval_images, max_images=1)
+    html = page.read_text()
+    assert "EDSR_Mx4_f16b2" in html
