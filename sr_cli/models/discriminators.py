@@ -223,7 +223,9 @@ class MultiScalePatchGANSN(nn.Module):
         num_scales: number of scales (3 in pix2pixHD).
 
     Shape:
-        ``(B, C, H, W) -> (B, N)``; ``H, W`` at least ``2^(num_scales - 1) * 32``.
+        ``(B, C, H, W) -> (B, N)``. A coarser scale whose image would be smaller than its
+        PatchGAN's minimum (``3 * 2^n_layers`` pixels, 24 for ``n_layers=3``) is skipped, so
+        small training patches still work (with fewer scales).
     """
 
     def __init__(
@@ -242,12 +244,15 @@ class MultiScalePatchGANSN(nn.Module):
                     d.model[i] = spectral_norm(layer)
             self.discriminators.append(d)
         self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+        self.min_size = 3 * 2**n_layers
 
     def forward(self, x: Tensor, return_features: bool = False):
         logits, feats = [], []
         for i, d in enumerate(self.discriminators):
             if i:
                 x = self.downsample(x)
+                if min(x.shape[-2:]) < self.min_size:
+                    break
             out, f = d(x, return_features=True)
             logits.append(out.flatten(1))
             feats += f
