@@ -1,4 +1,9 @@
-"""``sr-export CHECKPOINT``: write the generator as ONNX and check it against PyTorch.
+"""``sr-export CHECKPOINT``: write the generator as ONNX (or as community weights) and check it.
+
+``--format pth|safetensors`` writes the generator's weights as a bare state dict in the layout
+published checkpoints of its family use (:func:`sr_cli.models.published.published_state_dict`),
+so spandrel, chaiNNer and the other community tools load it; the written file is read back
+through spandrel detection and its output compared with sr-cli's (``--atol``).
 
 The graph takes ``lq`` ``(N, 3, H, W)`` in ``[0, 1]`` and returns ``sr``
 ``(N, 3, H * scale, W * scale)`` clamped to ``[0, 1]`` (pyramid models: the finest level),
@@ -37,6 +42,9 @@ class ExportWrapper(nn.Module):
         return final_output(self.generator(lq)).clamp(0.0, 1.0)
 
 
+FORMATS = ("onnx", "pth", "safetensors")
+
+
 @dataclass
 class ExportReport:
     path: Path
@@ -44,6 +52,54 @@ class ExportReport:
     checked_with_onnx: bool = False
     max_abs_diff: dict[tuple[int, int], float] = field(default_factory=dict)
     skipped: str | None = None
+    layout: str | None = None
+    detected: str | None = None
+
+
+def export_weights(
+    generator: nn.Module, scale: int, path: Path, fmt: str, check: bool = True, atol: float = 1e-4
+) -> ExportReport:
+    """Write ``generator`` as a community ``.pth``/``.safetensors`` and read it back with
+    spandrel detection (architecture, scale, outputs on two input sizes)."""
+    from sr_cli.models.published import load_published, published_state_dict
+    from sr_cli.serialization import atomic_torch_save
+
+    sd, layout = published_state_dict(generator)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file(sd, str(tmp))
+        tmp.replace(path)
+    else:
+        atomic_torch_save(sd, path)
+    report = ExportReport(path=path, scale=scale, layout=layout)
+    if not check:
+        report.skipped = "--no-check"
+        return report
+    try:
+        loaded = load_published(path)
+    except Exception as exc:  # noqa: BLE001 - spandrel cannot represent this configuration
+        report.skipped = f"spandrel does not detect this configuration: {str(exc).splitlines()[0]}"
+        return report
+    if loaded.scale != scale:
+        raise ConfigError(f"{str(path)!r} is detected as x{loaded.scale}, not x{scale}")
+    report.detected = str(loaded.model_config.get("name"))
+    ref = ExportWrapper(generator).eval().cpu()
+    gen = torch.Generator().manual_seed(0)
+    for h, w in CHECK_SIZES:
+        x = torch.rand(1, 3, h, w, generator=gen)
+        with torch.no_grad():
+            diff = (ref(x) - final_output(loaded.generator(x)).clamp(0, 1)).abs().max()
+        report.max_abs_diff[(h, w)] = float(diff)
+    worst = max(report.max_abs_diff.values())
+    if worst >= atol:
+        raise ConfigError(
+            f"spandrel's {report.detected} from {str(path)!r} differs from sr-cli's output by "
+            f"{worst:.2e} (>= {atol:g}); the exported weights are not faithful."
+        )
+    return report
 
 
 def have(module: str) -> bool:
@@ -107,12 +163,21 @@ def export(
     check: bool = True,
     atol: float = 1e-4,
     prefer_ema: bool = True,
+    fmt: str = "onnx",
 ) -> ExportReport:
-    """Export a checkpoint's generator; validate with onnx / onnxruntime when installed."""
+    """Export a checkpoint's generator; validate with onnx / onnxruntime when installed
+    (``fmt="onnx"``) or by spandrel detection (``fmt="pth"``/``"safetensors"``)."""
     from sr_cli.inference import load_generator, resolve_checkpoint
 
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
     ckpt = resolve_checkpoint(checkpoint)
     loaded = load_generator(ckpt, prefer_ema=prefer_ema)
+    if fmt != "onnx":
+        path = Path(output) if output else ckpt.with_suffix(f".{fmt}")
+        if path.resolve() == ckpt.resolve():
+            raise ConfigError(f"-o {str(path)!r} would overwrite the checkpoint; pick another name")
+        return export_weights(loaded.generator, loaded.scale, path, fmt, check, atol)
     if not have("onnx"):
         raise ConfigError(
             "sr-export needs the onnx package to write ONNX files (torch's exporter serializes "
@@ -152,8 +217,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="sr-export", description="Export an sr-train generator to ONNX."
     )
-    parser.add_argument("checkpoint", help="a .ckpt written by sr-train, or its run directory")
-    parser.add_argument("-o", "--output", help="output .onnx (default: next to the checkpoint)")
+    parser.add_argument(
+        "checkpoint", help="a .ckpt written by sr-train, its run directory, or published weights"
+    )
+    parser.add_argument(
+        "-o", "--output", help="output file (default: next to the checkpoint, .onnx/.pth/...)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="onnx",
+        help="onnx (default), or pth/safetensors: weights in the layout spandrel detects",
+    )
     parser.add_argument("--opset", type=int, default=OPSET)
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check")
     parser.add_argument("--atol", type=float, default=1e-4)
@@ -167,7 +242,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             check=not args.no_check,
             atol=args.atol,
             prefer_ema=not args.no_ema,
+            fmt=args.format,
         )
+    if report.layout:
+        print(f"sr-export: wrote {report.path} (x{report.scale}, {report.layout})")
+        if report.detected:
+            print(f"sr-export: spandrel detects {report.detected} x{report.scale}")
+        for (h, w), diff in report.max_abs_diff.items():
+            print(f"sr-export: spandrel vs sr-cli at {h}x{w}: max abs diff {diff:.2e}")
+        if report.skipped:
+            print(f"sr-export: check skipped: {report.skipped}")
+        return
     print(f"sr-export: wrote {report.path} (x{report.scale}, opset {args.opset})")
     for (h, w), diff in report.max_abs_diff.items():
         print(f"sr-export: ONNX Runtime vs PyTorch at {h}x{w}: max abs diff {diff:.2e}")

@@ -2,8 +2,9 @@
 
 A checkpoint written by ``sr-train`` carries, under ``checkpoint["sr_cli"]``, the resolved
 ``model`` and ``degradation`` configs and the scale, so nothing else is needed to use it. The
-EMA generator is preferred when the run kept one. Plain generator weights (a published
-``.pth``/``.safetensors``) can be used too, given the model config name.
+EMA generator is preferred when the run kept one. A published weights file (``.pth``, ``.pt``,
+``.safetensors``: BasicSR, Real-ESRGAN, OpenModelDB models) is accepted everywhere a checkpoint
+is: its architecture and scale are detected by :mod:`sr_cli.models.published` (spandrel).
 """
 
 from __future__ import annotations
@@ -73,13 +74,18 @@ def load_generator(
     from sr_cli.rebuild import check_stored_config, rebuild
 
     path = Path(path)
+    if path.suffix == ".safetensors":  # published weights: architecture detected by spandrel
+        from sr_cli.models.published import load_published
+
+        return load_published(path, prefer_ema)
     ckpt = safe_torch_load(path, map_location=map_location)
     meta = ckpt.get("sr_cli") if isinstance(ckpt, dict) else None
     if not meta or "model" not in meta:
-        raise CheckpointError(
-            f"{str(path)!r} is not an sr-train checkpoint (no model config inside). For published "
-            "weights, build the model from its config and use model.pretrained=PATH instead."
-        )
+        from sr_cli.models.published import load_published
+
+        if not isinstance(ckpt, dict):
+            raise CheckpointError(f"{str(path)!r} holds a {type(ckpt).__name__}, not weights.")
+        return load_published(path, prefer_ema, raw=ckpt)
     model_cfg = meta["model"]
     if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("generator"), dict):
         raise CheckpointError(
@@ -87,7 +93,12 @@ def load_generator(
         )
     if meta.get("degradation") is not None:
         check_stored_config(meta["degradation"], path, "degradation")
-    generator = rebuild(model_cfg["generator"], path, "model")
+    if model_cfg.get("name") == "spandrel":  # model=spandrel: rebuilt from its own weights
+        from sr_cli.models.published import generator_from_state_dict
+
+        generator = generator_from_state_dict(extract_state_dict(ckpt, prefer_ema), repr(str(path)))
+    else:
+        generator = rebuild(model_cfg["generator"], path, "model")
     state = extract_state_dict(ckpt, prefer_ema)
     used_ema = prefer_ema and any(
         k.startswith("generator_ema.") for k in ckpt.get("state_dict", {})

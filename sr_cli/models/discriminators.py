@@ -20,6 +20,7 @@ true. The feature-matching and learned-perceptual losses use those features.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -200,3 +201,60 @@ class PatchGANDiscriminator(nn.Module):
             if isinstance(layer, nn.LeakyReLU):
                 feats.append(x)
         return (x, feats) if return_features else x
+
+
+class MultiScalePatchGANSN(nn.Module):
+    """Multi-scale PatchGAN with spectral normalisation (pix2pixHD, Wang et al., CVPR 2018;
+    spectral norm: Miyato et al., ICLR 2018, as in Real-ESRGAN's discriminator).
+
+    ``num_scales`` PatchGANs (4x4 convs, LeakyReLU 0.2, no normalisation layer, every conv
+    spectrally normalised) see the image at full, 1/2, 1/4... resolution (3x3 average pooling,
+    stride 2, as pix2pixHD). The coarse ones judge global structure, the fine ones texture.
+
+    The logits of every scale are flattened and concatenated, ``(B, N)``, so every elementwise
+    GAN objective of the ``gan`` term applies unchanged (finer scales have more patches, hence
+    more weight in the mean). ``return_features=True`` also returns every scale's LeakyReLU
+    activations (for ``feature_matching``).
+
+    Args:
+        num_in_ch: image channels.
+        num_feat: channels of each PatchGAN's first conv (64).
+        n_layers: stride-2 convs per PatchGAN (3: 70x70 receptive field at each scale).
+        num_scales: number of scales (3 in pix2pixHD).
+
+    Shape:
+        ``(B, C, H, W) -> (B, N)``. A coarser scale whose image would be smaller than its
+        PatchGAN's minimum (``3 * 2^n_layers`` pixels, 24 for ``n_layers=3``) is skipped, so
+        small training patches still work (with fewer scales).
+    """
+
+    def __init__(
+        self, num_in_ch: int = 3, num_feat: int = 64, n_layers: int = 3, num_scales: int = 3
+    ) -> None:
+        super().__init__()
+        if num_scales < 1:
+            raise ConfigError(f"MultiScalePatchGANSN needs num_scales >= 1, got {num_scales}.")
+        from torch.nn.utils.parametrizations import spectral_norm
+
+        self.discriminators = nn.ModuleList()
+        for _ in range(num_scales):
+            d = PatchGANDiscriminator(num_in_ch, num_feat, n_layers, norm="none")
+            for i, layer in enumerate(d.model):
+                if isinstance(layer, nn.Conv2d):
+                    d.model[i] = spectral_norm(layer)
+            self.discriminators.append(d)
+        self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+        self.min_size = 3 * 2**n_layers
+
+    def forward(self, x: Tensor, return_features: bool = False):
+        logits, feats = [], []
+        for i, d in enumerate(self.discriminators):
+            if i:
+                x = self.downsample(x)
+                if min(x.shape[-2:]) < self.min_size:
+                    break
+            out, f = d(x, return_features=True)
+            logits.append(out.flatten(1))
+            feats += f
+        out = torch.cat(logits, dim=1)
+        return (out, feats) if return_features else out

@@ -25,6 +25,16 @@ Key layouts converted:
   ``[0, 255]`` images: build the model with ``img_range=255`` to reproduce their outputs;
 * official SwinIR files: the derivable buffers ``relative_position_index`` and ``attn_mask``
   are dropped.
+
+Input range. Published EDSR and RCAN weights (BasicSR's zoo, the original EDSR release) were
+trained on ``[0, 255]`` images (``img_range=255``: ``x = (x - mean) * 255``, body,
+``x = x / 255 + mean``). The networks are positively homogeneous in their input once their
+biases are scaled (ReLU, convolutions, residual sums, pixel shuffle; RCAN's channel attention
+keeps its gate by the inverse scaling of its first 1x1 convolution), so
+:func:`rescale_img_range` converts such weights *exactly* to the ``img_range`` of the model they
+are loaded into. :func:`load_pretrained` does this for every file that is not an sr-cli
+checkpoint (those store their own ``img_range``), so ``model=edsr_baseline
+model.pretrained=EDSR_Mx4_f64b16_DIV2K_official.pth`` gives the published outputs.
 """
 
 from __future__ import annotations
@@ -171,6 +181,59 @@ def convert_layout(sd: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tens
     return {k: v for k, v in sd.items() if k in own or not k.endswith(_DERIVED_BUFFERS)}
 
 
+#: ``img_range`` of published EDSR/RCAN weights (BasicSR's zoo and the original EDSR code).
+PUBLISHED_IMG_RANGE = 255.0
+_RCAN_GATE_IN = re.compile(r"\.attention\.1\.(weight|bias)$")
+_RCAN_GATE_OUT = re.compile(r"\.attention\.3\.(weight|bias)$")
+
+
+def rescale_img_range(
+    sd: Mapping[str, Tensor], src: float, dst: float, arch: str = "EDSR"
+) -> dict[str, Tensor]:
+    """Weights of an EDSR/RCAN trained with ``img_range=src``, converted exactly to ``dst``.
+
+    With ``c = dst / src`` the network on ``c``-times larger inputs equals ``c`` times the
+    network with biases scaled by ``c``; RCAN's channel-attention gate sees features ``c`` times
+    larger, so its first 1x1 weight is divided by ``c`` (its bias and the second conv stay).
+    """
+    if arch not in ("EDSR", "RCAN"):
+        raise ValueError(f"rescale_img_range supports EDSR and RCAN, not {arch}")
+    c = float(dst) / float(src)
+    if c == 1.0:
+        return dict(sd)
+    out = {}
+    for k, v in sd.items():
+        if arch == "RCAN" and (_RCAN_GATE_IN.search(k) or _RCAN_GATE_OUT.search(k)):
+            out[k] = v / c if k.endswith(".attention.1.weight") else v
+        elif k.endswith(".bias"):
+            out[k] = v * c
+        else:
+            out[k] = v
+    return out
+
+
+def source_img_range(raw: Mapping) -> float:
+    """``img_range`` the weights in a checkpoint container were trained with: an sr-cli
+    checkpoint says so in its stored model config (default 1); anything else is a published
+    file, whose EDSR/RCAN weights use :data:`PUBLISHED_IMG_RANGE`."""
+    meta = raw.get("sr_cli")
+    if isinstance(meta, Mapping) and isinstance(meta.get("model"), Mapping):
+        gen = meta["model"].get("generator") or {}
+        return float(gen.get("img_range", 1.0) or 1.0)
+    return PUBLISHED_IMG_RANGE
+
+
+def _img_range_arch(model: nn.Module) -> str | None:
+    from sr_cli.models.edsr import EDSR
+    from sr_cli.models.rcan import RCAN
+
+    if isinstance(model, EDSR):
+        return "EDSR"
+    if isinstance(model, RCAN):
+        return "RCAN"
+    return None
+
+
 _BLOCK_KEY = re.compile(r"^(body|layers|levels)\.(\d+)\.")
 _UPSAMPLER_HINTS = ("upsample", "upconv", "conv_up", "tail", "conv_last", "up1", "down1")
 
@@ -256,6 +319,12 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
     """
     raw = read_checkpoint(path)
     sd = convert_layout(extract_state_dict(raw), model)
+    arch = _img_range_arch(model)
+    if arch is not None:
+        src, dst = source_img_range(raw), float(model.img_range)
+        if src != dst:
+            log.info("%s: converting %s weights from img_range=%g to %g", path, arch, src, dst)
+            sd = rescale_img_range(sd, src, dst, arch)
     missing, unexpected, shapes, causes = diagnose(model, sd)
     if missing or unexpected or shapes:
         msg = (

@@ -55,7 +55,19 @@ def fake_vgg_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     folder.mkdir(parents=True)
     state = fake_vgg19_state_dict()
     torch.save(state, folder / "vgg19-dcbb9e9d.pth")
+    save_fake_dists_weights(folder)
     return home, state
+
+
+def save_fake_dists_weights(folder: Path, seed: int = 0) -> None:
+    """Generated files of the shapes piq's DISTS loads: torchvision's VGG16 and the alpha/beta
+    channel weights (``(1, 1475, 1, 1)`` each, summing to 1 together)."""
+    torch.manual_seed(seed)
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), folder / "vgg16-397923af.pth")
+    g = torch.Generator().manual_seed(seed)
+    alpha, beta = torch.rand(1, 1475, 1, 1, generator=g), torch.rand(1, 1475, 1, 1, generator=g)
+    total = alpha.sum() + beta.sum()
+    torch.save({"alpha": alpha / total, "beta": beta / total}, folder / "dists_weights.pt")
 
 
 def use_torch_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:

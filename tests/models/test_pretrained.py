@@ -95,12 +95,14 @@ def test_rrdbnet_basicsr_params_ema_preferred(tmp_path):
 
 @pytest.mark.parametrize("layout", ["original", "basicsr"])
 def test_edsr_layouts(tmp_path, layout):
-    src = seeded(edsr, 0, scale=4, preset="small")
+    # Published EDSR weights work on [0, 255] images (img_range=255, see test_published.py for
+    # the conversion to img_range=1); with a matching img_range they load unchanged.
+    src = seeded(edsr, 0, scale=4, preset="small", img_range=255.0)
     sd = src.state_dict()
     obj = to_original_edsr(sd, num_block=2) if layout == "original" else {"params": sd}
     path = tmp_path / f"edsr_{layout}.pt"
     torch.save(obj, path)
-    dst = seeded(edsr, 1, scale=4, preset="small")
+    dst = seeded(edsr, 1, scale=4, preset="small", img_range=255.0)
     load_pretrained(dst, path)
     assert_same_outputs(src, dst)
 
@@ -175,10 +177,10 @@ def test_lightning_checkpoint(tmp_path, ema):
 
 
 def test_safetensors_and_module_prefix(tmp_path):
-    src = seeded(edsr, 0, scale=2, preset="small")
+    src = seeded(edsr, 0, scale=2, preset="small", img_range=255.0)  # as published EDSRs
     path = tmp_path / "edsr.safetensors"
     save_file({f"module.{k}": v.contiguous() for k, v in src.state_dict().items()}, str(path))
-    dst = seeded(edsr, 1, scale=2, preset="small")
+    dst = seeded(edsr, 1, scale=2, preset="small", img_range=255.0)
     load_pretrained(dst, path)
     assert_same_outputs(src, dst)
 
