@@ -397,6 +397,17 @@ class SRModule(pl.LightningModule):
                 key.startswith("train/loss_") and not key.endswith("_unweighted")
             )
             self.log(key, value, prog_bar=show, on_step=True, on_epoch=False, batch_size=batch_size)
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, (list, tuple)) else [optimizers]
+        for role, opt in zip(("generator", "discriminator"), optimizers):
+            lr = float(opt.param_groups[0]["lr"])
+            self.log(f"lr/{role}", lr, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    def _logger_step(self) -> int:
+        """The step Lightning gives this iteration's logged metrics (train and validation alike),
+        so images land on the same step as the numbers."""
+        loop = getattr(self.trainer.fit_loop, "epoch_loop", None)
+        return int(getattr(loop, "_batches_that_stepped", max(self.iteration - 1, 0)))
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int):
@@ -688,5 +699,5 @@ class SRModule(pl.LightningModule):
                     key=f"{prefix}/{name}",
                     images=[str(path)],
                     caption=["LQ (bicubic) | SR | GT"],
-                    step=self.iteration,
+                    step=self._logger_step(),
                 )

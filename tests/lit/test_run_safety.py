@@ -52,6 +52,8 @@ def test_last_is_newest_even_when_the_metric_stops_improving(tiny_cfg, val_subse
         if r.get("val/psnr_y")
     ]
     assert [it for _, it in vals] == [2, 4, 6]
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "lr/generator" in header
     assert _iteration(ckpts / "best.ckpt") == min(vals)[1]
     summary = json.loads((out / "summary.json").read_text())
     assert Path(summary["last_checkpoint"]).is_file() and Path(summary["best_checkpoint"]).is_file()
