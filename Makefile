@@ -8,7 +8,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-all lint format bench clean chromium
+.PHONY: help install train pretrain-demo test test-slow test-all lint format bench clean chromium
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,8 +22,17 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP) ## Create .venv and install torch, the package and its test extras
 
-train: $(STAMP) ## Train ESRGAN (downsample + GAN losses) on the bundled images, a few minutes on CPU
+train: $(STAMP) ## Fine-tune the bundled L1-pretrained ESRGAN with downsample + GAN losses, a few minutes on CPU
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-train model=esrgan loss=downsample+gan experiment=demo
+
+DEMO_WEIGHTS := sr_cli/data/weights/esrgan_small_x4_l1.safetensors
+PRETRAIN_DIR := outputs/demo_pretrain/make
+
+pretrain-demo: $(STAMP) ## Rebuild the warm start of `make train` (L1, bundled images) into $(DEMO_WEIGHTS)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-train model=esrgan loss=l1 experiment=demo_pretrain \
+	  hydra.run.dir=$(PRETRAIN_DIR)
+	$(BIN)/python -c 'import sys; from sr_cli.models.pretrained import export_generator; \
+	  print(export_generator(*sys.argv[1:]))' $(PRETRAIN_DIR)/checkpoints/last.ckpt $(DEMO_WEIGHTS)
 
 # Headless Chromium renders the sr-report page in the tests (Debian package; root on CI).
 chromium:
