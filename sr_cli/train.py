@@ -6,6 +6,7 @@ Returns ``(metrics, objects)``: the final logged metrics as floats and the built
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -175,6 +176,27 @@ def build_trainer(cfg: DictConfig, module: Any, output_dir: Path):
     )
 
 
+# --- bicubic reference (issue 9): what the run has to beat, on the same validation LQ -------
+def bicubic_figures(cfg: DictConfig, datamodule: Any, module: Any) -> dict[str, dict[str, float]]:
+    """Bicubic PSNR_Y/SSIM_Y/PSNR_RGB and LR-consistency PSNR of every validation set, keyed like
+    the logged metrics (``val``, ``val/<name>``), computed by
+    :func:`sr_cli.metrics.reference.bicubic_reference` with the run's degradation and seed."""
+    from sr_cli.metrics.reference import bicubic_reference
+
+    return {
+        prefix: bicubic_reference(
+            datamodule.val_sets[prefix],
+            int(cfg.scale),
+            copy.deepcopy(module.degradation).cpu(),
+            seed=int(cfg.seed),
+            set_index=idx,
+            protocol=cfg.val.protocol,
+        )
+        for idx, prefix in enumerate(datamodule.val_names)
+    }
+
+
+# ------------------------------------------------------------------------------------------
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train one run as the config says. Returns ``(metrics, objects)``."""
     setup_environment()
@@ -217,6 +239,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             summary["last_checkpoint"] = (
                 str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb.dirpath else None
             )
+        summary["bicubic"] = bicubic_figures(cfg, datamodule, module)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return metrics, {
         "trainer": trainer,

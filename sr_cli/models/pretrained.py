@@ -294,4 +294,3 @@ def export_generator(checkpoint: str | Path, out: str | Path, prefer_ema: bool =
     save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(tmp))
     tmp.replace(out)
     return out
-
