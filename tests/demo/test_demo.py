@@ -25,6 +25,10 @@ from sr_cli.models.rrdbnet import rrdbnet
 from tests.conftest import compose_train
 
 DEMO_WEIGHTS = WEIGHTS_DIR / "esrgan_small_x4_l1.safetensors"
+needs_weights = pytest.mark.skipif(
+    not DEMO_WEIGHTS.is_file(),
+    reason=f"{DEMO_WEIGHTS.name} is not in the repo yet: build it with `make pretrain-demo`",
+)
 
 
 def border_ratio(err: np.ndarray, border: int = 2, margin: int = 8) -> float:
@@ -37,6 +41,7 @@ def border_ratio(err: np.ndarray, border: int = 2, margin: int = 8) -> float:
     return float(err[ring].mean() / err[inner].mean())
 
 
+@needs_weights
 def test_demo_warm_starts_the_small_esrgan_only():
     cfg = compose_train(["model=esrgan", "loss=downsample+gan", "experiment=demo"])
     assert Path(cfg.model.pretrained) == DEMO_WEIGHTS
@@ -48,6 +53,7 @@ def test_demo_warm_starts_the_small_esrgan_only():
     assert compose_train(["loss=l1", "experiment=demo_pretrain"]).model.pretrained is None
 
 
+@needs_weights
 def test_bundled_warm_start_beats_bicubic_without_a_border_frame():
     """The shipped L1 generator (`make pretrain-demo`) is above bicubic on the bundled val images."""
     net = rrdbnet(4, "small")
@@ -101,3 +107,29 @@ def test_make_train_ends_above_bicubic_without_border_frame(tmp_path):
         w = row.shape[1] // 3
         up, sr, gt = row[:, :w], row[:, w : 2 * w], row[:, 2 * w :]
         assert border_ratio(sr - gt) < max(2.0, 1.25 * border_ratio(up - gt)), path.name
+
+
+@pytest.mark.parametrize("scale", [4, 3])
+def test_small_esrgan_has_no_border_response(scale):
+    """The frame's cause: zero padding makes the convs see black beyond the LQ edge, so even a
+    flat image comes out with a border different from its interior. The CPU preset pads with the
+    edge pixels, so a flat LQ gives a flat SR, up to the border, at any weights."""
+    torch.manual_seed(0)
+    net = rrdbnet(scale, "small").eval()
+    with torch.no_grad():
+        sr = net(torch.full((1, 3, 12, 12), 0.4))
+    interior = sr[..., 12, 12].view(1, 3, 1, 1)
+    assert (sr - interior).abs().max() < 1e-5
+    # Zero padding (the paper preset's layout) has the border response this test measures.
+    zeros = rrdbnet(scale, "small", padding_mode="zeros").eval()
+    zeros.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        flat = zeros(torch.full((1, 3, 12, 12), 0.4))
+    assert (flat - flat[..., 12, 12].view(1, 3, 1, 1)).abs().max() > 1e-3
+
+
+def test_unknown_padding_mode_is_a_config_error():
+    from sr_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="padding_mode='circular' is not supported"):
+        rrdbnet(4, "small", padding_mode="circular")
