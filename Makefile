@@ -29,7 +29,7 @@ BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-all lint format bench clean chromium FORCE
+.PHONY: help install train pretrain-demo test test-slow test-all lint format bench clean chromium FORCE
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,8 +49,17 @@ $(STAMP): setup.cfg pyproject.toml $(if $(or $(filter cpu,$(TORCH)),$(wildcard $
 
 install: $(STAMP) ## Create .venv and install torch (TORCH=cpu: CPU-only build), the package and its test extras
 
-train: $(STAMP) ## Train ESRGAN (downsample + GAN losses) on the bundled images, a few minutes on CPU
+train: $(STAMP) ## Fine-tune the bundled L1-pretrained ESRGAN with downsample + GAN losses, a few minutes on CPU
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-train model=esrgan loss=downsample+gan experiment=demo $(TRAIN_ARGS)
+
+DEMO_WEIGHTS := sr_cli/data/weights/esrgan_small_x4_l1.safetensors
+PRETRAIN_DIR := outputs/demo_pretrain/make
+
+pretrain-demo: $(STAMP) ## Rebuild the warm start of `make train` (L1, bundled images) into $(DEMO_WEIGHTS)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-train model=esrgan loss=l1 experiment=demo_pretrain \
+	  hydra.run.dir=$(PRETRAIN_DIR) $(TRAIN_ARGS)
+	$(BIN)/python -c 'import sys; from sr_cli.models.pretrained import export_generator; \
+	  print(export_generator(*sys.argv[1:]))' $(PRETRAIN_DIR)/checkpoints/last.ckpt $(DEMO_WEIGHTS)
 
 # Headless Chromium renders the sr-report page and, driven by selenium through chromedriver,
 # rates an sr-rate session in the tests (Debian packages; root on CI).

@@ -51,7 +51,7 @@ class GeneratorRow:
 
     label: str
     generator: nn.Module | None = None
-    replay: nn.Module | None = None  # degradation whose consistency() maps SR to LQ
+    replay: nn.Module | None = None  # degradation whose replay() maps SR to LQ
     shares_lq_params: bool = False
     checkpoint: str = ""
     arch: str = ""

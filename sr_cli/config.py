@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from sr_cli.data import sample_dir
+from sr_cli.data import demo_weights, sample_dir
 
 #: Config groups that may select several members at once (``loss=[l1,gan]``).
 LIST_GROUPS = ("loss",)
@@ -31,6 +31,9 @@ def register_resolvers() -> None:
     ``${sr_run_name:}`` / ``${sr_run_name:base}`` -> the run's name (see :func:`run_name`)."""
     if not OmegaConf.has_resolver("sr_samples"):
         OmegaConf.register_new_resolver("sr_samples", sample_dir)
+    # ${sr_demo_weights:${model.name},${model.preset},${scale}} -> bundled warm start or null.
+    if not OmegaConf.has_resolver("sr_demo_weights"):
+        OmegaConf.register_new_resolver("sr_demo_weights", demo_weights)
     if not OmegaConf.has_resolver("sr_run_name"):
         OmegaConf.register_new_resolver(
             "sr_run_name", lambda part="", *, _root_: run_name(_root_, part)

@@ -307,6 +307,7 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
         }
         if ckpts is not None and ckpts.best_iteration is not None:
             summary["best"] = {ckpts.monitor: ckpts.best_score, "iteration": ckpts.best_iteration}
+        summary["bicubic"] = module.bicubic_reference  # what the run has to beat, same LQ
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if stop.received:
         raise TrainingInterrupted(stop.received, ckpts.last_path if ckpts else None)

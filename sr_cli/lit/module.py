@@ -194,7 +194,11 @@ class SRModule(pl.LightningModule):
         self.skipped_in_a_row = 0
         self.skipped_steps = 0
         self.resume_changes: dict[str, tuple] = {}
-        self._val_sums: dict[int, dict[str, Tensor | float]] = {}
+        self._val_sums: dict[int, PerImageTable] = {}
+        self._bicubic_sums: dict[int, PerImageTable] = {}
+        #: ``{"val": {"psnr_y": ...}}``: bicubic upscaling of the very validation LQ, measured once
+        #: like SR (what the run has to beat), logged as ``<set>/bicubic_<metric>``.
+        self.bicubic_reference: dict[str, dict[str, float]] = {}
         self._consistency_ok = _has_consistency(degradation)
 
     # ------------------------------------------------------------------ helpers
@@ -643,6 +647,10 @@ class SRModule(pl.LightningModule):
         self._val_sums = {
             i: PerImageTable(len(VAL_METRICS), self.device) for i in range(len(self.val_names))
         }
+        if not self.bicubic_reference:
+            self._bicubic_sums = {
+                i: PerImageTable(len(VAL_METRICS), self.device) for i in range(len(self.val_names))
+            }
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         lq, gt = batch["lq"], batch["gt"]
@@ -662,16 +670,31 @@ class SRModule(pl.LightningModule):
 
         inputs = MetricInputs(sr, gt, lq, self.scale, self.val_protocol, replay)
         self._val_sums[dataloader_idx].update(batch["index"], compute_metrics(VAL_METRICS, inputs))
+        if not self.bicubic_reference:
+            up = imresize(lq, size=tuple(gt.shape[-2:])).clamp(0, 1)
+            ref = MetricInputs(up, gt, lq, self.scale, self.val_protocol, replay)
+            self._bicubic_sums[dataloader_idx].update(
+                batch["index"], compute_metrics(VAL_METRICS, ref)
+            )
         if self.image_dir is not None and int(batch["index"][0]) < self.save_images:
             self._save_triptych(lq[0], sr[0], gt[0], batch["name"][0], dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
         datasets = getattr(self.trainer, "val_dataloaders", None)
         datasets = datasets if isinstance(datasets, (list, tuple)) else [datasets]
+        first = not self.bicubic_reference
         for idx, prefix in enumerate(self.val_names):
             # Per-image values gathered from every process (each rank joins, even with an
             # empty shard) and averaged in image order: the mean is exact under DDP.
-            table = self._val_sums[idx].compute(len(datasets[idx].dataset))
+            count = len(datasets[idx].dataset)
+            table = self._val_sums[idx].compute(count)
+            if first:
+                ref = self._bicubic_sums[idx].compute(count)
+                self.bicubic_reference[prefix] = {
+                    key: mean
+                    for k, key in enumerate(VAL_METRICS)
+                    if (mean := image_mean(ref[:, k])) is not None
+                }
             for k, key in enumerate(VAL_METRICS):
                 mean = image_mean(table[:, k])
                 if mean is None:
@@ -680,6 +703,13 @@ class SRModule(pl.LightningModule):
                     f"{prefix}/{key}",
                     torch.tensor(mean, dtype=torch.float32),
                     prog_bar=key == "psnr_y",
+                    add_dataloader_idx=False,
+                    sync_dist=False,
+                )
+            for key, mean in self.bicubic_reference.get(prefix, {}).items():
+                self.log(
+                    f"{prefix}/bicubic_{key}",
+                    torch.tensor(mean, dtype=torch.float32),
                     add_dataloader_idx=False,
                     sync_dist=False,
                 )

@@ -344,3 +344,22 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
         own = model.state_dict()
         sd = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict(sd, strict=False)
+
+
+def export_generator(checkpoint: str | Path, out: str | Path, prefer_ema: bool = True) -> Path:
+    """Write the generator weights of ``checkpoint`` (any container above) to a ``.safetensors`` file.
+
+    Used by ``make pretrain-demo`` to turn the warm-start run's ``last.ckpt`` into the small
+    file that ships with the repo and that ``model.pretrained`` reads back.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise CheckpointError(f"export_generator writes .safetensors files; got {str(out)!r}")
+    sd = extract_state_dict(read_checkpoint(checkpoint), prefer_ema=prefer_ema)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(tmp))
+    tmp.replace(out)
+    return out

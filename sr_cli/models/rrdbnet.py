@@ -17,18 +17,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sr_cli.errors import ConfigError
 from sr_cli.models.common import check_scale, resolve_preset, scaled_kaiming_init
 
 PRESETS = {
     "paper": dict(num_feat=64, num_block=23, num_grow_ch=32),
-    "small": dict(num_feat=32, num_block=2, num_grow_ch=16),
+    # The CPU preset pads with the edge pixels (the symmetric padding of MATLAB's imresize for
+    # a 3x3 conv): with zero padding the convs see black beyond the LQ edge, and a briefly trained
+    # generator draws a frame along the border (issue 9). The paper preset keeps zero padding,
+    # so published weights reproduce their published outputs.
+    "small": dict(num_feat=32, num_block=2, num_grow_ch=16, padding_mode="replicate"),
 }
+
+PADDING_MODES = ("zeros", "replicate", "reflect")
+
+
+def _set_padding(module: nn.Module, padding_mode: str) -> None:
+    for conv in module.modules():
+        if isinstance(conv, nn.Conv2d):
+            conv.padding_mode = padding_mode
 
 
 class ResidualDenseBlock(nn.Module):
     """Five densely connected 3x3 convs; the output is scaled by 0.2 and added to the input."""
 
-    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
+    def __init__(
+        self, num_feat: int = 64, num_grow_ch: int = 32, padding_mode: str = "zeros"
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(num_feat, num_grow_ch, 3, 1, 1)
         self.conv2 = nn.Conv2d(num_feat + num_grow_ch, num_grow_ch, 3, 1, 1)
@@ -36,6 +51,7 @@ class ResidualDenseBlock(nn.Module):
         self.conv4 = nn.Conv2d(num_feat + 3 * num_grow_ch, num_grow_ch, 3, 1, 1)
         self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
+        _set_padding(self, padding_mode)
         scaled_kaiming_init(self, 0.1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -48,11 +64,11 @@ class ResidualDenseBlock(nn.Module):
 class RRDB(nn.Module):
     """Residual-in-residual dense block: three RDBs and an outer residual scaled by 0.2."""
 
-    def __init__(self, num_feat: int, num_grow_ch: int = 32) -> None:
+    def __init__(self, num_feat: int, num_grow_ch: int = 32, padding_mode: str = "zeros") -> None:
         super().__init__()
-        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch, padding_mode)
+        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch, padding_mode)
+        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch, padding_mode)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + 0.2 * self.rdb3(self.rdb2(self.rdb1(x)))
@@ -67,6 +83,8 @@ class RRDBNet(nn.Module):
         num_feat: feature channels (64 in the paper).
         num_block: number of RRDBs (23 in the paper).
         num_grow_ch: dense growth channels (32 in the paper).
+        padding_mode: padding of every 3x3 conv: ``zeros`` (the paper), ``replicate`` or
+            ``reflect``. Only the border pixels of the output depend on it.
 
     Shape:
         ``(B, C, H, W) -> (B, C, H * scale, W * scale)``.
@@ -85,18 +103,27 @@ class RRDBNet(nn.Module):
         num_feat: int = 64,
         num_block: int = 23,
         num_grow_ch: int = 32,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         self.scale = check_scale("RRDBNet", scale, (1, 2, 3, 4))
+        if padding_mode not in PADDING_MODES:
+            raise ConfigError(
+                f"RRDBNet padding_mode={padding_mode!r} is not supported; choose one of "
+                + ", ".join(PADDING_MODES)
+            )
         self.unshuffle = {1: 4, 2: 2}.get(self.scale, 1)
         self.conv_first = nn.Conv2d(num_in_ch * self.unshuffle**2, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(*[RRDB(num_feat, num_grow_ch) for _ in range(num_block)])
+        self.body = nn.Sequential(
+            *[RRDB(num_feat, num_grow_ch, padding_mode) for _ in range(num_block)]
+        )
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
+        _set_padding(self, padding_mode)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.unshuffle > 1:

@@ -144,7 +144,8 @@ def test_sweep_with_shorthand(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert len(jobs) == 2, jobs
-    assert "loss=[l1]" in jobs[0] and "loss=[downsample,gan]" in jobs[1]
+    # job folders named after the run, safe as paths and as override values
+    assert jobs == ["0_esrgan_l1", "1_esrgan_downsample+gan"], jobs
 
 
 @pytest.mark.parametrize(
