@@ -267,6 +267,7 @@ class SRModule(pl.LightningModule):
             degradation_params=batch.get("degradation_params"),
             generator=self.generator,
             discriminators=self.discriminators,
+            ema_generator=self.generator_ema,
         )
 
     # ------------------------------------------------------------------ objective
@@ -643,7 +644,18 @@ class SRModule(pl.LightningModule):
             )
 
     # ------------------------------------------------------------------ validation
+    def _optimizer_mode(self, mode: str) -> None:
+        """Schedule-free optimizers keep two weight sequences: validate with the averaged one
+        (``optimizer.eval()``), train with the other (``optimizer.train()``)."""
+        if self._trainer is None or not self.trainer.optimizers or self.trainer.state.fn != "fit":
+            return
+        for opt in self.trainer.optimizers:
+            switch = getattr(opt, mode, None)
+            if callable(switch) and "schedulefree" in type(opt).__module__.lower():
+                switch()
+
     def on_validation_epoch_start(self) -> None:
+        self._optimizer_mode("eval")
         self._val_sums = {
             i: PerImageTable(len(VAL_METRICS), self.device) for i in range(len(self.val_names))
         }
@@ -680,6 +692,7 @@ class SRModule(pl.LightningModule):
             self._save_triptych(lq[0], sr[0], gt[0], batch["name"][0], dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
+        self._optimizer_mode("train")
         datasets = getattr(self.trainer, "val_dataloaders", None)
         datasets = datasets if isinstance(datasets, (list, tuple)) else [datasets]
         first = not self.bicubic_reference

@@ -57,6 +57,8 @@ class LossInputs:
             when the LQ was read from disk, e.g. paired data).
         generator: callable ``lq -> sr`` (the network being trained), for terms that run it again.
         discriminators: the discriminator of every adversarial term, keyed by term name.
+        ema_generator: the EMA of the generator when ``ema.enabled=true`` (no gradient), for
+            terms that compare with it (LDL's refinement).
     """
 
     sr: Tensor
@@ -69,6 +71,7 @@ class LossInputs:
     degradation_params: dict[str, Tensor] | None = None
     generator: Callable[[Tensor], Any] | None = None
     discriminators: dict[str, nn.Module] = field(default_factory=dict)
+    ema_generator: Callable[[Tensor], Any] | None = None
 
     @property
     def discriminator(self) -> nn.Module | None:

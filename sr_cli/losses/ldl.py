@@ -9,9 +9,9 @@ The residual ``r = sum_c |GT - SR|`` (one channel) gives an artifact map
 (unbiased variances; reflect padding), which is large where the residual is noisy, as GAN
 artifacts are, and small on flat regions and on consistent texture. The loss is
 ``L1(M * SR, M * GT)`` with ``M`` detached. The paper refines ``M`` with the EMA generator's
-output: pixels where the EMA is *further* from GT than the current model are zeroed. When a
-term earlier in the step publishes that output as ``inputs.extra["sr_ema"]`` it is used;
-otherwise the map is unrefined (the paper's ablation "w/o refinement").
+output: pixels where the EMA is *further* from GT than the current model are zeroed. With
+``ema.enabled=true`` the trainer passes the EMA generator (``inputs.ema_generator``) and the map
+is refined; otherwise it is unrefined (the paper's ablation "w/o refinement").
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import Tensor
 
 from sr_cli.errors import ConfigError
 from sr_cli.losses.base import LossInputs, LossTerm, check_same_shape
+from sr_cli.models.common import as_levels
 
 
 def local_variance(x: Tensor, kernel_size: int = 7) -> Tensor:
@@ -70,4 +71,8 @@ class LDLLoss(LossTerm):
         self.kernel_size = int(kernel_size)
 
     def compute(self, inputs: LossInputs) -> Tensor:
-        return ldl_loss(inputs.sr, inputs.gt, self.kernel_size, inputs.extra.get("sr_ema"))
+        sr_ema = None
+        if inputs.ema_generator is not None:
+            with torch.no_grad():
+                sr_ema = as_levels(inputs.ema_generator(inputs.lq))[-1]
+        return ldl_loss(inputs.sr, inputs.gt, self.kernel_size, sr_ema)

@@ -443,3 +443,13 @@ def test_swinir_real_preset_keeps_its_upsampler(tiny_cfg):
 
     cfg = tiny_cfg("model=swinir", "model.preset=real")
     assert instantiate(cfg.model.generator).upsampler == "nearest+conv"
+
+
+def test_schedule_free_validates_with_its_averaged_weights(tiny_cfg, val_subset, tmp_path):
+    """optimizer.eval() around validation, train() after: training goes on in train mode."""
+    _, objects = train(
+        tiny_cfg(*COMMON, f"data.val_dir={val_subset}", "optim=schedule_free", out=tmp_path / "sf")
+    )
+    opt = objects["trainer"].optimizers[0]
+    assert "schedulefree" in type(opt).__module__.lower()
+    assert opt.param_groups[0]["train_mode"] is True

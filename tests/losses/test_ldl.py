@@ -61,3 +61,22 @@ def test_gradient_flows_to_sr_only_through_the_l1():
 def test_even_kernel_is_a_config_error():
     with pytest.raises(ConfigError, match="kernel_size"):
         LDLLoss(kernel_size=4)
+
+
+def test_the_trainer_passes_the_ema_generator_for_refinement():
+    """LossInputs.ema_generator (set by the trainer with ema.enabled=true) refines the map."""
+    import torch
+
+    from sr_cli.losses.base import LossInputs
+    from sr_cli.losses.ldl import LDLLoss
+
+    gt = torch.rand(1, 3, 16, 16)
+    sr = gt + 0.1 * torch.randn_like(gt)
+    lq = gt[..., ::2, ::2]
+    plain = LossInputs(sr=sr, gt=gt, lq=lq, sr_levels=[sr], scale=2)
+    worse = LossInputs(
+        sr=sr, gt=gt, lq=lq, sr_levels=[sr], scale=2,
+        ema_generator=lambda x: 2 * torch.nn.functional.interpolate(x, scale_factor=2) + 5,
+    )
+    assert LDLLoss()(worse).loss.item() == 0.0  # the EMA is worse everywhere: nothing to fix
+    assert LDLLoss()(plain).loss.item() > 0.0
