@@ -28,6 +28,7 @@ Families (paper configuration, x4 parameter count in :mod:`tests.models.test_com
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch.nn.functional as F
@@ -113,6 +114,16 @@ def omnisr(scale: int = 4, preset: str = "paper", **overrides: Any) -> nn.Module
 
     Inputs smaller than 16 pixels are padded (replicate) and the output cropped; the state dict
     is spandrel's ``OmniSR`` one."""
+    PaddedOmniSR = _padded_omnisr_class()
+    scale = check_scale("OmniSR", scale, SCALES)
+    args = resolve_preset("OmniSR", OMNISR_PRESETS, preset, overrides)
+    return _finish(PaddedOmniSR(num_in_ch=3, num_out_ch=3, up_scale=scale, **args), scale)
+
+
+@functools.cache
+def _padded_omnisr_class() -> type:
+    """spandrel's OmniSR, padding inputs below its minimum size (one class, made on first use so
+    that importing this module does not import spandrel)."""
     from spandrel.architectures.OmniSR import OmniSR
 
     class PaddedOmniSR(OmniSR):
@@ -124,9 +135,7 @@ def omnisr(scale: int = 4, preset: str = "paper", **overrides: Any) -> nn.Module
             out = super().forward(F.pad(x, (0, pw, 0, ph), mode="replicate"))
             return out[..., : h * self.up_scale, : w * self.up_scale]
 
-    scale = check_scale("OmniSR", scale, SCALES)
-    args = resolve_preset("OmniSR", OMNISR_PRESETS, preset, overrides)
-    return _finish(PaddedOmniSR(num_in_ch=3, num_out_ch=3, up_scale=scale, **args), scale)
+    return PaddedOmniSR
 
 
 _HAT_COMMON = dict(window_size=16, overlap_ratio=0.5, mlp_ratio=2.0, num_feat=64)

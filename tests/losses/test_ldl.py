@@ -75,7 +75,11 @@ def test_the_trainer_passes_the_ema_generator_for_refinement():
     lq = gt[..., ::2, ::2]
     plain = LossInputs(sr=sr, gt=gt, lq=lq, sr_levels=[sr], scale=2)
     worse = LossInputs(
-        sr=sr, gt=gt, lq=lq, sr_levels=[sr], scale=2,
+        sr=sr,
+        gt=gt,
+        lq=lq,
+        sr_levels=[sr],
+        scale=2,
         ema_generator=lambda x: 2 * torch.nn.functional.interpolate(x, scale_factor=2) + 5,
     )
     assert LDLLoss()(worse).loss.item() == 0.0  # the EMA is worse everywhere: nothing to fix
