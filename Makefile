@@ -50,9 +50,11 @@ $(STAMP): setup.cfg pyproject.toml $(if $(or $(filter cpu,$(TORCH)),$(wildcard $
 install: $(STAMP) ## Create .venv and install torch (TORCH=cpu: CPU-only build), the package and its test extras
 
 train: $(STAMP) ## Fine-tune the bundled L1-pretrained ESRGAN with downsample + GAN losses, a few minutes on CPU
-	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-train model=esrgan loss=downsample+gan experiment=demo $(TRAIN_ARGS)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-train model=esrgan loss=downsample+gan experiment=demo $(DEMO_MIX) $(TRAIN_ARGS)
 
 DEMO_WEIGHTS := sr_cli/data/weights/esrgan_small_x4_l1.safetensors
+# The fine-tune's mix: the discriminator learns alone for 100 iterations, then a light GAN term.
+DEMO_MIX := loss.gan.weight=0.001 loss.gan.start_step=100
 PRETRAIN_DIR := outputs/demo_pretrain/make
 
 pretrain-demo: $(STAMP) ## Rebuild the warm start of `make train` (L1, bundled images) into $(DEMO_WEIGHTS)

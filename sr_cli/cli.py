@@ -50,6 +50,7 @@ def quiet_startup() -> None:
         "lightning_fabric.utilities.rank_zero",
         "pytorch_lightning.accelerators.cuda",
         "lightning_fabric.utilities.seed",
+        "pytorch_lightning.trainer.connectors.checkpoint_connector",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
     for module in (
