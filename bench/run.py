@@ -214,9 +214,7 @@ class PlainLoop:
         if "l1" in t:
             loss = loss + t["l1"].weight * (sr - gt).abs().mean()
         if "downsample" in t:
-            loss = (
-                loss + t["downsample"].weight * (self.deg.replay(sr, params) - lq).abs().mean()
-            )
+            loss = loss + t["downsample"].weight * (self.deg.replay(sr, params) - lq).abs().mean()
         if self.disc is not None:
             self.disc.requires_grad_(False)
             real = self.disc(gt).detach()
@@ -248,7 +246,7 @@ def run_real_trainer(cfg, p: dict, pause: Callable[[int], None] | None, rounds: 
     from hydra.utils import instantiate
 
     from bench.clock import StepClock
-    from sr_cli.train import build_module, build_trainer, setup_environment
+    from sr_cli.engine.training import build_module, build_trainer, setup_environment
 
     setup_environment()
     out = Path(cfg.paths.output_dir)
@@ -502,7 +500,7 @@ def bench_upscale(p: dict, device: str, tmp: Path) -> list[dict]:
     from hydra.utils import instantiate
 
     from bench.upscale_memory import MODELS, measure
-    from sr_cli.upscale import Picture, make_forward, upscale_picture
+    from sr_cli.commands.upscale import Picture, make_forward, upscale_picture
 
     rows = []
     torch.manual_seed(0)
@@ -558,7 +556,7 @@ def bench_eval(p: dict, device: str, tmp: Path) -> list[dict]:
     from PIL import Image
 
     from bench.upscale_memory import make_checkpoint
-    from sr_cli.inference import load_generator
+    from sr_cli.engine.inference import load_generator
 
     ckpt = tmp / "eval" / "model.ckpt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -579,8 +577,8 @@ def bench_eval(p: dict, device: str, tmp: Path) -> list[dict]:
         """The sr-eval task in-process (``evaluate(cfg)``, the config a user's command gets)."""
         from hydra import compose, initialize_config_dir
 
+        from sr_cli.commands.eval import evaluate
         from sr_cli.config import config_dir
-        from sr_cli.eval import evaluate
 
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
             cfg = compose("eval", overrides=[
@@ -649,7 +647,7 @@ def bench_scaling(p: dict, device: str, tmp: Path) -> list[dict]:
     for world in (1, 2):
         out = tmp / f"ddp{world}"
         cmd = [
-            sys.executable, "-m", "sr_cli.cli",
+            sys.executable, "-m", "sr_cli.commands.train",
             *train_overrides(dict(p, workers=0), "edsr", "l1", out, "cpu"),
             *(["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"] if world == 2 else []),
             f"trainer.max_steps={steps + 10}", "+callbacks.bench_clock._target_=bench.clock.StepClock",

@@ -81,8 +81,8 @@ def quiet_startup() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_task(cfg: DictConfig) -> float | None:
-    from sr_cli.lit.callbacks import TrainingInterrupted
-    from sr_cli.train import run
+    from sr_cli.engine.lit.callbacks import TrainingInterrupted
+    from sr_cli.engine.training import run
 
     quiet_startup()
     try:
@@ -96,7 +96,7 @@ def _train_task(cfg: DictConfig) -> float | None:
         sys.exit(stop.exit_code)
     summary = Path(objects["output_dir"]) / "summary.json"
     if cfg.trainer.get("enable_progress_bar", True) and summary.is_file():
-        from sr_cli.lit.progress import print_run_end
+        from sr_cli.engine.lit.progress import print_run_end
 
         print_run_end(json.loads(summary.read_text()))
     return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
@@ -118,5 +118,5 @@ def train_main() -> None:
     _train_task()
 
 
-if __name__ == "__main__":  # python -m sr_cli.cli
+if __name__ == "__main__":  # python -m sr_cli.commands.train
     train_main()

@@ -71,7 +71,7 @@ def load_run(path: str | Path) -> Run:
     """Open a run directory (or a bare ``.ckpt``)."""
     from omegaconf import OmegaConf
 
-    from sr_cli.inference import resolve_checkpoint
+    from sr_cli.engine.inference import resolve_checkpoint
 
     p = Path(path).expanduser()
     ckpt = resolve_checkpoint(p)
@@ -293,14 +293,14 @@ def build_report(
     """Write ``report.html`` (and its PNG files) to ``out_dir``; returns the page's path."""
     from torch.utils.data import Subset
 
-    from sr_cli.compare import (
+    from sr_cli.data.datasets import open_eval_dataset
+    from sr_cli.engine.compare import (
         checkpoint_rows,
         compare,
         default_lq_config,
         load_checkpoints,
         unique_labels,
     )
-    from sr_cli.data.datasets import open_eval_dataset
     from sr_cli.metrics.registry import metric_names, select_metrics
     from sr_cli.rate.aggregate import read_mos_csv
     from sr_cli.rebuild import rebuild
@@ -535,5 +535,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"sr-report: wrote {path}", file=sys.stderr)
 
 
-if __name__ == "__main__":  # python -m sr_cli.report
+if __name__ == "__main__":  # python -m sr_cli.commands.report
     main()

@@ -15,7 +15,7 @@ inside), makes or reads the LQ of every evaluation image and computes, per image
 All full-reference metrics compare the 8-bit-rounded SR with GT, border cropped by the scale.
 A bicubic baseline row (MATLAB ``imresize`` of the LQ) is always included.
 
-The comparison itself is :func:`sr_cli.compare.compare` (shared with ``sr-report``): each
+The comparison itself is :func:`sr_cli.engine.compare.compare` (shared with ``sr-report``): each
 device takes an unpadded shard of the images, and the per-image tables are gathered across
 processes, so the result equals the single-device one. The LQ of an HR-only image is drawn from
 the ``val_degradation`` stream (:mod:`sr_cli.streams`), as validation during training does.
@@ -32,14 +32,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sr_cli.compare import (
+from sr_cli.config import config_dir, register_resolvers
+from sr_cli.engine.compare import (
     Comparison,
     checkpoint_rows,
     compare,
     default_lq_config,
     load_checkpoints,
 )
-from sr_cli.config import config_dir, register_resolvers
 from sr_cli.errors import ConfigError, exit_on_user_error
 from sr_cli.metrics.registry import (
     UNAVAILABLE,
@@ -226,9 +226,9 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     """
     from sr_cli.data import sample_dir
     from sr_cli.data.datasets import open_eval_dataset
-    from sr_cli.inference import resolve_checkpoint
+    from sr_cli.engine.inference import resolve_checkpoint
+    from sr_cli.engine.training import setup_environment
     from sr_cli.metrics.protocol import PROTOCOLS
-    from sr_cli.train import setup_environment
 
     setup_environment()
     protocol = str(cfg.get("protocol", "paper"))
@@ -330,5 +330,5 @@ def main() -> None:
     task()
 
 
-if __name__ == "__main__":  # python -m sr_cli.eval
+if __name__ == "__main__":  # python -m sr_cli.commands.eval
     main()

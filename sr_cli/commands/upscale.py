@@ -1,7 +1,7 @@
 """``sr-upscale``: super-resolve image files or folders with an sr-train checkpoint.
 
 * Any image size: the generator runs on overlapping tiles blended seamlessly
-  (:mod:`sr_cli.tiling`), and the output is assembled strip by strip, so memory is bounded by
+  (:mod:`sr_cli.engine.tiling`), and the output is assembled strip by strip, so memory is bounded by
   the tile size and the image width.
 * The alpha channel is kept: it is upscaled separately with MATLAB bicubic interpolation.
 * The bit depth is kept where the format allows: a 16-bit PNG gives a 16-bit PNG (grayscale,
@@ -267,7 +267,7 @@ def upscale_picture(
     Returns the output image quantized to the input's bit depth, ``(H * s, W * s, C)`` with
     ``C`` = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), filled strip by strip: no
     full-size float copy of the output is ever made."""
-    from sr_cli.tiling import iter_tiled_rows
+    from sr_cli.engine.tiling import iter_tiled_rows
 
     if tile <= 0:  # one tile, the whole image: no overlap to blend (also for tiny images)
         tile, overlap = 0, 0
@@ -446,8 +446,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     from tqdm import tqdm
 
     from sr_cli.data.images import image_size
-    from sr_cli.inference import load_generator, resolve_checkpoint
-    from sr_cli.tiling import check_tiling
+    from sr_cli.engine.inference import load_generator, resolve_checkpoint
+    from sr_cli.engine.tiling import check_tiling
 
     check_options(args)
     check_tiling(args.tile, args.overlap)
@@ -482,5 +482,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"sr-upscale: wrote {len(written)} image(s)", file=sys.stderr)
 
 
-if __name__ == "__main__":  # python -m sr_cli.upscale
+if __name__ == "__main__":  # python -m sr_cli.commands.upscale
     main()
