@@ -173,6 +173,8 @@ class PlainLoop:
     def __init__(self, cfg, device: str, n_batches: int = 4, channels_last: bool = False):
         from hydra.utils import instantiate
 
+        from sr_cli.engine.training import build_datamodule
+
         torch.manual_seed(int(cfg.seed))
         self.device = torch.device(device)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -189,7 +191,7 @@ class PlainLoop:
             self.opt_d = instantiate(cfg.optim.discriminator, _convert_="all")(
                 self.disc.parameters()
             )
-        dm = instantiate(cfg.data, _convert_="all", num_workers=0)
+        dm = build_datamodule(cfg, num_workers=0)
         dm.setup("fit")
         it = iter(dm.train_dataloader())
         self.batches = [next(it)["gt"].to(self.device) for _ in range(n_batches)]
@@ -243,16 +245,20 @@ class PlainLoop:
 def run_real_trainer(cfg, p: dict, pause: Callable[[int], None] | None, rounds: int):
     """Fit with the real sr-train objects (datamodule, SRModule, callbacks, loggers) and a clock."""
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
     from bench.clock import StepClock
-    from sr_cli.engine.training import build_module, build_trainer, setup_environment
+    from sr_cli.engine.training import (
+        build_datamodule,
+        build_module,
+        build_trainer,
+        setup_environment,
+    )
 
     setup_environment()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = instantiate(cfg.data, _convert_="all")
+    dm = build_datamodule(cfg)
     dm.setup("fit")
     module = build_module(cfg, dm.val_names, out)
     trainer = build_trainer(cfg, module, out)
@@ -443,7 +449,7 @@ def bench_peer(p: dict, device: str, tmp: Path) -> list[dict]:
 
 # -------------------------------------------------------------------------- 2. data pipeline
 def bench_data(p: dict, device: str, tmp: Path) -> list[dict]:
-    from hydra.utils import instantiate
+    from sr_cli.engine.training import build_datamodule
 
     rows = []
     batch = 16 if p["batch"] >= 8 else p["batch"]
@@ -452,7 +458,7 @@ def bench_data(p: dict, device: str, tmp: Path) -> list[dict]:
         cfg = compose_train(
             train_overrides(q, "edsr", "l1", tmp / f"data-{deg}", device, [f"degradation={deg}"])
         )
-        dm = instantiate(cfg.data, _convert_="all")
+        dm = build_datamodule(cfg)
         dm.setup("fit")
         loader = dm.train_dataloader()
 

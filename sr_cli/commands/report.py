@@ -249,7 +249,6 @@ class Page:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self.parts: list[str] = []
-        self.files: list[Path] = []
 
     def add(self, markup: str) -> None:
         self.parts.append(markup)
@@ -257,7 +256,6 @@ class Page:
     def img(self, png: bytes, name: str, alt: str, width: int | None = None, cls: str = "") -> str:
         path = self.out_dir / f"{name}.png"
         path.write_bytes(png)
-        self.files.append(path)
         data = base64.b64encode(png).decode("ascii")
         size = f' width="{width}"' if width else ""
         klass = f' class="{cls}"' if cls else ""

@@ -76,6 +76,19 @@ def check_scales(scale: int, generator: Any, degradation: Any, data_scale: int) 
         )
 
 
+def build_datamodule(cfg: DictConfig, **overrides: Any):
+    """The :class:`SRDataModule` of ``cfg.data``.
+
+    ``data.root`` only feeds the configs' path interpolations (``${.root}/DIV2K/...``), so the
+    paths are resolved first and ``root`` is not passed on.
+    """
+    from hydra.utils import instantiate
+
+    node = OmegaConf.to_container(cfg.data, resolve=True)
+    node.pop("root", None)
+    return instantiate(node, _convert_="all", **overrides)
+
+
 def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
     """The generator, its loss terms and degradation, wrapped in an :class:`SRModule`."""
     from hydra.utils import instantiate
@@ -257,7 +270,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
     from sr_cli.engine import rundir
     from sr_cli.engine.lit.callbacks import GracefulStop, TrainingInterrupted, run_checkpoints
@@ -267,7 +279,7 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     resolved = OmegaConf.to_container(cfg, resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # bad folders and images fail here, before any model is built
     module = build_module(cfg, datamodule.val_names, output_dir)
     kept = rundir.trim_metrics(output_dir, plan.iteration) if plan.checkpoint else None
