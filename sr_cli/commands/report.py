@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from sr_cli.errors import ConfigError, DataError, exit_on_user_error
+from sr_cli.pixels import quantize_array, to_uint8
 
 #: Marks every image load on the page: ``document.body.dataset.imagesLoaded = "3/3"``.
 LOAD_CHECK_SCRIPT = """
@@ -100,7 +101,7 @@ def to_png(img: np.ndarray) -> bytes:
     from PIL import Image
 
     if img.dtype != np.uint8:
-        img = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+        img = quantize_array(img, 8)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
@@ -108,8 +109,7 @@ def to_png(img: np.ndarray) -> bytes:
 
 def tensor_image(x: Tensor) -> np.ndarray:
     """``(1, 3, H, W)`` or ``(3, H, W)`` in ``[0, 1]`` -> ``(H, W, 3)`` uint8."""
-    x = x[0] if x.dim() == 4 else x
-    return x.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return to_uint8(x.detach().float())
 
 
 def detail_window(gt: Tensor, size: int, align: int) -> tuple[int, int]:
@@ -130,7 +130,7 @@ def heat_map(err: np.ndarray, vmax: float) -> np.ndarray:
     from matplotlib import colormaps
 
     rgba = colormaps["inferno"](np.clip(err / max(vmax, 1e-8), 0, 1))
-    return (rgba[..., :3] * 255).round().astype(np.uint8)
+    return quantize_array(rgba[..., :3], 8)
 
 
 def radial_power_spectrum(img: Tensor) -> tuple[np.ndarray, np.ndarray]:

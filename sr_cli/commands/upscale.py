@@ -38,6 +38,7 @@ from PIL import Image
 
 from sr_cli.errors import ConfigError, DataError, SrCliError, exit_on_user_error
 from sr_cli.models.common import final_output
+from sr_cli.pixels import quantize_array
 
 #: Default output folder for image files given on the command line (in the current directory).
 FILES_OUTPUT_DIR = "upscaled"
@@ -163,12 +164,6 @@ def _pil_format(path: Path) -> str:
     )
 
 
-def quantize(x: np.ndarray, bits: int) -> np.ndarray:
-    """Float ``[0, 1]`` -> ``uint8`` / ``uint16``, rounded."""
-    peak = 65535.0 if bits == 16 else 255.0
-    return np.clip(np.round(x * peak), 0, peak).astype(np.uint16 if bits == 16 else np.uint8)
-
-
 def write_array(arr: np.ndarray, path: str | Path, quality: int = DEFAULT_QUALITY) -> None:
     """Encode ``(H, W, C)`` ``uint8``/``uint16`` (C: 1 = L, 2 = LA, 3 = RGB, 4 = RGBA),
     atomically; 16 bits are kept for PNG, ``quality`` (1-100) applies to JPEG and WebP."""
@@ -206,7 +201,7 @@ def write_picture(pic: Picture, path: str | Path, quality: int = DEFAULT_QUALITY
     )
     if pic.alpha is not None:
         chans.append(pic.alpha)
-    write_array(quantize(np.stack(chans, axis=-1), pic.bits), path, quality)
+    write_array(quantize_array(np.stack(chans, axis=-1), pic.bits), path, quality)
 
 
 # ---------------------------------------------------------------------------- upscaling
@@ -251,7 +246,7 @@ def upscale_alpha(
     for r0 in range(0, h * scale, rows_per_strip):
         r1 = min(r0 + rows_per_strip, h * scale)
         strip = ((mat_h[r0:r1] @ x) @ mat_w.T).clamp(0, 1).numpy()
-        out[r0:r1] = strip if out.dtype == np.float32 else quantize(strip, bits)
+        out[r0:r1] = strip if out.dtype == np.float32 else quantize_array(strip, bits)
     return out
 
 
@@ -281,7 +276,7 @@ def upscale_picture(
         strip = strip.clamp(0, 1)
         if pic.gray:
             strip = (strip * luma).sum(1, keepdim=True)
-        out[y0:y1, :, :color] = quantize(strip[0].permute(1, 2, 0).numpy(), pic.bits)
+        out[y0:y1, :, :color] = quantize_array(strip[0].permute(1, 2, 0).numpy(), pic.bits)
     if pic.alpha is not None:
         alpha = np.empty((h * scale, w * scale), out.dtype)
         out[..., color] = upscale_alpha(pic.alpha, scale, out=alpha)

@@ -246,8 +246,10 @@ def write_crop(img: Tensor, y: int, x: int, size: int, path: Path) -> None:
     """Save the ``size`` x ``size`` window at ``(y, x)`` of a ``(1, 3, H, W)`` image as PNG."""
     from PIL import Image
 
-    window = img[0, :, y : y + size, x : x + size].clamp(0, 1).mul(255).round().byte()
+    from sr_cli.pixels import to_uint8
+
+    window = to_uint8(img[0, :, y : y + size, x : x + size])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(window.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+    Image.fromarray(window).save(tmp, format="PNG")
     tmp.replace(path)

@@ -11,10 +11,11 @@ from PIL import Image
 
 from sr_cli.data import SAMPLES_DIR
 from sr_cli.data.benchmarks import BenchmarkDataset, detect_layout
-from sr_cli.data.datasets import ImageFolderEvalDataset, open_eval_dataset, to_uint8
+from sr_cli.data.datasets import ImageFolderEvalDataset, open_eval_dataset
 from sr_cli.data.images import read_image
 from sr_cli.data.prepare import bicubic_lr
 from sr_cli.errors import DataError
+from sr_cli.pixels import to_uint8
 
 
 def make_benchmark(

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from sr_cli.data.datasets import to_uint8
 from sr_cli.data.images import ImageConversionWarning
 from sr_cli.data.paired import PairedFolderDataset
 from sr_cli.engine.lit.datamodule import SRDataModule
 from sr_cli.errors import DataError
+from sr_cli.pixels import to_uint8
 
 S = 4
 
