@@ -40,7 +40,7 @@ from sr_cli.engine.compare import (
     default_lq_config,
     load_checkpoints,
 )
-from sr_cli.errors import ConfigError, exit_on_user_error
+from sr_cli.errors import ConfigError, exit_on_hydra_user_error, exit_on_user_error
 from sr_cli.metrics.registry import (
     UNAVAILABLE,
     header,
@@ -327,7 +327,8 @@ def main() -> None:
 
     register_resolvers()
     task = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")(_run)
-    task()
+    with exit_on_hydra_user_error():
+        task()
 
 
 if __name__ == "__main__":  # python -m sr_cli.commands.eval

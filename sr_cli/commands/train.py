@@ -23,7 +23,7 @@ from sr_cli.config import (
     sweep_keys,
     unknown_list_members,
 )
-from sr_cli.errors import exit_on_user_error
+from sr_cli.errors import exit_on_hydra_user_error, exit_on_user_error
 
 log = logging.getLogger("sr_cli")
 
@@ -109,13 +109,14 @@ def train_main() -> None:
     problem = unknown_list_members(args)
     if problem:
         print(problem, file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2)
     sys.argv = [sys.argv[0], *args]
     if "-m" in args or "--multirun" in args:
         import os
 
         os.environ[SWEEP_KEYS_ENV] = ",".join(sweep_keys(args))
-    _train_task()
+    with exit_on_hydra_user_error():
+        _train_task()
 
 
 if __name__ == "__main__":  # python -m sr_cli.commands.train
