@@ -506,7 +506,7 @@ def bench_upscale(p: dict, device: str, tmp: Path) -> list[dict]:
     from hydra.utils import instantiate
 
     from bench.upscale_memory import MODELS, measure
-    from sr_cli.commands.upscale import Picture, make_forward, upscale_picture
+    from sr_cli.engine.upscaling import Picture, make_forward, upscale_picture
 
     rows = []
     torch.manual_seed(0)
