@@ -583,8 +583,8 @@ def bench_eval(p: dict, device: str, tmp: Path) -> list[dict]:
         """The sr-eval task in-process (``evaluate(cfg)``, the config a user's command gets)."""
         from hydra import compose, initialize_config_dir
 
-        from sr_cli.commands.eval import evaluate
         from sr_cli.config import config_dir
+        from sr_cli.engine.evaluation import evaluate
 
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
             cfg = compose("eval", overrides=[

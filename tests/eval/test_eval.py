@@ -12,14 +12,14 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from scipy.signal import convolve2d
 
-from sr_cli.commands.eval import (
+from sr_cli.commands.eval import _run
+from sr_cli.config import config_dir
+from sr_cli.engine.evaluation import (
     EXTRA_METRICS,
-    _run,
     evaluate,
     required_weight_files,
     weights_unavailable,
 )
-from sr_cli.config import config_dir
 from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS
 from tests.eval.conftest import run_script
 

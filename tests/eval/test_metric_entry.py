@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sr_cli.commands.eval import evaluate
+from sr_cli.engine.evaluation import evaluate
 from sr_cli.metrics.registry import MetricSpec, registered
 from tests.conftest import TINY, compose_train
 from tests.eval.test_eval import compose_eval

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from sr_cli.commands.eval import evaluate
 from sr_cli.commands.upscale import main as upscale_main
+from sr_cli.engine.evaluation import evaluate
 from sr_cli.engine.inference import load_generator, super_resolve
 from sr_cli.models.community import FAMILIES
 from tests.conftest import TINY, compose_train
