@@ -173,6 +173,8 @@ class PlainLoop:
     def __init__(self, cfg, device: str, n_batches: int = 4, channels_last: bool = False):
         from hydra.utils import instantiate
 
+        from sr_cli.engine.training import build_datamodule
+
         torch.manual_seed(int(cfg.seed))
         self.device = torch.device(device)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -189,7 +191,7 @@ class PlainLoop:
             self.opt_d = instantiate(cfg.optim.discriminator, _convert_="all")(
                 self.disc.parameters()
             )
-        dm = instantiate(cfg.data, _convert_="all", num_workers=0)
+        dm = build_datamodule(cfg, num_workers=0)
         dm.setup("fit")
         it = iter(dm.train_dataloader())
         self.batches = [next(it)["gt"].to(self.device) for _ in range(n_batches)]
@@ -214,9 +216,7 @@ class PlainLoop:
         if "l1" in t:
             loss = loss + t["l1"].weight * (sr - gt).abs().mean()
         if "downsample" in t:
-            loss = (
-                loss + t["downsample"].weight * (self.deg.replay(sr, params) - lq).abs().mean()
-            )
+            loss = loss + t["downsample"].weight * (self.deg.replay(sr, params) - lq).abs().mean()
         if self.disc is not None:
             self.disc.requires_grad_(False)
             real = self.disc(gt).detach()
@@ -245,16 +245,20 @@ class PlainLoop:
 def run_real_trainer(cfg, p: dict, pause: Callable[[int], None] | None, rounds: int):
     """Fit with the real sr-train objects (datamodule, SRModule, callbacks, loggers) and a clock."""
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
     from bench.clock import StepClock
-    from sr_cli.train import build_module, build_trainer, setup_environment
+    from sr_cli.engine.training import (
+        build_datamodule,
+        build_module,
+        build_trainer,
+        setup_environment,
+    )
 
     setup_environment()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = instantiate(cfg.data, _convert_="all")
+    dm = build_datamodule(cfg)
     dm.setup("fit")
     module = build_module(cfg, dm.val_names, out)
     trainer = build_trainer(cfg, module, out)
@@ -445,7 +449,7 @@ def bench_peer(p: dict, device: str, tmp: Path) -> list[dict]:
 
 # -------------------------------------------------------------------------- 2. data pipeline
 def bench_data(p: dict, device: str, tmp: Path) -> list[dict]:
-    from hydra.utils import instantiate
+    from sr_cli.engine.training import build_datamodule
 
     rows = []
     batch = 16 if p["batch"] >= 8 else p["batch"]
@@ -454,7 +458,7 @@ def bench_data(p: dict, device: str, tmp: Path) -> list[dict]:
         cfg = compose_train(
             train_overrides(q, "edsr", "l1", tmp / f"data-{deg}", device, [f"degradation={deg}"])
         )
-        dm = instantiate(cfg.data, _convert_="all")
+        dm = build_datamodule(cfg)
         dm.setup("fit")
         loader = dm.train_dataloader()
 
@@ -502,7 +506,7 @@ def bench_upscale(p: dict, device: str, tmp: Path) -> list[dict]:
     from hydra.utils import instantiate
 
     from bench.upscale_memory import MODELS, measure
-    from sr_cli.upscale import Picture, make_forward, upscale_picture
+    from sr_cli.engine.upscaling import Picture, make_forward, upscale_picture
 
     rows = []
     torch.manual_seed(0)
@@ -558,7 +562,7 @@ def bench_eval(p: dict, device: str, tmp: Path) -> list[dict]:
     from PIL import Image
 
     from bench.upscale_memory import make_checkpoint
-    from sr_cli.inference import load_generator
+    from sr_cli.engine.inference import load_generator
 
     ckpt = tmp / "eval" / "model.ckpt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -580,7 +584,7 @@ def bench_eval(p: dict, device: str, tmp: Path) -> list[dict]:
         from hydra import compose, initialize_config_dir
 
         from sr_cli.config import config_dir
-        from sr_cli.eval import evaluate
+        from sr_cli.engine.evaluation import evaluate
 
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
             cfg = compose("eval", overrides=[
@@ -649,7 +653,7 @@ def bench_scaling(p: dict, device: str, tmp: Path) -> list[dict]:
     for world in (1, 2):
         out = tmp / f"ddp{world}"
         cmd = [
-            sys.executable, "-m", "sr_cli.cli",
+            sys.executable, "-m", "sr_cli.commands.train",
             *train_overrides(dict(p, workers=0), "edsr", "l1", out, "cpu"),
             *(["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"] if world == 2 else []),
             f"trainer.max_steps={steps + 10}", "+callbacks.bench_clock._target_=bench.clock.StepClock",

@@ -62,7 +62,7 @@ def make_checkpoint(path: Path, model: str) -> None:
 
 
 def child(args: list[str]) -> None:
-    from sr_cli.upscale import main
+    from sr_cli.commands.upscale import main
 
     t0 = time.perf_counter()
     main(args)

@@ -66,3 +66,18 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
             raise
         print(f"{prog}: error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+@contextmanager
+def exit_on_hydra_user_error() -> Iterator[None]:
+    """Hydra prints its own user errors (an unknown config option, a malformed override, a
+    missing config file) and exits with status 1; turn that exit into 2 like every other user
+    error. Any other exit passes through unchanged."""
+    from hydra.errors import CompactHydraException
+
+    try:
+        yield
+    except SystemExit as stop:
+        if stop.code == 1 and isinstance(stop.__context__, CompactHydraException):
+            raise SystemExit(2) from None
+        raise

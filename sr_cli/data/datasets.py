@@ -29,11 +29,6 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
 
 
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """``(3, H, W)`` float in ``[0, 1]`` -> ``(H, W, 3)`` uint8, rounded."""
-    return img.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
 def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
     """Crop ``(H, W, C)`` so both sides are multiples of ``scale`` (the standard benchmark step)."""
     h, w = img.shape[:2]

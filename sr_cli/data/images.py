@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sr_cli.errors import ConfigError, DataError, SrCliError
+from sr_cli.pixels import quantize_array
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -131,7 +132,7 @@ def _to_rgb8(im: Image.Image, path: Path, warn: bool) -> np.ndarray:
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
         peak = 65535.0 if arr.max() > 255 or mode.startswith("I;16") else 255.0
-        arr = np.clip(np.round(arr * 255.0 / peak), 0, 255).astype(np.uint8)
+        arr = quantize_array(arr / peak, 8)
         arr = np.repeat(arr[..., None], 3, axis=2)
         note = f"16-bit grayscale ({mode}) converted to 8-bit RGB"
     elif mode == "RGB":

@@ -21,6 +21,7 @@ from kornia.filters import filter2d
 from torch import Tensor
 
 from sr_cli.errors import ConfigError
+from sr_cli.pixels import peak, to_levels
 
 
 # --------------------------------------------------------------------------- random draws
@@ -129,6 +130,5 @@ def quantize(x: Tensor, bits: int = 8) -> Tensor:
 
     With ``bits=8`` this is what saving a PNG does to ``[0, 1]`` images.
     """
-    levels = float(2**bits - 1)
-    q = torch.round(x.clamp(0, 1) * levels) / levels
+    q = to_levels(x, bits) / peak(bits)
     return x + (q - x).detach()

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from kornia.filters import get_gaussian_kernel1d
 from torch import Tensor
 
+from sr_cli.pixels import to_levels
+
 Protocol = Literal["paper", "matlab"]
 PROTOCOLS: tuple[str, ...] = ("paper", "matlab")
 
@@ -46,7 +48,7 @@ PROTOCOL_DESCRIPTIONS = {
 
 def to_uint8_range(x: Tensor) -> Tensor:
     """Clamp ``[0, 1]`` images and round them to the 8-bit grid, returned as floats in ``[0, 255]``."""
-    return torch.round(x.clamp(0.0, 1.0) * 255.0)
+    return to_levels(x, 8)
 
 
 def rgb_to_y(rgb255: Tensor, round_y: bool = False) -> Tensor:

@@ -8,7 +8,7 @@ layouts to this project's, and loads it with an error message that says what wen
 Containers understood:
 
 * BasicSR / Real-ESRGAN: ``{"params_ema": sd}`` or ``{"params": sd}`` (the EMA is preferred);
-* Lightning checkpoints of :mod:`sr_cli.lit`: ``{"state_dict": {"generator.*", "generator_ema.*",
+* Lightning checkpoints of :mod:`sr_cli.engine.lit`: ``{"state_dict": {"generator.*", "generator_ema.*",
   "discriminator.*", ...}}`` (the EMA generator is preferred when present; ``module.`` and
   ``n_averaged`` from :class:`torch.optim.swa_utils.AveragedModel` are handled);
 * ``{"state_dict": sd}``, ``{"model": sd}``, ``{"net": sd}``, ``{"generator": sd}`` and bare state dicts;
@@ -42,7 +42,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -54,6 +56,21 @@ log = logging.getLogger(__name__)
 SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 
 _DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator ready for inference, with what the checkpoint says about it."""
+
+    generator: nn.Module
+    scale: int
+    model_config: dict[str, Any]
+    degradation_config: dict[str, Any] | None
+    source: Path
+    used_ema: bool
+    iteration: int | None
+    #: The run name stored by sr-train (``checkpoint["sr_cli"]["name"]``), if any.
+    name: str | None = None
 
 
 def read_checkpoint(path: str | Path) -> dict:

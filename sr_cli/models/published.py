@@ -167,12 +167,12 @@ def for_inference(net: nn.Module, scale: int, info: Mapping[str, Any]) -> nn.Mod
 
 
 def load_published(path: str | Path, prefer_ema: bool = True, raw: Mapping | None = None):
-    """A :class:`~sr_cli.inference.LoadedGenerator` for a published weights file.
+    """A :class:`~sr_cli.models.pretrained.LoadedGenerator` for a published weights file.
 
     ``model_config`` names the detected architecture (``name``, spandrel's ``architecture``
     id and tags); the file carries no degradation, so ``degradation_config`` is ``None``.
     """
-    from sr_cli.inference import LoadedGenerator
+    from sr_cli.models.pretrained import LoadedGenerator
 
     path = Path(path)
     if raw is None:

@@ -7,7 +7,7 @@
 * :mod:`~sr_cli.rate.server` serves the rating page (stdlib ``ThreadingHTTPServer``).
 * :mod:`~sr_cli.rate.aggregate` fits a Bradley-Terry model to pairwise votes (or averages the
   1-5 ratings), with bootstrap intervals, the win matrix and the agreement between raters.
-* :mod:`~sr_cli.rate.cli` is the ``sr-rate`` console script.
+* :mod:`~sr_cli.commands.rate` is the ``sr-rate`` console script.
 
 The mean opinion score is the reference measure of perceptual quality in the SR literature
 (e.g. Ledig et al., CVPR 2017, SRGAN; Wang et al., "Deep Learning for Image Super-resolution:

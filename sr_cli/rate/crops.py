@@ -2,7 +2,7 @@
 
 The LQ of every image is made as ``sr-eval`` makes it: the first checkpoint's stored
 degradation (sr-eval's fallback: MATLAB bicubic, quantized), seeded per image with
-``make_lq`` of :mod:`sr_cli.compare` (the ``val_degradation`` stream), or the LR images of a benchmark folder. So the SR rated
+``make_lq`` of :mod:`sr_cli.engine.compare` (the ``val_degradation`` stream), or the LR images of a benchmark folder. So the SR rated
 here is the SR sr-eval scores.
 
 Regions: for every pair of runs and every image, the ``n_diff`` windows where the two SRs
@@ -70,8 +70,8 @@ def run_name(arg: str | Path, ckpt: Path) -> str:
 
 def load_runs(paths: list[str], prefer_ema: bool = True) -> list[RateRun]:
     """Load every run (a run folder or a ``.ckpt``); names made unique with ``#2``, ``#3``..."""
-    from sr_cli.compare import unique_labels
-    from sr_cli.inference import load_generator, resolve_checkpoint
+    from sr_cli.engine.compare import unique_labels
+    from sr_cli.engine.inference import load_generator, resolve_checkpoint
 
     if len(paths) < 1:
         raise ConfigError("no run given: sr-rate RUN_OR_CKPT [RUN_OR_CKPT ...]")
@@ -113,7 +113,7 @@ def image_set(set_arg: str) -> Path:
 def lq_degradation(runs: list[RateRun]):
     """The LQ degradation sr-eval uses: the first checkpoint's (rebuilt through the allow-list),
     else quantized MATLAB bicubic."""
-    from sr_cli.compare import default_lq_config
+    from sr_cli.engine.compare import default_lq_config
     from sr_cli.rebuild import rebuild
 
     cfg = runs[0].degradation_config or default_lq_config(runs[0].scale)
@@ -125,9 +125,9 @@ def super_resolve_set(
     runs: list[RateRun], folder: Path, max_images: int = 0, seed: int = 0
 ) -> list[tuple[str, Tensor, list[Tensor]]]:
     """``[(image name, GT (1,3,H,W), [SR of each run])]`` for the images of ``folder``."""
-    from sr_cli.compare import make_lq
     from sr_cli.data.datasets import open_eval_dataset
-    from sr_cli.inference import super_resolve
+    from sr_cli.engine.compare import make_lq
+    from sr_cli.engine.inference import super_resolve
 
     scale = runs[0].scale
     dataset = open_eval_dataset(folder, scale)
@@ -246,8 +246,10 @@ def write_crop(img: Tensor, y: int, x: int, size: int, path: Path) -> None:
     """Save the ``size`` x ``size`` window at ``(y, x)`` of a ``(1, 3, H, W)`` image as PNG."""
     from PIL import Image
 
-    window = img[0, :, y : y + size, x : x + size].clamp(0, 1).mul(255).round().byte()
+    from sr_cli.pixels import to_uint8
+
+    window = to_uint8(img[0, :, y : y + size, x : x + size])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(window.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+    Image.fromarray(window).save(tmp, format="PNG")
     tmp.replace(path)

@@ -11,10 +11,11 @@ from PIL import Image
 
 from sr_cli.data import SAMPLES_DIR
 from sr_cli.data.benchmarks import BenchmarkDataset, detect_layout
-from sr_cli.data.datasets import ImageFolderEvalDataset, open_eval_dataset, to_uint8
+from sr_cli.data.datasets import ImageFolderEvalDataset, open_eval_dataset
 from sr_cli.data.images import read_image
 from sr_cli.data.prepare import bicubic_lr
 from sr_cli.errors import DataError
+from sr_cli.pixels import to_uint8
 
 
 def make_benchmark(
@@ -98,7 +99,7 @@ def test_bad_files_in_benchmark_are_named_or_skipped(tmp_path):
 
 def test_benchmark_validates_under_its_own_name(tiny_cfg, val_subset, tmp_path):
     """A benchmark-layout folder in data.extra_val_dirs logs val/set5/<metric> during training."""
-    from sr_cli.train import train
+    from sr_cli.engine.training import train
 
     set5 = make_benchmark(tmp_path / "Set5", scales=(4,), size=(48, 48), n=1)
     out = tmp_path / "run"

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sr_cli.commands.data import main
 from sr_cli.data import download as dl
-from sr_cli.data.cli import main
 from sr_cli.errors import DataError
 
 UNREACHABLE = "http://127.0.0.1:9/tiny/{}"  # discard port: connection refused at once

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sr_cli.data.cli import main
+from sr_cli.commands.data import main
 from sr_cli.data.images import read_image
 from sr_cli.data.prepare import MANIFEST, bicubic_lr, crop_positions, expected_count
 from sr_cli.errors import DataError

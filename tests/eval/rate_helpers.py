@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from sr_cli.rate.cli import build_parser, prepare
+from sr_cli.commands.rate import build_parser, prepare
 from sr_cli.rate.server import address, make_server
 
 

@@ -96,7 +96,7 @@ def test_the_payloads_are_real(gan_checkpoint, victims):
 @pytest.mark.parametrize("where", ["model", "degradation"])
 @pytest.mark.parametrize("kind", ["top", "nested", "partial", "reexported"])
 def test_load_generator_refuses(gan_checkpoint, tmp_path, victims, where, kind):
-    from sr_cli.inference import load_generator
+    from sr_cli.engine.inference import load_generator
 
     victim, precious = victims
     node = payloads(victim, precious, real_node(gan_checkpoint, where))[kind]
@@ -123,7 +123,7 @@ def test_upscale_refuses_in_a_real_process(gan_checkpoint, tmp_path, victims, ev
 
 @pytest.mark.parametrize("where", ["model", "degradation"])
 def test_export_refuses(gan_checkpoint, tmp_path, victims, capsys, where):
-    from sr_cli.export import main
+    from sr_cli.commands.export import main
 
     victim, precious = victims
     node = payloads(victim, precious, real_node(gan_checkpoint, where))["nested"]
@@ -141,7 +141,7 @@ def test_export_refuses(gan_checkpoint, tmp_path, victims, capsys, where):
 def test_report_refuses(gan_checkpoint, tmp_path, victims, capsys, eval_images, where):
     import shutil
 
-    from sr_cli.report import main
+    from sr_cli.commands.report import main
 
     victim, precious = victims
     run = tmp_path / "run"
@@ -159,7 +159,7 @@ def test_report_refuses(gan_checkpoint, tmp_path, victims, capsys, eval_images, 
 
 @pytest.mark.parametrize("where", ["model", "degradation"])
 def test_eval_refuses(gan_checkpoint, tmp_path, victims, capsys, eval_images, where):
-    from sr_cli.eval import _run
+    from sr_cli.commands.eval import _run
     from tests.eval.test_eval import compose_eval
 
     victim, precious = victims

@@ -12,8 +12,14 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from scipy.signal import convolve2d
 
+from sr_cli.commands.eval import _run
 from sr_cli.config import config_dir
-from sr_cli.eval import EXTRA_METRICS, _run, evaluate, required_weight_files, weights_unavailable
+from sr_cli.engine.evaluation import (
+    EXTRA_METRICS,
+    evaluate,
+    required_weight_files,
+    weights_unavailable,
+)
 from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS
 from tests.eval.conftest import run_script
 
@@ -70,7 +76,7 @@ def reference_metrics(checkpoint: Path, folder: Path, round_y: bool = False) -> 
     from hydra.utils import instantiate
 
     from sr_cli.degradations.resize import imresize
-    from sr_cli.inference import load_generator, super_resolve
+    from sr_cli.engine.inference import load_generator, super_resolve
 
     loaded = load_generator(checkpoint)
     s = loaded.scale

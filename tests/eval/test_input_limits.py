@@ -6,7 +6,7 @@ import pytest
 
 
 def test_sr_eval_max_pixels(trained_run, eval_images, tmp_path, capsys):
-    from sr_cli.eval import _run
+    from sr_cli.commands.eval import _run
     from tests.eval.test_eval import compose_eval
 
     base = [f"checkpoints=[{trained_run}]", f"datasets={{val3:{eval_images}}}"]

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from sr_cli.eval import evaluate
-from sr_cli.inference import load_generator, super_resolve
+from sr_cli.commands.upscale import main as upscale_main
+from sr_cli.engine.evaluation import evaluate
+from sr_cli.engine.inference import load_generator, super_resolve
 from sr_cli.models.community import FAMILIES
-from sr_cli.upscale import main as upscale_main
 from tests.conftest import TINY, compose_train
 from tests.eval.conftest import run_script
 from tests.eval.test_eval import compose_eval
@@ -91,7 +91,7 @@ def test_sr_upscale_a_published_file(published, tmp_path, name):
 def test_sr_train_fine_tunes_a_detected_model(published, tmp_path, name):
     """``sr-train model=spandrel model.pretrained=...``: spandrel's module is the generator; its
     checkpoint is rebuilt by detection from its own weights (no need for the original file)."""
-    from sr_cli.train import train
+    from sr_cli.engine.training import train
 
     out = tmp_path / "run"
     cfg = compose_train(
@@ -152,7 +152,7 @@ def test_sr_report_compares_a_run_with_a_published_file(
     published, trained_run, eval_images, tmp_path
 ):
     """sr-report takes a bare published file next to a run (x4 EDSR weights, BasicSR layout)."""
-    from sr_cli.report import build_report
+    from sr_cli.commands.report import build_report
     from tests.models.test_published import basicsr_edsr_sd
 
     sd, _ = basicsr_edsr_sd(num_feat=16, num_block=2, scale=4)

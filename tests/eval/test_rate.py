@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sr_cli.commands.rate import main, prepare
 from sr_cli.rate import db
 from sr_cli.rate.aggregate import bradley_terry
-from sr_cli.rate.cli import main, prepare
 from tests.eval.rate_helpers import LiveServer, rate_args, three_runs
 
 
@@ -195,7 +195,7 @@ def test_results_cli_and_report_column(live, runs, eval_images, tmp_path, capsys
     assert (out / "mos.md").read_text().startswith("# sr-rate results")
     assert list((out / "wandb").glob("offline-run-*"))  # logged to wandb, offline
     # sr-report shows the score as a column (matched by checkpoint path or run name).
-    from sr_cli.report import build_report
+    from sr_cli.commands.report import build_report
 
     page = build_report(
         [runs[0]], tmp_path / "report", images=eval_images, crop=32, mos=out / "mos.csv"
@@ -278,7 +278,7 @@ def test_console_script_serves_the_page(runs, eval_images, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sr_cli.rate.cli", *runs[:2], "--set", str(eval_images),
+        [sys.executable, "-m", "sr_cli.commands.rate", *runs[:2], "--set", str(eval_images),
          "-o", str(out), "--crop", "32", "--port", "0"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=env,

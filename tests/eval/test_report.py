@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from sr_cli.report import build_report, main, radial_power_spectrum
+from sr_cli.commands.report import build_report, main, radial_power_spectrum
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from sr_cli.errors import ConfigError, DataError, exit_on_user_error
+from sr_cli.pixels import quantize_array, to_uint8
 
 #: Marks every image load on the page: ``document.body.dataset.imagesLoaded = "3/3"``.
 LOAD_CHECK_SCRIPT = """
@@ -71,7 +72,7 @@ def load_run(path: str | Path) -> Run:
     """Open a run directory (or a bare ``.ckpt``)."""
     from omegaconf import OmegaConf
 
-    from sr_cli.inference import resolve_checkpoint
+    from sr_cli.engine.inference import resolve_checkpoint
 
     p = Path(path).expanduser()
     ckpt = resolve_checkpoint(p)
@@ -100,7 +101,7 @@ def to_png(img: np.ndarray) -> bytes:
     from PIL import Image
 
     if img.dtype != np.uint8:
-        img = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+        img = quantize_array(img, 8)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
@@ -108,8 +109,7 @@ def to_png(img: np.ndarray) -> bytes:
 
 def tensor_image(x: Tensor) -> np.ndarray:
     """``(1, 3, H, W)`` or ``(3, H, W)`` in ``[0, 1]`` -> ``(H, W, 3)`` uint8."""
-    x = x[0] if x.dim() == 4 else x
-    return x.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return to_uint8(x.detach().float())
 
 
 def detail_window(gt: Tensor, size: int, align: int) -> tuple[int, int]:
@@ -130,7 +130,7 @@ def heat_map(err: np.ndarray, vmax: float) -> np.ndarray:
     from matplotlib import colormaps
 
     rgba = colormaps["inferno"](np.clip(err / max(vmax, 1e-8), 0, 1))
-    return (rgba[..., :3] * 255).round().astype(np.uint8)
+    return quantize_array(rgba[..., :3], 8)
 
 
 def radial_power_spectrum(img: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +249,6 @@ class Page:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self.parts: list[str] = []
-        self.files: list[Path] = []
 
     def add(self, markup: str) -> None:
         self.parts.append(markup)
@@ -257,7 +256,6 @@ class Page:
     def img(self, png: bytes, name: str, alt: str, width: int | None = None, cls: str = "") -> str:
         path = self.out_dir / f"{name}.png"
         path.write_bytes(png)
-        self.files.append(path)
         data = base64.b64encode(png).decode("ascii")
         size = f' width="{width}"' if width else ""
         klass = f' class="{cls}"' if cls else ""
@@ -293,14 +291,14 @@ def build_report(
     """Write ``report.html`` (and its PNG files) to ``out_dir``; returns the page's path."""
     from torch.utils.data import Subset
 
-    from sr_cli.compare import (
+    from sr_cli.data.datasets import open_eval_dataset
+    from sr_cli.engine.compare import (
         checkpoint_rows,
         compare,
         default_lq_config,
         load_checkpoints,
         unique_labels,
     )
-    from sr_cli.data.datasets import open_eval_dataset
     from sr_cli.metrics.registry import metric_names, select_metrics
     from sr_cli.rate.aggregate import read_mos_csv
     from sr_cli.rebuild import rebuild
@@ -535,5 +533,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"sr-report: wrote {path}", file=sys.stderr)
 
 
-if __name__ == "__main__":  # python -m sr_cli.report
+if __name__ == "__main__":  # python -m sr_cli.commands.report
     main()

@@ -76,11 +76,24 @@ def check_scales(scale: int, generator: Any, degradation: Any, data_scale: int) 
         )
 
 
+def build_datamodule(cfg: DictConfig, **overrides: Any):
+    """The :class:`SRDataModule` of ``cfg.data``.
+
+    ``data.root`` only feeds the configs' path interpolations (``${.root}/DIV2K/...``), so the
+    paths are resolved first and ``root`` is not passed on.
+    """
+    from hydra.utils import instantiate
+
+    node = OmegaConf.to_container(cfg.data, resolve=True)
+    node.pop("root", None)
+    return instantiate(node, _convert_="all", **overrides)
+
+
 def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
     """The generator, its loss terms and degradation, wrapped in an :class:`SRModule`."""
     from hydra.utils import instantiate
 
-    from sr_cli.lit.module import SRModule
+    from sr_cli.engine.lit.module import SRModule
 
     generator = instantiate(cfg.model.generator, _convert_="all")
     if cfg.model.get("pretrained"):
@@ -125,10 +138,10 @@ def build_trainer(cfg: DictConfig, module: Any, output_dir: Path, kept_metrics=N
     from hydra.utils import instantiate
     from pytorch_lightning.loggers import CSVLogger
 
-    from sr_cli import rundir
-    from sr_cli.lit.callbacks import GracefulStop, LastGoodCheckpoint, RunCheckpoints
-    from sr_cli.lit.checkpoint import AtomicCheckpointIO
-    from sr_cli.lit.progress import RunProgress
+    from sr_cli.engine import rundir
+    from sr_cli.engine.lit.callbacks import GracefulStop, LastGoodCheckpoint, RunCheckpoints
+    from sr_cli.engine.lit.checkpoint import AtomicCheckpointIO
+    from sr_cli.engine.lit.progress import RunProgress
 
     callbacks = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
@@ -229,10 +242,10 @@ def check_options(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train one run as the config says. Returns ``(metrics, objects)``.
 
-    Raises :class:`~sr_cli.lit.callbacks.TrainingInterrupted` after a stop signal, once the
+    Raises :class:`~sr_cli.engine.lit.callbacks.TrainingInterrupted` after a stop signal, once the
     resumable checkpoint is written.
     """
-    from sr_cli import rundir
+    from sr_cli.engine import rundir
 
     setup_environment()
     output_dir = Path(cfg.paths.output_dir)
@@ -257,17 +270,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
-    from sr_cli import rundir
-    from sr_cli.lit.callbacks import GracefulStop, TrainingInterrupted, run_checkpoints
+    from sr_cli.engine import rundir
+    from sr_cli.engine.lit.callbacks import GracefulStop, TrainingInterrupted, run_checkpoints
 
     if plan.checkpoint:
         rundir.check_resume_compatible(plan, cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # bad folders and images fail here, before any model is built
     module = build_module(cfg, datamodule.val_names, output_dir)
     kept = rundir.trim_metrics(output_dir, plan.iteration) if plan.checkpoint else None
@@ -322,7 +334,7 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
 def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """The ``sr-train`` task: one run, or ``cfg.stages`` iterative learned-perceptual stages."""
     if int(cfg.get("stages", 1)) > 1:
-        from sr_cli.stages import train_stages
+        from sr_cli.engine.stages import train_stages
 
         return train_stages(cfg)
     return train(cfg)

@@ -1,4 +1,5 @@
-"""``sr-eval``: evaluate checkpoints on benchmark sets, exactly and on any number of devices.
+"""Evaluation for ``sr-eval`` (:mod:`sr_cli.commands.eval`): evaluate checkpoints on
+benchmark sets, exactly and on any number of devices.
 
 ``evaluate(cfg)`` loads every checkpoint (its generator is rebuilt from the model config stored
 inside), makes or reads the LQ of every evaluation image and computes, per image:
@@ -15,7 +16,7 @@ inside), makes or reads the LQ of every evaluation image and computes, per image
 All full-reference metrics compare the 8-bit-rounded SR with GT, border cropped by the scale.
 A bicubic baseline row (MATLAB ``imresize`` of the LQ) is always included.
 
-The comparison itself is :func:`sr_cli.compare.compare` (shared with ``sr-report``): each
+The comparison itself is :func:`sr_cli.engine.compare.compare` (shared with ``sr-report``): each
 device takes an unpadded shard of the images, and the per-image tables are gathered across
 processes, so the result equals the single-device one. The LQ of an HR-only image is drawn from
 the ``val_degradation`` stream (:mod:`sr_cli.streams`), as validation during training does.
@@ -32,15 +33,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sr_cli.compare import (
+from sr_cli.engine.compare import (
     Comparison,
     checkpoint_rows,
     compare,
     default_lq_config,
     load_checkpoints,
 )
-from sr_cli.config import config_dir, register_resolvers
-from sr_cli.errors import ConfigError, exit_on_user_error
+from sr_cli.errors import ConfigError
 from sr_cli.metrics.registry import (
     UNAVAILABLE,
     header,
@@ -60,7 +60,6 @@ __all__ = [
     "EXTRA_METRICS",
     "METRICS",
     "evaluate",
-    "main",
     "required_weight_files",
     "weights_unavailable",
 ]
@@ -226,9 +225,9 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     """
     from sr_cli.data import sample_dir
     from sr_cli.data.datasets import open_eval_dataset
-    from sr_cli.inference import resolve_checkpoint
+    from sr_cli.engine.inference import resolve_checkpoint
+    from sr_cli.engine.training import setup_environment
     from sr_cli.metrics.protocol import PROTOCOLS
-    from sr_cli.train import setup_environment
 
     setup_environment()
     protocol = str(cfg.get("protocol", "paper"))
@@ -313,22 +312,3 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
         if (cfg.get("logger") or {}).get("wandb"):
             log_to_wandb(results, cfg, output_dir)
     return results, {"trainer": trainer, "module": module, "output_dir": output_dir}
-
-
-# ---------------------------------------------------------------------------- CLI
-def _run(cfg: DictConfig) -> None:
-    with exit_on_user_error("sr-eval"):
-        evaluate(cfg)
-
-
-def main() -> None:
-    """``sr-eval [overrides...]``: evaluate checkpoints (see ``conf/eval.yaml``)."""
-    import hydra
-
-    register_resolvers()
-    task = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")(_run)
-    task()
-
-
-if __name__ == "__main__":  # python -m sr_cli.eval
-    main()

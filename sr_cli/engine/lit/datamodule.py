@@ -1,6 +1,6 @@
 """The Lightning datamodule: HR (or paired LR/HR) patches for training, full images for validation.
 
-From HR-only folders, LQ images are not made here: the :class:`~sr_cli.lit.module.SRModule`
+From HR-only folders, LQ images are not made here: the :class:`~sr_cli.engine.lit.module.SRModule`
 degrades the HR batch on the training device after the transfer, so workers only decode and
 crop. Paired folders (``train_lr_dir``) and benchmark folders with LR images bring their own
 ``"lq"``, which the module uses as is.
@@ -48,8 +48,6 @@ class SRDataModule(pl.LightningDataModule):
         train_lr_dir: folder of LR training images paired with ``train_dir`` by file name
             (``0001.png`` or ``0001x4.png``); LR patches are then cropped from it instead of
             being made on the device. ``None``: HR-only training.
-        root: base data folder, only used by the configs to build the paths above
-            (``${data.root}/DIV2K/...``); not read here.
     """
 
     def __init__(
@@ -71,12 +69,10 @@ class SRDataModule(pl.LightningDataModule):
         extra_val_dirs: Mapping[str, str] | None = None,
         pin_memory: bool = True,
         train_lr_dir: str | None = None,
-        root: str | None = None,
     ) -> None:
         super().__init__()
         self.train_dir = train_dir
         self.train_lr_dir = train_lr_dir
-        self.root = root
         self.val_dirs: dict[str, str] = {}
         if val_dir:
             self.val_dirs["val"] = val_dir

@@ -23,7 +23,7 @@ from sr_cli.config import (
     sweep_keys,
     unknown_list_members,
 )
-from sr_cli.errors import exit_on_user_error
+from sr_cli.errors import exit_on_hydra_user_error, exit_on_user_error
 
 log = logging.getLogger("sr_cli")
 
@@ -82,8 +82,8 @@ def quiet_startup() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_task(cfg: DictConfig) -> float | None:
-    from sr_cli.lit.callbacks import TrainingInterrupted
-    from sr_cli.train import run
+    from sr_cli.engine.lit.callbacks import TrainingInterrupted
+    from sr_cli.engine.training import run
 
     quiet_startup()
     try:
@@ -97,7 +97,7 @@ def _train_task(cfg: DictConfig) -> float | None:
         sys.exit(stop.exit_code)
     summary = Path(objects["output_dir"]) / "summary.json"
     if cfg.trainer.get("enable_progress_bar", True) and summary.is_file():
-        from sr_cli.lit.progress import print_run_end
+        from sr_cli.engine.lit.progress import print_run_end
 
         print_run_end(json.loads(summary.read_text()))
     return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
@@ -110,14 +110,15 @@ def train_main() -> None:
     problem = unknown_list_members(args)
     if problem:
         print(problem, file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2)
     sys.argv = [sys.argv[0], *args]
     if "-m" in args or "--multirun" in args:
         import os
 
         os.environ[SWEEP_KEYS_ENV] = ",".join(sweep_keys(args))
-    _train_task()
+    with exit_on_hydra_user_error():
+        _train_task()
 
 
-if __name__ == "__main__":  # python -m sr_cli.cli
+if __name__ == "__main__":  # python -m sr_cli.commands.train
     train_main()

@@ -30,7 +30,6 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from sr_cli.data.datasets import to_uint8
 from sr_cli.data.images import save_image
 from sr_cli.degradations.base import Degradation, DegradationNotInvertible
 from sr_cli.degradations.resize import imresize
@@ -39,6 +38,7 @@ from sr_cli.losses.base import AdversarialTerm, LossInputs, LossTerm
 from sr_cli.metrics.aggregate import PerImageTable, image_mean
 from sr_cli.metrics.registry import MetricInputs, compute_metrics, metric_names
 from sr_cli.models.common import as_levels, final_output
+from sr_cli.pixels import to_uint8
 from sr_cli.streams import stream_generator
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def _optimizer_params(optimizer) -> list[Tensor]:
 
 
 def _last_good_callback(module: pl.LightningModule):
-    from sr_cli.lit.callbacks import last_good_callback
+    from sr_cli.engine.lit.callbacks import last_good_callback
 
     return last_good_callback(module.trainer) if module._trainer is not None else None
 

@@ -9,7 +9,6 @@ is: its architecture and scale are detected by :mod:`sr_cli.models.published` (s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +17,8 @@ from torch import nn
 
 from sr_cli.errors import CheckpointError
 from sr_cli.models.common import final_output
-from sr_cli.models.pretrained import extract_state_dict
+from sr_cli.models.pretrained import LoadedGenerator, extract_state_dict
 from sr_cli.serialization import safe_torch_load
-
-
-@dataclass
-class LoadedGenerator:
-    """A generator ready for inference, with what the checkpoint says about it."""
-
-    generator: nn.Module
-    scale: int
-    model_config: dict[str, Any]
-    degradation_config: dict[str, Any] | None
-    source: Path
-    used_ema: bool
-    iteration: int | None
-    #: The run name stored by sr-train (``checkpoint["sr_cli"]["name"]``), if any.
-    name: str | None = None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

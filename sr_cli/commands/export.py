@@ -167,7 +167,7 @@ def export(
 ) -> ExportReport:
     """Export a checkpoint's generator; validate with onnx / onnxruntime when installed
     (``fmt="onnx"``) or by spandrel detection (``fmt="pth"``/``"safetensors"``)."""
-    from sr_cli.inference import load_generator, resolve_checkpoint
+    from sr_cli.engine.inference import load_generator, resolve_checkpoint
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
@@ -260,5 +260,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"sr-export: runtime check skipped: {report.skipped}")
 
 
-if __name__ == "__main__":  # python -m sr_cli.export
+if __name__ == "__main__":  # python -m sr_cli.commands.export
     main()
