@@ -97,3 +97,48 @@ def test_sweep_jobs_have_names_folders_and_wandb_runs_of_their_own(tmp_path):
     )
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert "esrgan_l1+tv" in ev.stdout + ev.stderr
+
+
+class WandbSpy:
+    """A callback that records what the wandb run holds before the job ends it."""
+
+    seen: dict = {}
+
+    def __new__(cls):
+        import pytorch_lightning as pl
+
+        class Spy(pl.Callback):
+            def on_validation_end(self, trainer, pl_module):
+                WandbSpy.seen.setdefault("image_steps", []).append(pl_module._logger_step())
+
+            def on_train_end(self, trainer, pl_module):
+                run = trainer.loggers[1].experiment
+                WandbSpy.seen["summary"] = dict(run.summary["val/psnr_y"])
+                WandbSpy.seen["name"] = run.name
+
+        return Spy()
+
+
+def test_wandb_summary_is_the_best_and_images_share_the_metrics_step(
+    tiny_cfg, val_subset, tmp_path
+):
+    import csv
+
+    from sr_cli.engine.training import train
+
+    WandbSpy.seen.clear()
+    out = tmp_path / "wb"
+    cfg = tiny_cfg(
+        "loss=[l1]",
+        f"data.val_dir={val_subset}",
+        "logger=wandb",
+        "trainer.max_steps=6",
+        "+callbacks.spy._target_=tests.cli.test_run_names.WandbSpy",
+        out=out,
+    )
+    train(cfg)
+    rows = [r for r in csv.DictReader((out / "metrics.csv").open()) if r.get("val/psnr_y")]
+    best = max(float(r["val/psnr_y"]) for r in rows)
+    assert WandbSpy.seen["summary"] == {"max": pytest.approx(best, rel=1e-6)}
+    assert WandbSpy.seen["image_steps"] == [int(r["step"]) for r in rows]
+    assert WandbSpy.seen["name"] == "esrgan_l1"
