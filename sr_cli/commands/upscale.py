@@ -199,11 +199,10 @@ def check_options(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> list[Path]:
     """Upscale as the parsed arguments say; returns the written files."""
-    from tqdm import tqdm
-
     from sr_cli.data.images import image_size
     from sr_cli.engine.inference import load_generator, resolve_checkpoint
     from sr_cli.engine.tiling import check_tiling
+    from sr_cli.progress import Bar
 
     check_options(args)
     check_tiling(args.tile, args.overlap)
@@ -219,13 +218,14 @@ def run(args: argparse.Namespace) -> list[Path]:
     generator = loaded.generator.to(device)
     forward = make_forward(generator, device, args.precision)
     written = []
-    bar = tqdm(pairs, unit="image", desc="sr-upscale", disable=True if args.quiet else None)
-    for src, dst in bar:
-        bar.set_postfix_str(src.name)
-        pic = read_picture(src, args.max_pixels)
-        out = upscale_picture(pic, forward, loaded.scale, args.tile, args.overlap)
-        write_array(out, dst, args.quality)
-        written.append(dst)
+    with Bar(len(pairs), "sr-upscale", unit="image", disable=args.quiet) as bar:
+        for src, dst in pairs:
+            bar.describe(src.name)
+            pic = read_picture(src, args.max_pixels)
+            out = upscale_picture(pic, forward, loaded.scale, args.tile, args.overlap)
+            write_array(out, dst, args.quality)
+            written.append(dst)
+            bar.update(1)
     return written
 
 

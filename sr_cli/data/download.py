@@ -295,7 +295,7 @@ def extract_member(archive_path: Path, member: str, staging: Path) -> Path:
 
 def fetch(url: str, path: Path, timeout: float = DEFAULT_TIMEOUT, progress: bool = True) -> None:
     """Download ``url`` to ``path`` (via ``<path>.part``, renamed when complete)."""
-    from tqdm.auto import tqdm
+    from sr_cli.progress import Bar
 
     part = path.with_name(path.name + ".part")
     try:
@@ -304,7 +304,7 @@ def fetch(url: str, path: Path, timeout: float = DEFAULT_TIMEOUT, progress: bool
         raise _Unavailable(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     total = int(resp.headers.get("Content-Length") or 0) or None
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc=path.name, disable=not progress)
+    bar = Bar(total, path.name, unit="B", disable=not progress)
     try:
         with resp, open(part, "wb") as out:
             while True:

@@ -293,7 +293,7 @@ def prepare(
         workers: processes; ``1`` works in this process.
         skip_bad: skip unreadable source images with a warning instead of failing.
         force: ignore the manifest (re-check every output, even with other settings).
-        progress: show a tqdm progress bar.
+        progress: show a progress bar.
         max_pixels: refuse (or with ``skip_bad``, skip) source images whose header claims more
             pixels, before decoding them (``None``: 100 megapixels; ``0``: no limit).
 
@@ -301,9 +301,8 @@ def prepare(
         DataError: missing/empty ``src``, unreadable image (without ``skip_bad``), bad
             settings, or ``out`` prepared before with other settings.
     """
-    from tqdm.auto import tqdm
-
     from sr_cli.data.images import check_max_pixels
+    from sr_cli.progress import Bar
 
     check_max_pixels(max_pixels, "--max-pixels")
     lr_scales = tuple(sorted({int(s) for s in lr_scales}))
@@ -352,11 +351,11 @@ def prepare(
         report.kept += kept
         manifest.mark(name, records)
 
-    bar = tqdm(
-        total=len(files),
+    bar = Bar(
+        len(files),
+        "sr-data prepare",
+        unit="image",
         initial=report.skipped_sources,
-        unit="img",
-        desc="sr-data prepare",
         disable=not progress,
     )
     try:

@@ -29,7 +29,10 @@ def test_tile_layout():
     assert torch.all(w[:6].diff() > 0)
 
 
-@pytest.mark.parametrize("tile,overlap", [(24, 12), (30, 10)])
+# The overlap must cover the network's effective receptive field: the fixture's generator is the
+# trained (warm-started) small RRDBNet, whose tiles differ by up to 4.6 levels at 10-12 px of
+# overlap on noise input, and by less than one level from 24 px on.
+@pytest.mark.parametrize("tile,overlap", [(40, 24), (40, 28)])
 def test_tiled_equals_untiled(generator, tile, overlap):
     net, scale = generator
     lq = torch.rand(1, 3, 44, 58, generator=torch.Generator().manual_seed(0))
@@ -75,12 +78,13 @@ def test_tiled_cli_matches_untiled_cli(trained_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # image files go to ./upscaled/ by default
     img = tmp_path / "photo.png"
     rng = np.random.default_rng(1)
-    Image.fromarray((rng.random((30, 26, 3)) * 255).astype(np.uint8)).save(img)
+    Image.fromarray((rng.random((64, 56, 3)) * 255).astype(np.uint8)).save(img)
     main([str(trained_run), str(img), "--tile", "0", "-o", str(tmp_path / "full.png"), "-q"])
-    main([str(trained_run), str(img), "--tile", "16", "--overlap", "8", "-q"])
+    # overlap covering the trained generator's receptive field (see test_tiled_equals_untiled)
+    main([str(trained_run), str(img), "--tile", "40", "--overlap", "24", "-q"])
     full = np.asarray(Image.open(tmp_path / "full.png")).astype(int)
     tiled = np.asarray(Image.open(tmp_path / "upscaled" / "photo.png")).astype(int)  # default
-    assert full.shape == tiled.shape == (120, 104, 3)
+    assert full.shape == tiled.shape == (256, 224, 3)
     assert np.abs(full - tiled).max() <= 1
 
 
