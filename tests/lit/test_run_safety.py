@@ -108,6 +108,7 @@ def _start(tmp_path: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
     env["PYTHONUNBUFFERED"] = "1"
     args = [
         SR_TRAIN,
+        "experiment=demo",  # the same base config as the in-process tiny_cfg runs
         *TINY_CLI,
         *COMMON,
         "data.iters_per_epoch=2",
@@ -171,7 +172,11 @@ def test_signal_saves_a_resumable_checkpoint_and_exits_nonzero(
 def test_kill_9_then_resume_auto_takes_over_the_stale_lock(tmp_path, val_subset):
     run_dir = tmp_path / "killed"
     proc = _start(tmp_path, run_dir, f"data.val_dir={val_subset}", "callbacks.checkpoint.mode=min")
-    _wait_for(run_dir / "checkpoints" / "iter_0000004.ckpt", proc)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    _wait_for(last, proc)
+    end = time.monotonic() + 240
+    while _iteration(last) < 4 and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.2)  # last.ckpt is replaced atomically: reading it while it moves is safe
     proc.kill()
     proc.wait()
     assert (run_dir / ".lock").is_file()  # left behind by the killed process
@@ -310,7 +315,7 @@ def test_resume_applies_a_new_learning_rate(tiny_cfg, val_subset, tmp_path, capl
         )
     opt = objects["trainer"].optimizers[0]
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)
-    assert "optim.generator.lr: 0.0002 -> 1e-05" in caplog.text
+    assert "optim.generator.lr: 5e-05 -> 1e-05" in caplog.text  # demo's lr -> the new one
     assert (out / "config_resolved.before-resume-1.yaml").is_file()
 
 
