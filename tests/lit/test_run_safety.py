@@ -171,7 +171,13 @@ def test_signal_saves_a_resumable_checkpoint_and_exits_nonzero(
 
 def test_kill_9_then_resume_auto_takes_over_the_stale_lock(tmp_path, val_subset):
     run_dir = tmp_path / "killed"
-    proc = _start(tmp_path, run_dir, f"data.val_dir={val_subset}", "callbacks.checkpoint.mode=min")
+    # a monitored value that never improves after the first validation (bicubic's is constant)
+    proc = _start(
+        tmp_path,
+        run_dir,
+        f"data.val_dir={val_subset}",
+        "callbacks.checkpoint.monitor=val/bicubic_psnr_y",
+    )
     last = run_dir / "checkpoints" / "last.ckpt"
     _wait_for(last, proc)
     end = time.monotonic() + 240
