@@ -80,12 +80,17 @@ SR_TRAIN = shutil.which("sr-train") or str(Path(sys.executable).parent / "sr-tra
 def test_make_train_ends_above_bicubic_without_border_frame(tmp_path):
     """What `make train` runs, in full: PSNR_Y >= bicubic, LR consistency > bicubic, no frame."""
     run_dir = tmp_path / "run"
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    mix = next(
+        ln.split(":=", 1)[1].split() for ln in makefile.splitlines() if ln.startswith("DEMO_MIX")
+    )
     res = subprocess.run(
         [
             SR_TRAIN,
             "model=esrgan",
             "loss=downsample+gan",
             "experiment=demo",
+            *mix,  # the fine-tune's mix, as `make train` passes it
             "logger=none",
             "trainer.enable_progress_bar=false",
             f"hydra.run.dir={run_dir}",
