@@ -23,6 +23,7 @@ CONF = config_dir()
 #: Overrides that make any training config tiny: small preset, 32px patches, CPU, no wandb.
 TINY = [
     "experiment=demo",
+    "model.pretrained=null",  # mechanisms, not the demo: start from scratch (no warm start)
     "logger=none",
     "trainer.accelerator=cpu",
     "data.patch_size=32",

@@ -58,7 +58,7 @@ def make(clone: Path, *args: str, timeout: int = 900) -> subprocess.CompletedPro
 
 
 def test_every_target_has_a_quick_form():
-    covered = {"help", "install", "train", "lint", "bench"} | DRY_RUN
+    covered = {"help", "install", "train", "pretrain-demo", "lint", "bench"} | DRY_RUN
     assert set(documented_targets()) <= covered, "add the new target's quick form to this file"
 
 
@@ -109,6 +109,23 @@ def test_train(clone, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert (out / "config_resolved.yaml").is_file()
     assert json.loads((out / "summary.json").read_text())["iteration"] >= 1
+
+
+def test_pretrain_demo(clone, tmp_path):
+    """The warm start's recipe, two iterations long, exported where DEMO_WEIGHTS says."""
+    from safetensors.torch import load_file
+
+    weights = tmp_path / "w.safetensors"
+    r = make(
+        clone,
+        "pretrain-demo",
+        "TRAIN_ARGS=trainer.max_steps=2 data.iters_per_epoch=2 data.patch_size=32 "
+        "data.batch_size=2 logger=none",
+        f"DEMO_WEIGHTS={weights}",
+        f"PRETRAIN_DIR={tmp_path / 'pre'}",
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert any(k.startswith("body.") or k.startswith("conv_first") for k in load_file(weights))
 
 
 def test_bench_on_a_fresh_clone(clone, tmp_path):

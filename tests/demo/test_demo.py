@@ -43,7 +43,7 @@ def border_ratio(err: np.ndarray, border: int = 2, margin: int = 8) -> float:
 
 @needs_weights
 def test_demo_warm_starts_the_small_esrgan_only():
-    cfg = compose_train(["model=esrgan", "loss=downsample+gan", "experiment=demo"])
+    cfg = compose_train(["model=esrgan", "loss=[downsample,gan]", "experiment=demo"])
     assert Path(cfg.model.pretrained) == DEMO_WEIGHTS
     assert DEMO_WEIGHTS.is_file() and DEMO_WEIGHTS.stat().st_size < 4 * 2**20
     # Other models, presets and scales have no bundled warm start and train from scratch.

@@ -109,6 +109,7 @@ def _start(tmp_path: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
     args = [
         SR_TRAIN,
         "experiment=demo",  # the same base config as the in-process tiny_cfg runs
+        "model.pretrained=null",
         *TINY_CLI,
         *COMMON,
         "data.iters_per_epoch=2",
