@@ -105,6 +105,17 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
     check_scales(cfg.scale, generator, degradation, cfg.data.scale)
     optim = cfg.optim
     scheduler = instantiate(optim.scheduler, _convert_="all") if optim.get("scheduler") else None
+    # The discriminator's own schedule (optim.discriminator_scheduler; absent: the generator's).
+    d_sched_cfg = (
+        optim.get("discriminator_scheduler")
+        if "discriminator_scheduler" in optim
+        else optim.get("scheduler")
+    )
+    d_scheduler = instantiate(d_sched_cfg, _convert_="all") if d_sched_cfg else None
+    speed = cfg.get("speed") or {}
+    compile_opts = None
+    if speed.get("compile"):
+        compile_opts = {"mode": speed.get("compile_mode") or "default"}
     ema = cfg.get("ema") or {}
     return SRModule(
         generator=generator,
@@ -129,12 +140,19 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
         max_consecutive_skips=int(
             OmegaConf.select(cfg, "nan_guard.max_consecutive_skips", default=10)
         ),
+        discriminator_scheduler=d_scheduler,
+        d_steps_per_g=optim.get("d_steps_per_g", 1),
+        channels_last=bool(speed.get("channels_last", False)),
+        compile_generator=compile_opts,
     )
 
 
-def build_trainer(cfg: DictConfig, module: Any, output_dir: Path, kept_metrics=None):
+def build_trainer(
+    cfg: DictConfig, module: Any, output_dir: Path, kept_metrics=None, plugins: tuple = ()
+):
     """Trainer with the configured callbacks and loggers, plus the always-on CSV logger, the
-    signal handler and the last-good (NaN) checkpoint."""
+    signal handler and the last-good (NaN) checkpoint. ``plugins`` are added to Lightning's
+    (e.g. a precision plugin with its own GradScaler, with ``trainer.precision=null``)."""
     from hydra.utils import instantiate
     from pytorch_lightning.loggers import CSVLogger
 
@@ -173,8 +191,27 @@ def build_trainer(cfg: DictConfig, module: Any, output_dir: Path, kept_metrics=N
         # A GAN step leaves the frozen network without gradients: DDP must expect unused params.
         trainer_cfg["strategy"] = "ddp_find_unused_parameters_true"
     return instantiate(
-        trainer_cfg, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+        trainer_cfg, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO(), *plugins]
     )
+
+
+#: ``trainer.precision`` values that use fp16 autocast with a GradScaler.
+FP16_MIXED = ("16-mixed", "16", 16)
+
+
+def check_precision(cfg: DictConfig) -> None:
+    """fp16 mixed precision needs CUDA: Lightning would silently switch a CPU run to bf16."""
+    import torch
+
+    precision = OmegaConf.select(cfg, "trainer.precision")
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision in FP16_MIXED and on_cpu:
+        raise ConfigError(
+            f"trainer.precision={precision} (fp16 autocast with a GradScaler) needs a CUDA GPU and "
+            "this run is on the CPU; use trainer.precision=bf16-mixed on the CPU (or "
+            "trainer.accelerator=gpu on a GPU machine)."
+        )
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -187,6 +224,9 @@ def check_options(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be a positive integer, got {value!r}. {hint}")
 
     positive_int("scale", "Set e.g. `scale=4`.")
+    check_precision(cfg)
+    if OmegaConf.select(cfg, "optim.d_steps_per_g") is not None:
+        positive_int("optim.d_steps_per_g", "Discriminator steps per generator step, e.g. 1.")
     presets = OmegaConf.select(cfg, "model.presets")
     preset = OmegaConf.select(cfg, "model.preset")
     if presets is not None and preset not in presets:
@@ -239,6 +279,30 @@ def check_options(cfg: DictConfig) -> None:
                 )
 
 
+def write_provenance(output_dir: Path, seed: int) -> dict:
+    """``provenance.json`` next to ``config_resolved.yaml`` (rank 0): git commit, package
+    versions, command line, seed, host (:mod:`sr_cli.provenance`). A resumed run keeps the
+    earlier starts' records under ``earlier_starts``."""
+    from sr_cli import provenance as prov
+    from sr_cli.engine import rundir
+    from sr_cli.serialization import atomic_write
+
+    record = prov.collect(seed=int(seed))
+    if rundir._rank() != 0:
+        return record
+    path = output_dir / "provenance.json"
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict):
+            record["earlier_starts"] = [*old.pop("earlier_starts", []), old]
+    text = json.dumps(record, indent=2)
+    atomic_write(path, lambda f: f.write(text.encode()))
+    return record
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train one run as the config says. Returns ``(metrics, objects)``.
 
@@ -285,8 +349,9 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     kept = rundir.trim_metrics(output_dir, plan.iteration) if plan.checkpoint else None
     trainer = build_trainer(cfg, module, output_dir, kept)
     rundir.write_config_record(output_dir, resolved, resumed=plan.checkpoint is not None)
+    provenance = write_provenance(output_dir, cfg.seed)
     for logger in trainer.loggers:
-        logger.log_hyperparams(resolved)
+        logger.log_hyperparams({**resolved, "provenance": provenance})
     rundir.define_wandb_summaries(trainer, cfg)
     if plan.checkpoint:
         log.info("resuming from %s (iteration %d)", plan.checkpoint, plan.iteration)

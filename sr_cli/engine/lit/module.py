@@ -9,11 +9,19 @@
   (weighted) and ``train/loss_<name>_unweighted``.
 * Without a discriminator the module uses automatic optimization. When a term brings a
   discriminator it switches to manual optimization: a generator step (discriminator frozen),
-  then a discriminator step on detached SR, each with explicit clipping and scheduler steps.
+  then ``optim.d_steps_per_g`` discriminator steps on the same detached SR, each with explicit
+  clipping; the generator's and the discriminator's schedulers step with their own optimizer.
+* Mixed precision (``trainer.precision=bf16-mixed|16-mixed``) runs through Lightning's precision
+  plugin on both paths: autocast around the step, ``manual_backward`` scales the loss and the
+  wrapped ``optimizer.step()`` unscales, calls :meth:`on_before_optimizer_step` (gradient check and
+  clipping, on unscaled gradients) and lets the GradScaler skip overflowing fp16 steps.
 * The NaN guard checks every weighted term, the total, the gradients before each optimizer step
   and the weights after it. Policy ``stop`` (default) saves the last state it verified finite
   and stops with an error that names the term that first went non-finite; ``skip`` drops the
-  step and gives up after ``max_consecutive_skips`` in a row.
+  step and gives up after ``max_consecutive_skips`` in a row. With a GradScaler (``16-mixed``),
+  non-finite gradients are the scaler's business: it skips the step and lowers the scale, which
+  is normal fp16 behaviour, so they are counted in ``scaler_skipped_steps`` instead of being
+  reported (non-finite loss values and weights are still caught).
 * Validation logs the registry's validation metrics (paper protocol: Y channel, border crop,
   8-bit rounding), gathered per image across processes, so the figure is exact under DDP. Its
   LQ comes from the ``val_degradation`` stream, as ``sr-eval``'s does.
@@ -113,7 +121,14 @@ class SRModule(pl.LightningModule):
         degradation: HR -> LQ operator, applied on the device after the batch transfer.
         generator_optimizer: ``params -> Optimizer`` (e.g. a ``functools.partial`` of Adam).
         discriminator_optimizer: idem for the discriminator; used only when a term needs one.
-        scheduler: ``optimizer -> LR scheduler`` stepped once per iteration, or ``None``.
+        scheduler: ``optimizer -> LR scheduler`` of the generator, stepped once per iteration,
+            or ``None``.
+        discriminator_scheduler: idem for the discriminator, stepped after every discriminator
+            step (``d_steps_per_g`` per iteration once the discriminator is active), or ``None``.
+        d_steps_per_g: discriminator updates per generator update (on the same batch).
+        channels_last: keep the networks and batches in ``torch.channels_last`` memory format.
+        compile_generator: ``torch.compile`` options for the generator (compiled in place, so
+            the state-dict keys stay those of the plain network), or ``None``.
         gradient_clip_val: max gradient norm per optimizer step, or ``None``.
         ema_decay: keep an exponential moving average of the generator (validated and saved),
             or ``None``.
@@ -153,6 +168,10 @@ class SRModule(pl.LightningModule):
         augment: nn.Module | None = None,
         nan_policy: str = "stop",
         max_consecutive_skips: int = 10,
+        discriminator_scheduler: SchedulerFactory | None = None,
+        d_steps_per_g: int = 1,
+        channels_last: bool = False,
+        compile_generator: Mapping | None = None,
     ) -> None:
         super().__init__()
         if not losses:
@@ -165,6 +184,8 @@ class SRModule(pl.LightningModule):
             raise ConfigError(
                 f"nan_guard.max_consecutive_skips must be >= 1, got {max_consecutive_skips}"
             )
+        if isinstance(d_steps_per_g, bool) or int(d_steps_per_g) < 1:
+            raise ConfigError(f"optim.d_steps_per_g must be an integer >= 1, got {d_steps_per_g!r}")
         self.generator = generator
         self.losses = nn.ModuleDict(dict(losses))
         self.degradation = degradation
@@ -177,6 +198,15 @@ class SRModule(pl.LightningModule):
         self.generator_optimizer = generator_optimizer
         self.discriminator_optimizer = discriminator_optimizer
         self.scheduler_factory = scheduler
+        self.discriminator_scheduler_factory = discriminator_scheduler
+        self.d_steps_per_g = int(d_steps_per_g)
+        self.channels_last = bool(channels_last)
+        self._scheduler_roles: list[str] = []
+        self._pending_check = None
+        self.scaler_skipped_steps = 0
+        if compile_generator is not None:
+            # In place (nn.Module.compile): parameters and state-dict keys are the plain network's.
+            self.generator.compile(**dict(compile_generator))
         self.gradient_clip_val = gradient_clip_val
         self.max_iterations = max_iterations
         self.val_names = list(val_names)
@@ -252,7 +282,15 @@ class SRModule(pl.LightningModule):
             with torch.no_grad():
                 rng = self._rng("augmentation", self.iteration, self._rank())
                 batch["lq"], batch["gt"] = augment(batch["lq"], batch["gt"], rng)
+        if self.channels_last:
+            for key in ("lq", "gt"):
+                if batch[key].dim() == 4:
+                    batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
         return batch
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:  # in place: the parameters (and any optimizer's refs) stay the same
+            self.to(memory_format=torch.channels_last)
 
     def loss_inputs(self, batch: dict) -> LossInputs:
         levels = as_levels(self.generator(batch["lq"]))
@@ -301,7 +339,11 @@ class SRModule(pl.LightningModule):
                 if term.is_active(inputs.step):
                     weighted[f"{name}_aux"] = term.weight * term(extra.inputs).loss
                     logs[f"train/loss_{name}_aux"] = weighted[f"{name}_aux"].detach()
-        total = torch.stack([v.reshape(()) for v in weighted.values()]).sum() if weighted else None
+        total = (
+            torch.stack([v.reshape(()).float() for v in weighted.values()]).sum()
+            if weighted
+            else None
+        )
         if total is not None:
             logs["train/loss_total"] = total.detach()
         self._bad_terms = self._nonfinite(weighted) if total is not None else []
@@ -429,16 +471,41 @@ class SRModule(pl.LightningModule):
             return None  # policy skip: no backward, no step
         return total  # None skips the step (no active term yet)
 
+    def _scaler(self):
+        """The precision plugin's GradScaler (``16-mixed``), or ``None``."""
+        if self._trainer is None:
+            return None
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Automatic optimization: the gradients are checked before every step."""
-        if not self.automatic_optimization:
-            return
+        """Every optimizer step, both paths: the gradients (unscaled by the precision plugin
+        when a GradScaler is in use) are checked, then clipped on the manual path."""
+        if self.automatic_optimization:
+            phase = "generator"
+
+            def bad_terms():
+                return self._terms_with_bad_gradients(self._batch)
+
+        else:
+            phase, bad_terms = self._pending_check
         params = _optimizer_params(optimizer)
         if not self._grads_finite(params):
+            if self._scaler() is not None:
+                # fp16 overflow: the GradScaler skips this step and halves its scale.
+                self.scaler_skipped_steps += 1
+                log.info(
+                    "16-mixed: non-finite %s gradients at iteration %d, the GradScaler skips the "
+                    "step (scale %.3g)",
+                    phase,
+                    self.iteration,
+                    float(self._scaler().get_scale()),
+                )
+                return
             self._skipped = True
-            self.nonfinite(
-                "gradient", self._terms_with_bad_gradients(self._batch), "generator", params
-            )
+            self.nonfinite("gradient", bad_terms(), phase, params)
+            return
+        if not self.automatic_optimization:
+            self._clip(optimizer)
 
     def _clip(self, optimizer) -> None:
         if self.gradient_clip_val:
@@ -459,16 +526,16 @@ class SRModule(pl.LightningModule):
             )
 
     def _guarded_step(self, optimizer, total: Tensor, bad_grads: Callable[[], list[str]], phase):
-        """Backward, gradient check, clip and step of one network (manual optimization)."""
-        params = _optimizer_params(optimizer)
+        """Backward and step of one network (manual optimization). The step goes through
+        Lightning's wrapped optimizer, so the precision plugin scales/unscales (GradScaler) and
+        :meth:`on_before_optimizer_step` checks and clips the unscaled gradients."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(total)
-        if not self._grads_finite(params):
-            self._skipped = True
-            self.nonfinite("gradient", bad_grads(), phase, params)
-            return
-        self._clip(optimizer)
-        optimizer.step()
+        self._pending_check = (phase, bad_grads)
+        try:
+            optimizer.step()  # with skip policy and bad gradients: grads cleared, no update
+        finally:
+            self._pending_check = None
 
     def _gan_step(self, batch: dict) -> None:
         opt_g, opt_d = self.optimizers()
@@ -485,31 +552,34 @@ class SRModule(pl.LightningModule):
             )
         self.untoggle_optimizer(opt_g)
 
+        g_sched = self._scheduler("generator")
+        if g_sched is not None:
+            g_sched.step()
+
         d_terms = {n: t for n, t in self.adversarial.items() if t.discriminator_active(step)}
         if d_terms:
             self.toggle_optimizer(opt_d)
             d_inputs = inputs.detached()
-            d_values = {n: t.discriminator_loss(d_inputs) for n, t in d_terms.items()}
-            bad = self._nonfinite(d_values)
-            if not self._all_ranks_finite(not bad):
-                self._skipped = True
-                self.nonfinite("value", bad or ["(another process)"], "discriminator")
-            else:
-                d_total = torch.stack(list(d_values.values())).sum()
-                self._guarded_step(
-                    opt_d,
-                    d_total,
-                    lambda: self._d_terms_with_bad_gradients(d_terms, d_inputs),
-                    "discriminator",
-                )
+            d_sched = self._scheduler("discriminator")
+            for _ in range(self.d_steps_per_g):  # K updates on this iteration's detached SR
+                d_values = {n: t.discriminator_loss(d_inputs) for n, t in d_terms.items()}
+                bad = self._nonfinite(d_values)
+                if not self._all_ranks_finite(not bad):
+                    self._skipped = True
+                    self.nonfinite("value", bad or ["(another process)"], "discriminator")
+                else:
+                    d_total = torch.stack([v.float() for v in d_values.values()]).sum()
+                    self._guarded_step(
+                        opt_d,
+                        d_total,
+                        lambda: self._d_terms_with_bad_gradients(d_terms, d_inputs),
+                        "discriminator",
+                    )
+                if d_sched is not None:  # the discriminator's schedule starts with its first step
+                    d_sched.step()
             self.untoggle_optimizer(opt_d)
             for n, v in d_values.items():
                 logs[f"train/loss_{n}_d"] = v.detach()
-        schedulers = self._schedulers()
-        if schedulers:
-            schedulers[0].step()
-            if d_terms and len(schedulers) > 1:
-                schedulers[1].step()  # the discriminator's schedule starts with its first step
         self._log_train(logs, inputs.gt.shape[0])
 
     @staticmethod
@@ -528,6 +598,12 @@ class SRModule(pl.LightningModule):
         if sch is None:
             return []
         return list(sch) if isinstance(sch, (list, tuple)) else [sch]
+
+    def _scheduler(self, role: str):
+        """The LR scheduler of ``generator`` or ``discriminator`` (``None`` without one)."""
+        if role not in self._scheduler_roles:
+            return None
+        return self._schedulers()[self._scheduler_roles.index(role)]
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         params = list(self.generator.parameters())
@@ -559,6 +635,7 @@ class SRModule(pl.LightningModule):
             p for p in self.losses.parameters() if p.requires_grad and id(p) not in disc_params
         ]
         opt_g = self.generator_optimizer(g_params)
+        self._scheduler_roles = ["generator"] if self.scheduler_factory is not None else []
         if self.automatic_optimization:
             if self.scheduler_factory is None:
                 return opt_g
@@ -577,9 +654,13 @@ class SRModule(pl.LightningModule):
             if p.requires_grad
         ]
         opt_d = self.discriminator_optimizer(d_params)
-        if self.scheduler_factory is None:
+        schedulers = [self.scheduler_factory(opt_g)] if self.scheduler_factory is not None else []
+        if self.discriminator_scheduler_factory is not None:
+            schedulers.append(self.discriminator_scheduler_factory(opt_d))
+            self._scheduler_roles.append("discriminator")
+        if not schedulers:
             return [opt_g, opt_d]
-        return [opt_g, opt_d], [self.scheduler_factory(opt_g), self.scheduler_factory(opt_d)]
+        return [opt_g, opt_d], schedulers
 
     def on_fit_end(self) -> None:
         """Record how many iterations every process ran (all ranks must take part in DDP)."""
@@ -596,6 +677,7 @@ class SRModule(pl.LightningModule):
             "ema": self.generator_ema is not None,
             "adversarial_terms": list(self.adversarial),
             "skipped_steps": int(self.skipped_steps),
+            "scaler_skipped_steps": int(self.scaler_skipped_steps),
             **{k: self.config[k] for k in STORED_CONFIG if k in self.config},
         }
 
@@ -612,7 +694,6 @@ class SRModule(pl.LightningModule):
             return
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, (list, tuple)) else [optimizers]
-        schedulers = self._schedulers()
         for idx, role in enumerate(("generator", "discriminator")):
             changes = {
                 k[len(role) + 1 :]: v
@@ -626,7 +707,7 @@ class SRModule(pl.LightningModule):
                 if hasattr(optimizers[idx], "optimizer")
                 else optimizers[idx]
             )
-            sched = schedulers[idx] if idx < len(schedulers) else None
+            sched = self._scheduler(role)
             for g, group in enumerate(opt.param_groups):
                 for key, (_, new) in changes.items():
                     if key not in group:
@@ -666,7 +747,7 @@ class SRModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         lq, gt = batch["lq"], batch["gt"]
-        sr = self(lq).clamp(0, 1)
+        sr = self(lq).float().clamp(0, 1)  # float: autocast may give bf16/fp16
         if sr.shape != gt.shape:
             raise RuntimeError(
                 f"generator output {tuple(sr.shape)} does not match GT {tuple(gt.shape)}: "
