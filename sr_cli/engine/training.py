@@ -172,8 +172,13 @@ def build_trainer(cfg: DictConfig, module: Any, output_dir: Path, kept_metrics=N
     if module.adversarial and trainer_cfg.get("strategy") == "ddp":
         # A GAN step leaves the frozen network without gradients: DDP must expect unused params.
         trainer_cfg["strategy"] = "ddp_find_unused_parameters_true"
+    from sr_cli.engine.slurm import cluster_plugins
+
     return instantiate(
-        trainer_cfg, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+        trainer_cfg,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
     )
 
 
