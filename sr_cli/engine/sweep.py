@@ -1,6 +1,6 @@
 """The sweep summary: ``summary.csv`` and ``summary.md`` in the sweep folder of every multirun.
 
-One row per job: its overrides (those that set it apart from the other jobs), status, iterations,
+One row per job: its overrides (those the sweep varies), status, iterations,
 the best value of every validation metric and the error's first line when it failed.
 
 Status:
@@ -170,10 +170,11 @@ def collect_rows(sweep_dir: Path) -> list[dict[str, Any]]:
                 status = "running"
             else:
                 status = "preempted" if summary.get("status") == "interrupted" else "finished"
+        swept = record.get("swept") or [o for o in overrides[job] if o not in common]
         row: dict[str, Any] = {
             "job": record.get("num", job.name.split("_", 1)[0]),
             "name": job.name,
-            "overrides": " ".join(o for o in overrides[job] if o not in common),
+            "overrides": " ".join(swept),
             "status": status,
             "iterations": _iterations(run_dir, summary),
             "objective": record.get("objective"),
@@ -267,6 +268,8 @@ class SweepSummary(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not _is_multirun(config):
             return
+        from sr_cli.config import _job_overrides
+
         global last_run_dir
         last_run_dir = None
         job_dir = Path(config.hydra.runtime.output_dir)
@@ -274,6 +277,7 @@ class SweepSummary(Callback):
             job_dir,
             num=int(config.hydra.job.num),
             overrides=[str(o) for o in config.hydra.overrides.task],
+            swept=_job_overrides(),
             status="running",
             error=None,
             run_dir=None,

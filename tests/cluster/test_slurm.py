@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from sr_cli.engine.slurm import cluster_plugins, slurm_job_id
@@ -75,6 +76,7 @@ def test_job_id_and_detection_follow_lightnings_rules(monkeypatch):
     assert slurm_job_id() is None and cluster_plugins() == []
 
 
+@pytest.mark.slow
 def test_sigusr1_saves_requeues_and_the_requeued_job_continues(tmp_path, val_subset):
     env = slurm_env(tmp_path)
     args = [*ARGS, f"data.val_dir={val_subset}"]
@@ -123,6 +125,7 @@ def test_sigusr1_saves_requeues_and_the_requeued_job_continues(tmp_path, val_sub
     assert (tmp_path / "scontrol.log").read_text().count("requeue") == 1  # no signal, no requeue
 
 
+@pytest.mark.slow
 def test_outside_slurm_sigusr1_saves_and_stops_without_requeue(tmp_path, val_subset):
     """Without SLURM variables SIGUSR1 saves and exits as before, and nothing calls scontrol."""
     env = {k: v for k, v in slurm_env(tmp_path).items() if not k.startswith("SLURM")}
