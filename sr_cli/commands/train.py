@@ -94,7 +94,11 @@ def _train_task(cfg: DictConfig) -> float | None:
                 metrics, objects = run(cfg)
     except TrainingInterrupted as stop:
         print(f"sr-train: {stop}", file=sys.stderr)
+        _after_stop(stop)
         sys.exit(stop.exit_code)
+    from sr_cli.engine import sweep
+
+    sweep.last_run_dir = Path(objects["output_dir"])
     summary = Path(objects["output_dir"]) / "summary.json"
     if cfg.trainer.get("enable_progress_bar", True) and summary.is_file():
         from sr_cli.engine.lit.progress import print_run_end
@@ -103,11 +107,65 @@ def _train_task(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
 
 
+def _after_stop(stop) -> None:
+    """A stopped sweep job gets its row in the sweep summary (the process exits here, before
+    Hydra's job callbacks run); under SLURM, SIGUSR1 requeues the job once last.ckpt is saved."""
+    from sr_cli.engine import slurm, sweep
+
+    if _is_multirun():
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+        run_dir = Path(stop.checkpoint).parent.parent if stop.checkpoint else None
+        try:
+            sweep.record_preempted(Path(hc.runtime.output_dir), stop.signum, run_dir)
+            sweep.write_summary(hc.sweep.dir)
+        except Exception as exc:  # the summary never hides the stop
+            log.warning("could not update the sweep summary: %s", exc)
+    if stop.checkpoint is not None:
+        slurm.requeue_after(stop.signum)
+
+
+#: Launcher / sweeper plugins: the option that picks them, their module and their pip package.
+PLUGINS = {
+    "ray": ("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+}
+
+
+def missing_plugin(args: list[str]) -> str | None:
+    """One line naming the pip package when ``cluster=``/``hydra/launcher=``/``hydra/sweeper=``/
+    ``hparams_search=optuna`` picks a Hydra plugin that is not installed."""
+    import importlib.util
+
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") not in ("cluster", "hydra/launcher", "hydra/sweeper", "hparams_search"):
+            continue
+        name = "optuna" if value.startswith("optuna") else value
+        if name not in PLUGINS:
+            continue
+        module, package = PLUGINS[name]
+        if importlib.util.find_spec(module) is None:
+            return (
+                f"sr-train: {arg} needs the Hydra plugin {package}, which is not installed; "
+                f"install it with `pip install {package}`."
+            )
+    return None
+
+
 def train_main() -> None:
     """``sr-train [overrides...]``: train a model (see ``conf/train.yaml``)."""
     register_resolvers()
+    from sr_cli.engine.slurm import set_run_id
+
+    set_run_id()
     args = rewrite_overrides(sys.argv[1:])
-    problem = unknown_list_members(args)
+    problem = unknown_list_members(args) or missing_plugin(args)
     if problem:
         print(problem, file=sys.stderr)
         sys.exit(2)

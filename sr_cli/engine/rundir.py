@@ -4,7 +4,8 @@
   a lock whose process is gone is taken over with a warning).
 * :func:`plan_resume`: ``resume=auto`` continues the newest run of the same name (or this
   folder) and says so when there is nothing to resume; ``resume=PATH`` continues in the folder
-  the checkpoint belongs to. An unreadable ``last.ckpt`` falls back to the newest readable
+  the checkpoint belongs to. Under SLURM, a requeued job continues its own folder as with
+  ``resume=auto`` (:mod:`sr_cli.engine.slurm`). An unreadable ``last.ckpt`` falls back to the newest readable
   state, with a warning naming both files.
 * :func:`check_resume_compatible`: a resume with another model, EMA setting or loss set is a
   one-line error saying what differs.
@@ -222,6 +223,8 @@ def readable_state(run_dir: Path) -> tuple[Path | None, list[str]]:
 
 def plan_resume(resume: str | None, output_dir: Path) -> ResumePlan:
     """Decide where the run writes and what it resumes from (see the module docstring)."""
+    if not resume and _slurm_requeued(output_dir):
+        resume = "auto"
     if not resume:
         return ResumePlan(output_dir)
     if resume == "auto":
@@ -280,6 +283,22 @@ def plan_resume(resume: str | None, output_dir: Path) -> ResumePlan:
     if run_dir.resolve() != output_dir.resolve():
         log.warning("resume: continuing the run in %s (the checkpoint's folder)", run_dir)
     return _with_meta(ResumePlan(run_dir, str(path)))
+
+
+def _slurm_requeued(output_dir: Path) -> bool:
+    """Under SLURM, a folder of this job (``slurm-<job id>``, or any folder once SLURM says the
+    job was restarted) that already holds a checkpoint is this job's, before its requeue."""
+    from sr_cli.engine.slurm import slurm_job_id
+
+    job = slurm_job_id()
+    if job is None:
+        return False
+    ours = f"slurm-{job}" in (output_dir.name, output_dir.parent.name)
+    restarted = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+    if not (ours or restarted) or not (output_dir / "checkpoints").is_dir():
+        return False
+    log.warning("SLURM job %s was requeued: continuing the run in %s", job, output_dir)
+    return True
 
 
 def _with_meta(plan: ResumePlan) -> ResumePlan:

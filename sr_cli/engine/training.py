@@ -190,8 +190,13 @@ def build_trainer(
     if module.adversarial and trainer_cfg.get("strategy") == "ddp":
         # A GAN step leaves the frozen network without gradients: DDP must expect unused params.
         trainer_cfg["strategy"] = "ddp_find_unused_parameters_true"
+    from sr_cli.engine.slurm import cluster_plugins
+
     return instantiate(
-        trainer_cfg, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO(), *plugins]
+        trainer_cfg,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO(), *plugins, *cluster_plugins()],
     )
 
 

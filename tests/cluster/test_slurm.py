@@ -1,0 +1,158 @@
+"""SLURM requeue, for real: a real ``sr-train`` process with the SLURM environment variables of a
+batch job, a real SIGUSR1, and a stand-in ``scontrol`` executable (first on PATH) that records
+its arguments. The requeued job is the same command in the same environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sr_cli.engine.slurm import cluster_plugins, slurm_job_id
+from tests.cli.test_sr_train import SR_TRAIN, TINY_CLI
+
+JOB_ID = "4242"
+ARGS = [
+    "experiment=demo",
+    "model.pretrained=null",
+    *TINY_CLI,
+    "loss=[l1]",
+    "val.save_images=0",
+    "data.iters_per_epoch=2",
+    "trainer.max_steps=12",
+]
+
+
+def _iteration(path: Path) -> int:
+    return int(torch.load(path, weights_only=True, map_location="cpu")["sr_cli"]["iteration"])
+
+
+def slurm_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A single-task SLURM batch job's variables, and ``scontrol`` that logs its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\n')
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IXUSR)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "SLURM", "SR_CLI"))}
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
+        SCONTROL_LOG=str(tmp_path / "scontrol.log"),
+        PYTHONUNBUFFERED="1",
+        SLURM_JOB_ID=JOB_ID,
+        SLURM_JOB_NAME="sr-train",
+        SLURM_NTASKS="1",
+        SLURM_NTASKS_PER_NODE="1",
+        SLURM_NNODES="1",
+        SLURM_NODELIST="localhost",
+        SLURM_PROCID="0",
+        SLURM_LOCALID="0",
+        SLURM_NODEID="0",
+    )
+    env.update(extra)
+    return env
+
+
+def test_job_id_and_detection_follow_lightnings_rules(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("SLURM"):
+            monkeypatch.delenv(key)
+    assert slurm_job_id() is None and cluster_plugins() == []
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert slurm_job_id() == "77"
+    (env,) = cluster_plugins()
+    assert type(env).__name__ == "SLURMEnvironment" and env.auto_requeue is False
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "70")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert slurm_job_id() == "70_3"
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # srun --job-name=interactive bash
+    assert slurm_job_id() is None and cluster_plugins() == []
+
+
+@pytest.mark.slow
+def test_sigusr1_saves_requeues_and_the_requeued_job_continues(tmp_path, val_subset):
+    env = slurm_env(tmp_path)
+    args = [*ARGS, f"data.val_dir={val_subset}"]
+    run_dir = tmp_path / "outputs" / "esrgan_l1" / f"slurm-{JOB_ID}"  # keyed on the job id
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        [SR_TRAIN, *args],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    end = time.monotonic() + 240
+    while not last.is_file():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < end, "no checkpoint in 240 s"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGUSR1, err[-3000:]
+    assert "stopped by SIGUSR1" in err
+    stopped = _iteration(last)
+    assert 2 <= stopped < 12
+    assert (tmp_path / "scontrol.log").read_text().split("\n") == [f"requeue {JOB_ID}", ""]
+    # one state file, ours: no Lightning hpc checkpoint anywhere
+    assert not list(tmp_path.rglob("hpc_ckpt_*.ckpt"))
+
+    # The requeued job: same job id, same command, same environment.
+    again = subprocess.run(
+        [SR_TRAIN, *args],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    assert f"SLURM job {JOB_ID} was requeued" in log
+    assert f"resuming from {last} (iteration {stopped})" in log
+    assert _iteration(last) == 12
+    assert [p.name for p in (tmp_path / "outputs" / "esrgan_l1").iterdir()] == [run_dir.name]
+    assert (tmp_path / "scontrol.log").read_text().count("requeue") == 1  # no signal, no requeue
+
+
+@pytest.mark.slow
+def test_outside_slurm_sigusr1_saves_and_stops_without_requeue(tmp_path, val_subset):
+    """Without SLURM variables SIGUSR1 saves and exits as before, and nothing calls scontrol."""
+    env = {k: v for k, v in slurm_env(tmp_path).items() if not k.startswith("SLURM")}
+    run_dir = tmp_path / "plain"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        [
+            SR_TRAIN,
+            *ARGS,
+            f"data.val_dir={val_subset}",
+            "trainer.max_steps=1000",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    end = time.monotonic() + 240
+    while not last.is_file():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < end
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGUSR1, err[-3000:]
+    assert "stopped by SIGUSR1" in err
+    assert not (tmp_path / "scontrol.log").exists()
