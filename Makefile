@@ -91,5 +91,9 @@ format: $(STAMP) ## Format with ruff
 bench: $(STAMP) ## Benchmarks (BENCH=quick|full|smoke); writes bench/results.md and .json
 	$(BIN)/python -m bench.run --preset $(BENCH) --out $(BENCH_OUT) $(BENCH_ARGS)
 
+.PHONY: gpu-check
+gpu-check: $(STAMP) ## On a CUDA machine: bf16 GAN training, 2-GPU DDP, sharded sr-eval, bf16 sr-upscale; a table
+	$(BIN)/python -m bench.gpu_check $(GPU_CHECK_ARGS)
+
 clean: ## Remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

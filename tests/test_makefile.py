@@ -58,7 +58,7 @@ def make(clone: Path, *args: str, timeout: int = 900) -> subprocess.CompletedPro
 
 
 def test_every_target_has_a_quick_form():
-    covered = {"help", "install", "train", "pretrain-demo", "lint", "bench"} | DRY_RUN
+    covered = {"help", "install", "train", "pretrain-demo", "lint", "bench", "gpu-check"} | DRY_RUN
     assert set(documented_targets()) <= covered, "add the new target's quick form to this file"
 
 
@@ -75,6 +75,16 @@ def test_dry_run_targets(clone, target):
     assert r.returncode == 0, r.stderr
     if target.startswith("test"):
         assert "-m pytest" in r.stdout
+
+
+def test_gpu_check_without_cuda(clone):
+    """Without CUDA (CI), `make gpu-check` says so in one line and succeeds."""
+    r = make(clone, "gpu-check", timeout=300)
+    assert r.returncode == 0, r.stderr
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "gpu-check: no CUDA device; nothing run" in r.stdout
 
 
 def test_install_default_and_cpu_torch(clone, tmp_path):

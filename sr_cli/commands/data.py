@@ -6,6 +6,7 @@ Examples::
     sr-data download div2k --dest data
     sr-data download set5 --from-dir ~/Downloads
     sr-data download --list
+    sr-data shard data/DIV2K/DIV2K_train_HR data/div2k_shards --shard-size 200
 
 User errors print one message (no traceback) and exit with status 2.
 """
@@ -64,6 +65,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    s = sub.add_parser(
+        "shard",
+        help="write a folder of HR images as WebDataset shards for data=stream training",
+        description="Write every image of SRC (original bytes, no re-encoding) into WebDataset "
+        "tar shards OUT/shard-000000.tar, ... and OUT/manifest.json (image count, each shard's "
+        "count, size and SHA-256). Train on it with sr-train data=stream data.train_stream=OUT "
+        "(or the manifest's URL once OUT is uploaded).",
+    )
+    s.add_argument("src", help="folder of HR images")
+    s.add_argument("out", help="new folder for the shards and manifest.json")
+    s.add_argument(
+        "--shard-size", type=int, default=1000, help="images per shard (1000)", metavar="N"
+    )
+    s.add_argument(
+        "--shard-bytes",
+        type=float,
+        default=1e9,
+        metavar="B",
+        help="close a shard once it holds this many bytes (1e9)",
+    )
+    s.add_argument(
+        "--skip-bad", action="store_true", help="leave out unreadable or too large images, warning"
+    )
+    s.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse images whose header claims more pixels (default 100000000; 0 = no limit)",
+    )
+    s.add_argument("--force", action="store_true", help="replace a shard set already in OUT")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
     d = sub.add_parser(
         "download",
         help="download, verify and extract DIV2K or the benchmark sets",
@@ -116,6 +149,29 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(args: argparse.Namespace) -> int:
+    from sr_cli.data.streaming import write_shards
+
+    report = write_shards(
+        args.src,
+        args.out,
+        shard_size=args.shard_size,
+        shard_bytes=args.shard_bytes,
+        skip_bad=args.skip_bad,
+        max_pixels=args.max_pixels,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    print(
+        f"sr-data shard: {report.images} images from {args.src} in {report.shards} shards "
+        f"({report.bytes / 1e6:.1f} MB)"
+        + (f", {len(report.skipped)} skipped as bad" if report.skipped else "")
+        + f" -> {report.manifest}\n"
+        f"train on it with: sr-train data=stream data.train_stream={args.out}"
+    )
+    return 0
+
+
 def _download(args: argparse.Namespace) -> int:
     from sr_cli.data.download import describe, download
 
@@ -146,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "prepare":
             return _prepare(args)
+        if args.command == "shard":
+            return _shard(args)
         return _download(args)
     except SrCliError as exc:
         print(f"sr-data {args.command}: error: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ from sr_cli.data.datasets import (
     open_eval_dataset,
 )
 from sr_cli.data.paired import PairedFolderDataset
+from sr_cli.errors import ConfigError
 
 
 class SRDataModule(pl.LightningDataModule):
@@ -48,11 +49,16 @@ class SRDataModule(pl.LightningDataModule):
         train_lr_dir: folder of LR training images paired with ``train_dir`` by file name
             (``0001.png`` or ``0001x4.png``); LR patches are then cropped from it instead of
             being made on the device. ``None``: HR-only training.
+        train_stream: a WebDataset shard set written by ``sr-data shard`` (folder, manifest
+            path or URL, ``pipe:`` command) to stream the HR training images from instead of
+            ``train_dir`` (:mod:`sr_cli.data.streaming`); validation stays on folders.
+        shuffle_shards, shuffle_buffer: with ``train_stream``, shards read together and images
+            held in the shuffle buffer.
     """
 
     def __init__(
         self,
-        train_dir: str,
+        train_dir: str | None,
         val_dir: str | None,
         scale: int,
         patch_size: int = 128,
@@ -69,6 +75,9 @@ class SRDataModule(pl.LightningDataModule):
         extra_val_dirs: Mapping[str, str] | None = None,
         pin_memory: bool = True,
         train_lr_dir: str | None = None,
+        train_stream: str | None = None,
+        shuffle_shards: int = 4,
+        shuffle_buffer: int = 1000,
     ) -> None:
         super().__init__()
         self.train_dir = train_dir
@@ -89,6 +98,9 @@ class SRDataModule(pl.LightningDataModule):
         self.max_pixels = max_pixels
         self.seed = int(seed)
         self.pin_memory = pin_memory
+        self.train_stream = train_stream
+        self.shuffle_shards = int(shuffle_shards)
+        self.shuffle_buffer = int(shuffle_buffer)
         self.train_set: HRFolderDataset | PairedFolderDataset | None = None
         self.val_sets: dict[str, Dataset] = {}
 
@@ -99,6 +111,13 @@ class SRDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Open the folders; missing, empty or bad folders fail here, before training starts."""
+        if stage in (None, "fit") and self.train_set is None and self.train_stream:
+            self.train_set = self._stream_set()
+        if stage in (None, "fit") and self.train_set is None and not self.train_dir:
+            raise ConfigError(
+                "no training data: set data.train_stream=PATH_OR_URL (data=stream; a shard set "
+                "written by `sr-data shard`) or data.train_dir=HR_FOLDER."
+            )
         if stage in (None, "fit") and self.train_set is None and self.train_lr_dir:
             self.train_set = PairedFolderDataset(
                 self.train_dir,
@@ -129,6 +148,26 @@ class SRDataModule(pl.LightningDataModule):
                 for name, path in self.val_dirs.items()
             }
 
+    def _stream_set(self):
+        from sr_cli.data.streaming import StreamingHRDataset, open_shard_set
+
+        rank, world = self._dist()
+        return StreamingHRDataset(
+            open_shard_set(self.train_stream, self.skip_bad),
+            self.patch_size,
+            self.scale,
+            self.batch_size,
+            self.iters_per_epoch,
+            seed=self.seed,
+            shuffle_shards=self.shuffle_shards,
+            shuffle_buffer=self.shuffle_buffer,
+            skip_bad=self.skip_bad,
+            max_pixels=self.max_pixels,
+            rank=rank,
+            world_size=world,
+            **self.flags,
+        )
+
     def _dist(self) -> tuple[int, int]:
         trainer = self.trainer
         if trainer is None:
@@ -152,6 +191,15 @@ class SRDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup('fit') first"
         rank, world = self._dist()
+        if self.train_stream:
+            from sr_cli.data.streaming import StreamLoader
+
+            self.train_set.rank, self.train_set.world_size = rank, world
+            return StreamLoader(
+                self.train_set,
+                start_batch=lambda: self._samples_consumed() // (self.batch_size * world),
+                **self._loader_kwargs(),
+            )
         sampler = SeededSampler(
             len(self.train_set),
             self.iters_per_epoch * self.batch_size,
