@@ -710,7 +710,7 @@ def profile_eval(p: dict, device: str, tmp: Path, model: str) -> str:
 
     n = p["eval_images"]
     sets, gts, lqs, side = _eval_inputs(p, tmp / "prof")
-    ckpt = tmp / "eval" / f"prof-{model}.ckpt"
+    ckpt = tmp / "prof" / "eval" / f"prof-{model}.ckpt"
     make_checkpoint(ckpt, model)
     gen = load_generator(ckpt).generator.eval().to(device)
     gt, lq = gts[0].to(device), lqs[0].to(device)
@@ -745,9 +745,9 @@ def profile_eval(p: dict, device: str, tmp: Path, model: str) -> str:
     lines = [f"pieces, one {side}x{side} image, ms (median of 3 alternated rounds of 3 calls):"]
     lines += [f"  {k:<52} {v['median'] * 1000:8.1f}" for k, v in res.items()]
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    _sr_eval(ckpt, sets[n], tmp / "eval" / "prof-out", device)
+    _sr_eval(ckpt, sets[n], tmp / "prof" / "eval" / "out", device)
     with profile(activities=acts) as prof:
-        _sr_eval(ckpt, sets[n], tmp / "eval" / "prof-out", device)
+        _sr_eval(ckpt, sets[n], tmp / "prof" / "eval" / "out", device)
     lines += ["", f"torch.profiler, sr-eval on {n} images, top ops by self CPU:", ""]
     lines.append(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
     return "\n".join(lines)
