@@ -7,18 +7,14 @@ iterations (``feed_data`` + ``optimize_parameters``) and prints the seconds per 
     python bench/peer_worker.py BATCH PATCH THREADS
 """
 
+# BasicSR 1.4.2 imports torchvision.transforms.functional_tensor, which torchvision 0.17 removed:
+# the venv's bench_peer_compat.pth answers that name (bench/peer_compat.py).
 import sys
 import time
 
+import basicsr
 import torch
-import torchvision.transforms.functional as tvf
-
-# BasicSR 1.4.2 imports a torchvision module removed in torchvision 0.17; the function it needs
-# (rgb_to_grayscale) lives in transforms.functional now.
-sys.modules.setdefault("torchvision.transforms.functional_tensor", tvf)
-
-import basicsr  # noqa: E402
-from basicsr.models.sr_model import SRModel  # noqa: E402
+from basicsr.models.sr_model import SRModel
 
 
 def main() -> None:

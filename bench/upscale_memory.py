@@ -25,6 +25,12 @@ MODELS = {
         "upsampler": "pixelshuffle",
     },
     "esrgan": {"_target_": "sr_cli.models.rrdbnet.rrdbnet", "scale": 4, "preset": "small"},
+    "edsr_baseline": {
+        "_target_": "sr_cli.models.edsr.edsr",
+        "scale": 4,
+        "preset": "baseline",
+        "upsampler": "pixelshuffle",
+    },
 }
 
 
@@ -37,7 +43,7 @@ def vm_hwm_mib() -> float:
 
 
 def make_checkpoint(path: Path, model: str) -> None:
-    """An sr-train-style checkpoint of a randomly initialised small generator."""
+    """An sr-train-style checkpoint of a randomly initialised generator (``MODELS[model]``)."""
     import torch
     from hydra.utils import instantiate
 
@@ -47,7 +53,7 @@ def make_checkpoint(path: Path, model: str) -> None:
         {
             "state_dict": {f"generator.{k}": v for k, v in gen.state_dict().items()},
             "sr_cli": {
-                "model": {"name": model, "preset": "small", "generator": gen_cfg},
+                "model": {"name": model, "preset": gen_cfg["preset"], "generator": gen_cfg},
                 "degradation": {
                     "_target_": "sr_cli.degradations.pipeline.ResizeDownsample",
                     "scale": 4,

@@ -229,7 +229,9 @@ class CompareModule(pl.LightningModule):
         self._tables = [PerImageTable(width, self.device) for _ in self.datasets]
         self._names = {i: [""] * len(ds) for i, ds in enumerate(self.datasets.values())}
 
-    def _inputs(self, r: int, sr: Tensor, gt: Tensor, lq: Tensor, params: dict, index: int):
+    def _inputs(
+        self, r: int, sr: Tensor, gt: Tensor, lq: Tensor, params: dict, index: int, gt_cache=None
+    ):
         row, replay = self.rows[r], None
         if row.replay is not None:
             op = self.replays[r]
@@ -241,7 +243,9 @@ class CompareModule(pl.LightningModule):
                 return op.replay(s, p)
 
         missing = "the checkpoint stores no degradation config"
-        return MetricInputs(sr, gt, lq, self.scale, self.protocol, replay, missing)
+        return MetricInputs(
+            sr, gt, lq, self.scale, self.protocol, replay, missing, gt_cache=gt_cache
+        )
 
     def row_metrics(self, r: int, inputs: MetricInputs) -> Tensor:
         """Every selected metric of one row for one image: ``(B, N_metrics)`` float64."""
@@ -263,11 +267,12 @@ class CompareModule(pl.LightningModule):
             lq, params = batch["lq"], {}
         else:
             lq, params = make_lq(self.lq_degradation, gt, self.seed, index)
-        values, srs = [], {}
+        values, srs, gt_cache = [], {}, {}  # GT's Y planes, computed once for all rows
         for r, row in enumerate(self.rows):
             sr = super_resolve_row(row, self.generators[r], lq, gt)
             srs[row.label] = sr
-            values.append(self.row_metrics(r, self._inputs(r, sr, gt, lq, params, index)))
+            inputs = self._inputs(r, sr, gt, lq, params, index, gt_cache)
+            values.append(self.row_metrics(r, inputs))
         self._tables[dataloader_idx].update(batch["index"], torch.cat(values, dim=1))
         name = batch["name"][0]
         self._names[dataloader_idx][index] = name

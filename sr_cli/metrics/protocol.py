@@ -77,6 +77,16 @@ def _check_pair(sr: Tensor, gt: Tensor) -> None:
         raise ValueError(f"expected (B, C, H, W) tensors, got {tuple(sr.shape)}")
 
 
+def prepare_y_one(x: Tensor, crop: int, protocol: Protocol = "paper") -> Tensor:
+    """Quantize, convert to Y and crop one batch ``(B, 3, H, W)`` as the protocol says:
+    float64 ``(B, 1, H - 2 crop, W - 2 crop)`` in ``[16, 235]``."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+    if x.dim() != 4:
+        raise ValueError(f"expected (B, C, H, W) tensors, got {tuple(x.shape)}")
+    return crop_border(rgb_to_y(to_uint8_range(x.double()), protocol == "matlab"), crop)
+
+
 def prepare_y(
     sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper"
 ) -> tuple[Tensor, Tensor]:
@@ -84,13 +94,10 @@ def prepare_y(
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     _check_pair(sr, gt)
-    round_y = protocol == "matlab"
-    sr_y = rgb_to_y(to_uint8_range(sr.double()), round_y)
-    gt_y = rgb_to_y(to_uint8_range(gt.double()), round_y)
-    return crop_border(sr_y, crop), crop_border(gt_y, crop)
+    return prepare_y_one(sr, crop, protocol), prepare_y_one(gt, crop, protocol)
 
 
-def _psnr255(a: Tensor, b: Tensor) -> Tensor:
+def psnr255(a: Tensor, b: Tensor) -> Tensor:
     """Exact per-image PSNR with peak 255 (no epsilon): ``10 log10(255^2 / MSE)``."""
     mse = ((a.double() - b.double()) ** 2).flatten(1).mean(dim=1)
     return 10.0 * torch.log10(255.0**2 / mse)
@@ -99,7 +106,7 @@ def _psnr255(a: Tensor, b: Tensor) -> Tensor:
 def psnr_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> Tensor:
     """Per-image PSNR on the Y channel (dB), ``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B,)``."""
     sr_y, gt_y = prepare_y(sr, gt, crop, protocol)
-    return _psnr255(sr_y, gt_y)
+    return psnr255(sr_y, gt_y)
 
 
 def ssim(
@@ -144,7 +151,7 @@ def psnr_rgb(sr: Tensor, gt: Tensor, crop: int) -> Tensor:
     _check_pair(sr, gt)
     a = crop_border(to_uint8_range(sr.double()), crop)
     b = crop_border(to_uint8_range(gt.double()), crop)
-    return _psnr255(a, b)
+    return psnr255(a, b)
 
 
 def psnr(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:

@@ -35,7 +35,15 @@ import torch
 from torch import Tensor, nn
 
 from sr_cli.errors import ConfigError
-from sr_cli.metrics.protocol import crop_border, psnr, psnr_rgb, psnr_y, ssim_y, to_uint8_range
+from sr_cli.metrics.protocol import (
+    crop_border,
+    prepare_y_one,
+    psnr,
+    psnr255,
+    psnr_rgb,
+    ssim,
+    to_uint8_range,
+)
 
 UNAVAILABLE = "unavailable"
 
@@ -57,6 +65,8 @@ class MetricInputs:
         replay: ``sr8 -> D(sr8)``, the deterministic part of the degradation with this
             image's parameters, or ``None`` with :attr:`replay_missing` saying why.
         module: what :attr:`MetricSpec.build` made (e.g. piq's LPIPS), else ``None``.
+        gt_cache: a dict the caller may share between the inputs of several rows with the same
+            GT (``sr-eval``'s model rows and bicubic row), so GT's Y is computed once per image.
     """
 
     sr: Tensor
@@ -67,6 +77,24 @@ class MetricInputs:
     replay: Callable[[Tensor], Tensor] | None = None
     replay_missing: str = "the degradation cannot be replayed"
     module: nn.Module | None = None
+    gt_cache: dict | None = None
+    _y: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def y_pair(self) -> tuple[Tensor, Tensor]:
+        """``(sr_y, gt_y)`` as the protocol prepares them (:func:`~sr_cli.metrics.protocol.prepare_y`),
+        computed once and shared by every Y metric of these inputs (bit-identical values)."""
+        if "sr" not in self._y:
+            if self.sr.shape != self.gt.shape:
+                raise ValueError(
+                    f"SR {tuple(self.sr.shape)} and GT {tuple(self.gt.shape)} must have the same shape"
+                )
+            gts = self.gt_cache if self.gt_cache is not None else self._y
+            key = ("gt_y", self.protocol, self.scale)
+            if key not in gts:
+                gts[key] = prepare_y_one(self.gt, self.scale, self.protocol)
+            self._y["sr"] = prepare_y_one(self.sr, self.scale, self.protocol)
+            self._y["gt"] = gts[key]
+        return self._y["sr"], self._y["gt"]
 
     @property
     def sr8(self) -> Tensor:
@@ -218,9 +246,14 @@ def registered(spec: MetricSpec) -> Iterator[MetricSpec]:
         unregister_metric(spec.name)
 
 
-def _y(f: Callable[..., Tensor]) -> Callable[[MetricInputs], Tensor]:
-    """A protocol function of (sr, gt, crop, protocol) as a metric function."""
-    return lambda x: f(x.sr, x.gt, crop=x.scale, protocol=x.protocol)
+def _psnr_y(x: MetricInputs) -> Tensor:
+    """:func:`~sr_cli.metrics.protocol.psnr_y` on the shared Y planes."""
+    return psnr255(*x.y_pair())
+
+
+def _ssim_y(x: MetricInputs) -> Tensor:
+    """:func:`~sr_cli.metrics.protocol.ssim_y` on the shared Y planes."""
+    return ssim(*x.y_pair(), data_range=255.0)
 
 
 _VGG_LPIPS, _VGG_DISTS = (VGG16_WEIGHTS, "lpips_weights.pt"), (VGG16_WEIGHTS, "dists_weights.pt")
@@ -229,8 +262,8 @@ _EVAL, _VAL = {"group": "default"}, {"group": "default", "validation": True}
 # One entry per metric: name, label, decimals, higher is better, function, [weight files,
 # network builder], then group/validation.
 for _spec in (
-    MetricSpec("psnr_y", "PSNR_Y", 2, True, _y(psnr_y), **_VAL),
-    MetricSpec("ssim_y", "SSIM_Y", 4, True, _y(ssim_y), **_VAL),
+    MetricSpec("psnr_y", "PSNR_Y", 2, True, _psnr_y, **_VAL),
+    MetricSpec("ssim_y", "SSIM_Y", 4, True, _ssim_y, **_VAL),
     MetricSpec("psnr_rgb", "PSNR_RGB", 2, True, lambda x: psnr_rgb(x.sr, x.gt, x.scale), **_VAL),
     MetricSpec("lpips", "LPIPS", 4, False, _with_module, _VGG_LPIPS, _piq_module("LPIPS"), **_EVAL),
     MetricSpec("dists", "DISTS", 4, False, _with_module, _VGG_DISTS, _piq_module("DISTS"), **_EVAL),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import PRESETS, SECTIONS, alternate, stats
+from bench.run import EVAL_MODELS, PRESETS, SECTIONS, alternate, stats
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -56,7 +56,7 @@ def test_smoke_bench_writes_every_row(tmp_path):
         "peer": 1,  # skipped in the smoke preset, said so
         "data": 2,
         "upscale": 1 + 2 * len(p["upscale_sizes"]),
-        "eval": 1,
+        "eval": len(EVAL_MODELS),
         "scaling": len(p["scaling_batches"]) * len(p["scaling_patches"]) + 1,
         "gpu": 1 if not res["environment"]["cuda"] else 2,
     }

@@ -439,6 +439,12 @@ class SRModule(pl.LightningModule):
             self.nonfinite("value", bad or ["(another process)"], phase)
 
     def _log_train(self, logs: Mapping[str, Tensor], batch_size: int) -> None:
+        # Lightning writes on_step values only every trainer.log_every_n_steps (and when the run
+        # stops); each self.log costs ~1-2 ms of Python, so the other iterations skip it.
+        connector = getattr(self._trainer, "_logger_connector", None)
+        last = self.max_iterations is not None and self.iteration + 1 >= self.max_iterations
+        if connector is not None and not (connector.should_update_logs or last):
+            return
         for key, value in logs.items():
             show = key == "train/loss_total" or (
                 key.startswith("train/loss_") and not key.endswith("_unweighted")

@@ -10,6 +10,7 @@ module logs one (``val/bicubic_psnr_y``).
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -30,13 +31,24 @@ class RunProgress(ProgressBar):
         max_iterations: the run's length (``None``: unknown, the bar only counts).
         run_name: shown in the bar's description.
         refresh_every: update the bar every N iterations.
+        losses_every_s: re-read the losses shown at most this often (seconds). Reading them
+            converts device tensors to Python floats, a host sync per loss on a GPU; the bar
+            redraws at 10 Hz anyway, so reading them every iteration bought nothing.
     """
 
-    def __init__(self, max_iterations: int | None, run_name: str = "", refresh_every: int = 1):
+    def __init__(
+        self,
+        max_iterations: int | None,
+        run_name: str = "",
+        refresh_every: int = 1,
+        losses_every_s: float = 0.5,
+    ):
         super().__init__()
         self.max_iterations = max_iterations
         self.run_name = run_name
         self.refresh_every = max(1, int(refresh_every))
+        self.losses_every_s = float(losses_every_s)
+        self._losses_at = float("-inf")
         self._enabled = True
         self._progress: Progress | None = None
         self._task = None
@@ -84,6 +96,11 @@ class RunProgress(ProgressBar):
         done = pl_module.iteration + 1  # the module counts the iteration after the callbacks
         if done % self.refresh_every and done != self.max_iterations:
             return
+        now = time.monotonic()
+        if now - self._losses_at < self.losses_every_s and done != self.max_iterations:
+            self._progress.update(self._task, completed=done)
+            return
+        self._losses_at = now
         metrics = trainer.callback_metrics
         shown = [
             f"{k[len('train/') :]} {_fmt(float(v))}"
