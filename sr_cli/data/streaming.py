@@ -29,6 +29,9 @@ WebDataset itself keeps no state, so the schedule below is what makes resume exa
   from ``(seed, slot, position)``. A worker asked to start at batch ``t`` skips whole blocks
   by the manifest's counts and reads (without decoding) at most one block up to its position.
 
+Workers are started afresh for every epoch (so that each learns its position from the
+iteration), and each then re-reads, without decoding, at most one block to reach it.
+
 So a resumed run gets bit-identical batches, provided the shard set, ``data.num_workers`` and
 the number of processes are the same. A shard that turns out truncated breaks that guarantee
 only with ``data.skip_bad=true`` (the skipped images shift the stream).
@@ -309,9 +312,13 @@ def open_shard_set(location: str, skip_bad: bool = False) -> list[Shard]:
             path = Path(shard.url)
             size = path.stat().st_size if path.is_file() else None
             if size != shard.bytes:
-                what = "is missing" if size is None else f"is {size} bytes, not {shard.bytes}"
+                what = (
+                    "listed in the manifest is missing"
+                    if size is None
+                    else f"is {size} bytes, not {shard.bytes} as its manifest says"
+                )
                 msg = (
-                    f"shard {str(path)!r} {what} as its manifest says (truncated or altered); "
+                    f"shard {str(path)!r} {what} (truncated or altered); "
                     "rewrite the set with `sr-data shard`, or set data.skip_bad=true to train "
                     "without it."
                 )

@@ -211,7 +211,7 @@ def test_sr_train_trains_on_shards(tiny_cfg, shards_2, val_subset):
 @pytest.mark.slow
 def test_sr_train_on_shards_and_resume_is_exact(tiny_cfg, shards_2, val_subset, tmp_path):
     """data=stream trains on the shards (2 worker processes) with the folder pipeline's crops
-    and on-device degradation; 2 + 2 resumed iterations equal 4 in one go, bit for bit."""
+    and on-device degradation; 3 + 2 resumed iterations equal 5 in one go, bit for bit."""
     common = [
         "data=stream",
         f"data.train_stream={shards_2}",
@@ -220,15 +220,16 @@ def test_sr_train_on_shards_and_resume_is_exact(tiny_cfg, shards_2, val_subset, 
         "data.shuffle_buffer=3",
         "val.save_images=0",
     ]
-    _, straight = train(tiny_cfg(*common, "trainer.max_steps=4", out=tmp_path / "a"))
-    train(tiny_cfg(*common, "trainer.max_steps=2", out=tmp_path / "b"))
+    # 3 of 5 iterations, 2 per epoch: the resumed run starts mid-epoch.
+    _, straight = train(tiny_cfg(*common, "trainer.max_steps=5", out=tmp_path / "a"))
+    train(tiny_cfg(*common, "trainer.max_steps=3", out=tmp_path / "b"))
     last = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    first = torch.load(last, weights_only=True)  # before the resumed run continues that folder
     _, resumed = train(
-        tiny_cfg(*common, "trainer.max_steps=4", f"resume={last}", out=tmp_path / "c")
+        tiny_cfg(*common, "trainer.max_steps=5", f"resume={last}", out=tmp_path / "c")
     )
     a, b = straight["module"], resumed["module"]
-    assert a.iteration == b.iteration == 4
-    first = torch.load(tmp_path / "b" / "checkpoints" / "iter_0000002.ckpt", weights_only=True)
+    assert a.iteration == b.iteration == 5
     moved = False
     for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), f"{name} differs after resume"
@@ -258,3 +259,38 @@ def test_sr_train_cli_reports_a_bad_stream_in_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert len(lines) == 1 and f"{tmp_path}/missing" in lines[0] and "sr-data shard" in lines[0]
+
+
+@pytest.mark.slow
+def test_sr_train_ddp_two_processes_on_shards(shards_2, tmp_path):
+    """2 gloo processes x 2 workers read the 6 shards through the installed sr-train."""
+    from PIL import Image
+
+    from tests.cli.test_sr_train import TINY_CLI, run_cli
+
+    val = tmp_path / "val"  # an image for each rank's validation shard
+    val.mkdir()
+    for path in sorted((SAMPLES_DIR / "val").glob("*.png"))[:2]:
+        Image.open(path).crop((0, 0, 48, 48)).save(val / path.name)
+
+    run_dir = tmp_path / "ddp"
+    res = run_cli(
+        [
+            *TINY_CLI,
+            "trainer=ddp",
+            "trainer.devices=2",
+            "data=stream",
+            f"data.train_stream={shards_2}",
+            "data.num_workers=2",
+            "trainer.max_steps=3",
+            "data.iters_per_epoch=2",
+            f"data.val_dir={val}",
+            "val.save_images=0",
+            f"hydra.run.dir={run_dir}",
+        ],
+        tmp_path,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["iterations_per_rank"] == [3, 3]
