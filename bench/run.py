@@ -970,9 +970,10 @@ FIXES = {
         "metric with `.item()`, a host sync per loss on a GPU); the bench now keeps the progress "
         "bar on, as a user has it. What remains is Lightning's own per-iteration Python (the "
         "closure inside `Optimizer.step`, hooks, `self.log`), the dataloader hand-off and the NaN "
-        "guard's three finiteness checks (loss, gradients, weights; one `_foreach_norm` each, "
-        "about 1 ms per iteration on the CPU here): a few ms of a step of hundreds, so the ratio "
-        "within a few percent of 1 is mostly noise from the other jobs on the machine."
+        "guard's three finiteness checks (loss, gradients, weights; `linalg_vector_norm` per "
+        "tensor on the CPU): together a few ms of a step of hundreds, so a ratio within a few "
+        "percent of 1 is mostly noise from the other jobs on the machine. Also fixed: the "
+        "module calls `self.log` only on iterations Lightning writes (log_every_n_steps)."
     ),
     "upscale": (
         "Not fixed here (sr_cli/engine/tiling.py is outside this change): the tiled path does "
