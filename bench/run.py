@@ -580,7 +580,11 @@ def bench_upscale(p: dict, device: str, tmp: Path) -> list[dict]:
         f"{w}x{h}",
         res["tiled"], res["whole"], "tiled", "untiled", 1.15,
     )  # fmt: skip
-    r["note"] = "tiled includes quantizing the output to 8 bits; both in-process, no file I/O"
+    r["area_factor"] = tiled_area(w, h)
+    r["note"] = (
+        f"the tiles cover {r['area_factor']:.2f}x the image's pixels; tiled includes quantizing "
+        "the output to 8 bits; both in-process, no file I/O"
+    )
     rows.append(r)
     if device == "cpu":
         for tile in (256, 0):
@@ -606,6 +610,59 @@ def bench_upscale(p: dict, device: str, tmp: Path) -> list[dict]:
             rows.append(row("upscale", f"peak CUDA memory, {size[0]}x{size[1]}, tile 256",
                             value=torch.cuda.max_memory_allocated() / 2**20, unit="MiB"))  # fmt: skip
     return rows
+
+
+def tiled_area(w: int, h: int, tile: int = 256, overlap: int = 16) -> float:
+    """Pixels the generator processes when tiling a ``w x h`` LQ, over the image's pixels."""
+    from sr_cli.engine.tiling import tile_starts
+
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    return len(xs) * min(tile, w) * len(ys) * min(tile, h) / (w * h)
+
+
+def profile_upscale(p: dict, device: str, tmp: Path) -> str:
+    """One tiled and one untiled upscale under torch.profiler: the convolution work of each,
+    and the tile grid's pixel count against the image's at several sizes."""
+    import numpy as np
+    from hydra.utils import instantiate
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench.upscale_memory import MODELS
+    from sr_cli.engine.tiling import tile_starts
+    from sr_cli.engine.upscaling import Picture, make_forward, upscale_picture
+
+    torch.manual_seed(0)
+    gen = instantiate(MODELS["edsr"]).eval().to(device)
+    fwd = make_forward(gen, torch.device(device))
+    w, h = p["upscale_ratio_size"]
+    rgb = np.random.default_rng(0).random((h, w, 3), dtype=np.float32)
+    pic = Picture(rgb=rgb, alpha=None, gray=False, bits=8)
+    lq = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    out = {}
+    for name, fn in (
+        ("tiled", lambda: upscale_picture(pic, fwd, 4, tile=256, overlap=16)),
+        ("untiled", lambda: fwd(lq).cpu()),
+    ):
+        with profile(activities=acts) as prof:
+            t0 = time.perf_counter()
+            fn()
+            wall = time.perf_counter() - t0
+        ops = {e.key: (e.self_cpu_time_total / 1e6, e.count) for e in prof.key_averages()}
+        out[name] = (wall, ops)
+    keys = sorted(set(out["tiled"][1]) | set(out["untiled"][1]),
+                  key=lambda k: -out["tiled"][1].get(k, (0, 0))[0])[:8]  # fmt: skip
+    lines = [f"one call each, {w}x{h} LQ, EDSR small x4: tiled {out['tiled'][0]:.2f} s, "
+             f"untiled {out['untiled'][0]:.2f} s", "",
+             f"{'op (self CPU s, calls)':<48} {'tiled':>16} {'untiled':>16}"]  # fmt: skip
+    for k in keys:
+        a, b = out["tiled"][1].get(k, (0, 0)), out["untiled"][1].get(k, (0, 0))
+        lines.append(f"{k[:48]:<48} {a[0]:9.2f} ({a[1]:>4}) {b[0]:9.2f} ({b[1]:>4})")
+    lines += ["", "tile grid (tile 256, overlap 16): tiles and processed pixels / image pixels"]
+    for sw, sh in [(w, h), (1000, 750), (2000, 1500)]:
+        n = len(tile_starts(sw, 256, 16)) * len(tile_starts(sh, 256, 16))
+        lines.append(f"  {sw}x{sh}: {n} tiles, {tiled_area(sw, sh):.2f}x")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------- 4. eval
@@ -913,9 +970,22 @@ FIXES = {
         "metric with `.item()`, a host sync per loss on a GPU); the bench now keeps the progress "
         "bar on, as a user has it. What remains is Lightning's own per-iteration Python (the "
         "closure inside `Optimizer.step`, hooks, `self.log`), the dataloader hand-off and the NaN "
-        "guard's three finiteness checks (loss, gradients, weights; one `_foreach_norm` each, "
-        "about 1 ms per iteration on the CPU here): a few ms of a step of hundreds, so the ratio "
-        "within a few percent of 1 is mostly noise from the other jobs on the machine."
+        "guard's three finiteness checks (loss, gradients, weights; `linalg_vector_norm` per "
+        "tensor on the CPU): together a few ms of a step of hundreds, so a ratio within a few "
+        "percent of 1 is mostly noise from the other jobs on the machine. Also fixed: the "
+        "module calls `self.log` only on iterations Lightning writes (log_every_n_steps)."
+    ),
+    "upscale": (
+        "Not fixed here (sr_cli/engine/tiling.py is outside this change): the tiled path does "
+        "the same convolutions per pixel, but its grid makes the generator process more pixels "
+        "than the image has. Tiles keep the full 256 px side and the last tile of a row or "
+        "column is shifted to end at the border, so 500 px wide takes 3 tiles (2 of 256 with "
+        "a 16 px overlap reach 496) and the grid covers 2.1x the pixels at 500x375, 1.4x at "
+        "2000x1500. Proposed: keep the tile count, shrink the tiles to the even split "
+        "(ceil((L + (n-1) overlap) / n)), which covers about 1.1x at 500x375. Untiled memory, "
+        "by contrast, grows with the image (rows above), and in one measurement here an untiled "
+        "forward at 1000x750 took 15x the 500x375 one (4x the pixels): at large sizes tiling "
+        "should win on time too (BENCH=full measures 2000x1500)."
     ),
     "eval": (
         "Fix: PSNR_Y and SSIM_Y used to convert SR and GT to Y each (8-bit rounding, BT.601, "
@@ -1020,6 +1090,8 @@ def profile_jobs(rows: list[dict], only: list[str]):
         state = "missed" if r.get("met") is False else "profiled every run"
         jobs.append(("train", f"{r['what']} ({state})",
                      lambda p, d, t, m=model, lo=loss: profile_train_step(p, d, t, m, lo)))  # fmt: skip
+    if any(r["section"] == "upscale" and r.get("met") is False for r in rows):
+        jobs.append(("upscale", "sr-upscale tiled vs untiled (missed)", profile_upscale))
     eval_rows = [r for r in rows if r["section"] == "eval" and "ratio" in r]
     for r in eval_rows:
         if r.get("met") is False or r.get("model") == "edsr_baseline":
