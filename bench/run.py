@@ -614,10 +614,10 @@ def bench_upscale(p: dict, device: str, tmp: Path) -> list[dict]:
 
 def tiled_area(w: int, h: int, tile: int = 256, overlap: int = 16) -> float:
     """Pixels the generator processes when tiling a ``w x h`` LQ, over the image's pixels."""
-    from sr_cli.engine.tiling import tile_starts
+    from sr_cli.engine.tiling import tile_layout
 
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    return len(xs) * min(tile, w) * len(ys) * min(tile, h) / (w * h)
+    (th, ys), (tw, xs) = tile_layout(h, tile, overlap), tile_layout(w, tile, overlap)
+    return len(xs) * tw * len(ys) * th / (w * h)
 
 
 def profile_upscale(p: dict, device: str, tmp: Path) -> str:

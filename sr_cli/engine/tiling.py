@@ -7,9 +7,9 @@ sides it shares with a neighbour (sides on the image border keep full weight), a
 is the weighted sum divided by the summed weights. Pixels near a tile's inner edges, which
 saw the least context, therefore contribute the least, and no seam is visible.
 
-The last tile of a row or column is aligned with the image border, so every tile has the
-full size and a fully convolutional network gives, away from the border effects of its
-receptive field, the same output as on the whole image.
+The tiles of a row or column are spread evenly, the last aligned with the image border, and
+all have the same size (at most ``tile``, shrunk to an even split of the side), so a fully
+convolutional network gives, away from the border effects of its receptive field, the same output as on the whole image.
 
 Example:
     >>> net = lambda x: torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
@@ -31,20 +31,36 @@ from sr_cli.errors import ConfigError
 TileFn = Callable[[Tensor], Tensor]
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering ``range(length)`` with at least ``overlap``.
+def tile_layout(length: int, tile: int, overlap: int) -> tuple[int, list[int]]:
+    """Tile size and start offsets covering ``range(length)``: as few tiles of at most ``tile``
+    pixels as overlap by at least ``overlap``, shrunk to an even split of the side.
 
-    The last tile ends exactly at ``length``; a side shorter than the tile gets one tile.
+    The number of tiles is the least that ``tile``-sized tiles need; their common size is then the
+    smallest that still covers the side with that overlap, and the starts are spread evenly
+    (the first at 0, the last ending at ``length``). So the network processes barely more
+    pixels than the image has (a 500-pixel side with tile 256 and overlap 16 takes 3 tiles of
+    178, not 3 of 256), and the memory stays bounded by ``tile``. A side no longer than
+    ``tile`` is one tile.
 
-    >>> tile_starts(100, 48, 16)
-    [0, 32, 52]
+    >>> tile_layout(100, 48, 16)
+    (44, [0, 28, 56])
     """
     if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
+        return length, [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    size = math.ceil((length + (n - 1) * overlap) / n)
+    # Neighbouring starts differ by round((length - size) / (n - 1)) at most, which is at most
+    # size - overlap because n * size >= length + (n - 1) * overlap.
+    return size, [round(i * (length - size) / (n - 1)) for i in range(n)]
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of :func:`tile_layout`'s tiles.
+
+    >>> tile_starts(100, 48, 16)
+    [0, 28, 56]
+    """
+    return tile_layout(length, tile, overlap)[1]
 
 
 def feather(length: int, ramp: int, before: bool, after: bool, device=None) -> Tensor:
@@ -103,8 +119,7 @@ def iter_tiled_rows(
     if tile is None or tile <= 0:
         tile = max(h, w)
     check_tiling(tile, overlap)
-    th, tw = min(tile, h), min(tile, w)
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    (th, ys), (tw, xs) = tile_layout(h, tile, overlap), tile_layout(w, tile, overlap)
     ramp = overlap * scale
     wx_cache: dict[int, Tensor] = {}
     strip: Tensor | None = None  # output rows [strip_y0, strip_y0 + strip.shape[-2])

@@ -10,7 +10,7 @@ from PIL import Image
 from sr_cli.commands.upscale import main, plan_outputs
 from sr_cli.degradations.resize import imresize
 from sr_cli.engine.inference import load_generator, super_resolve
-from sr_cli.engine.tiling import feather, tile_starts, tiled_forward
+from sr_cli.engine.tiling import feather, tile_layout, tile_starts, tiled_forward
 from sr_cli.engine.upscaling import read_picture, write_png16
 
 
@@ -22,11 +22,28 @@ def generator(trained_run):
 
 
 def test_tile_layout():
-    assert tile_starts(100, 48, 16) == [0, 32, 52]
+    assert tile_starts(100, 48, 16) == [0, 28, 56]
     assert tile_starts(40, 48, 16) == [0]
     w = feather(20, 6, before=True, after=False)
     assert (w > 0).all() and torch.all(w[6:] == 1) and torch.all(w[:6] < 1)
     assert torch.all(w[:6].diff() > 0)
+
+
+def test_tile_layout_is_an_even_split_with_the_fewest_tiles():
+    import math
+
+    for length in range(1, 700, 7):
+        for tile, overlap in [(48, 16), (64, 0), (256, 16), (100, 99), (40, 24)]:
+            size, starts = tile_layout(length, tile, overlap)
+            assert size <= tile and starts[0] == 0 and starts[-1] + size == length
+            gaps = [b - a for a, b in zip(starts, starts[1:])]
+            assert all(size - g >= overlap for g in gaps)  # every neighbour overlaps enough
+            assert not gaps or max(gaps) - min(gaps) <= 1  # evenly spread
+            # The fewest tiles of side `tile` that cover the side with this overlap.
+            fewest = 1 if length <= tile else math.ceil((length - overlap) / (tile - overlap))
+            assert len(starts) == fewest
+    # A 500-px side with the sr-upscale defaults: 3 tiles of 178 px (1.07x the pixels), not 256.
+    assert tile_layout(500, 256, 16) == (178, [0, 161, 322])
 
 
 # The overlap must cover the network's effective receptive field: the fixture's generator is the
