@@ -156,3 +156,33 @@ def test_outside_slurm_sigusr1_saves_and_stops_without_requeue(tmp_path, val_sub
     assert proc.returncode == 128 + signal.SIGUSR1, err[-3000:]
     assert "stopped by SIGUSR1" in err
     assert not (tmp_path / "scontrol.log").exists()
+
+
+@pytest.mark.parametrize(
+    "folder,env,resumes",
+    [
+        (f"slurm-{JOB_ID}", {"SLURM_JOB_ID": JOB_ID}, True),  # this job's folder
+        ("2026-01-01_00-00-00", {"SLURM_JOB_ID": JOB_ID}, False),  # someone else's folder
+        ("2026-01-01_00-00-00", {"SLURM_JOB_ID": JOB_ID, "SLURM_RESTART_COUNT": "1"}, True),
+        (f"slurm-{JOB_ID}", {}, False),  # outside SLURM nothing changes
+        (f"slurm-{JOB_ID}", {"SLURM_JOB_ID": JOB_ID, "SLURM_JOB_NAME": "bash"}, False),
+    ],
+)
+def test_a_requeued_job_continues_its_own_folder(folder, env, resumes, tmp_path, monkeypatch):
+    from sr_cli.engine.rundir import plan_resume
+    from sr_cli.serialization import atomic_torch_save
+
+    for key in list(os.environ):
+        if key.startswith("SLURM"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    run_dir = tmp_path / folder
+    atomic_torch_save({"sr_cli": {"iteration": 6}}, run_dir / "checkpoints" / "last.ckpt")
+    plan = plan_resume(None, run_dir)
+    assert plan.output_dir == run_dir
+    if resumes:
+        assert plan.checkpoint == str(run_dir / "checkpoints" / "last.ckpt")
+        assert plan.iteration == 6
+    else:
+        assert plan.checkpoint is None
