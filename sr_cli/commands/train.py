@@ -112,7 +112,7 @@ def _after_stop(stop) -> None:
     Hydra's job callbacks run); under SLURM, SIGUSR1 requeues the job once last.ckpt is saved."""
     from sr_cli.engine import slurm, sweep
 
-    if _is_multirun():
+    if _is_multirun() and slurm._global_rank() == 0:
         from hydra.core.hydra_config import HydraConfig
 
         hc = HydraConfig.get()

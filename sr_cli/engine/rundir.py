@@ -5,8 +5,8 @@
 * :func:`plan_resume`: ``resume=auto`` continues the newest run of the same name (or this
   folder) and says so when there is nothing to resume; ``resume=PATH`` continues in the folder
   the checkpoint belongs to. Under SLURM, a requeued job continues its own folder as with
-  ``resume=auto`` (:mod:`sr_cli.engine.slurm`). An unreadable ``last.ckpt`` falls back to the newest readable
-  state, with a warning naming both files.
+  ``resume=auto`` (:mod:`sr_cli.engine.slurm`). An unreadable ``last.ckpt`` falls back to the
+  newest readable state, with a warning naming both files.
 * :func:`check_resume_compatible`: a resume with another model, EMA setting or loss set is a
   one-line error saying what differs.
 * :func:`trim_metrics` keeps one ``metrics.csv`` across resumes (rows after the resumed state
@@ -295,7 +295,7 @@ def _slurm_requeued(output_dir: Path) -> bool:
         return False
     ours = f"slurm-{job}" in (output_dir.name, output_dir.parent.name)
     restarted = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
-    if not (ours or restarted) or not (output_dir / "checkpoints").is_dir():
+    if not (ours or restarted) or not any((output_dir / "checkpoints").glob("*.ckpt")):
         return False
     log.warning("SLURM job %s was requeued: continuing the run in %s", job, output_dir)
     return True

@@ -259,7 +259,12 @@ def write_summary(sweep_dir: str | Path) -> Path:
 
 # --------------------------------------------------------------------------- Hydra callback
 def _is_multirun(config: DictConfig) -> bool:
-    return str(OmegaConf.select(config, "hydra.mode", default="")) == "RunMode.MULTIRUN"
+    """A multirun job, seen from its first process (a SLURM job of several tasks runs the job in
+    each; the others leave the records to it)."""
+    from sr_cli.engine.slurm import _global_rank
+
+    mode = str(OmegaConf.select(config, "hydra.mode", default=""))
+    return mode == "RunMode.MULTIRUN" and _global_rank() == 0
 
 
 class SweepSummary(Callback):

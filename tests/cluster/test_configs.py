@@ -175,3 +175,69 @@ def test_summary_rows_from_job_folders(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert "4 jobs: 1 failed, 1 finished, 1 preempted, 1 running" in md
     assert md.count("\n| ") == 5  # header + 4 rows
+
+
+def test_cluster_slurm_reaches_sbatch(tmp_path):
+    """The real submitit launcher writes the sbatch script; stand-in ``sbatch``/``srun``
+    executables (first on PATH) keep a copy of it and nothing is queued anywhere."""
+    import stat
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = tmp_path / "submitted.sh"
+    for name, body in (
+        ("sbatch", f'cp "$1" "{script}"\necho "Submitted batch job 777"\n'),
+        ("srun", "exit 0\n"),
+    ):
+        exe = bin_dir / name
+        exe.write_text("#!/bin/sh\n" + body)
+        exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "SLURM", "SR_CLI"))}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    proc = subprocess.Popen(
+        [
+            SR_TRAIN,
+            "-m",
+            "cluster=slurm",
+            "cluster.partition=gpu",
+            "cluster.account=proj1",
+            "cluster.nodes=2",
+            "cluster.gpus_per_node=4",
+            "cluster.timeout_min=720",
+            "cluster.setup=[source .venv/bin/activate]",
+            "name=two_node",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        end = time.monotonic() + 120
+        while not script.is_file():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < end, "sbatch was not called in 120 s"
+            time.sleep(0.2)
+        time.sleep(0.5)  # cp has finished writing
+    finally:
+        proc.kill()
+        proc.wait()
+    text = script.read_text()
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",  # one process per GPU
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=proj1",
+        "#SBATCH --time=720",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=64GB",
+        "#SBATCH --signal=USR2@120",  # submitit's requeue signal, before the time limit
+        "source .venv/bin/activate",
+        "srun ",
+    ):
+        assert line in text, line
+    assert "multirun/two_node/" in text

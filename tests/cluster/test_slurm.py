@@ -156,3 +156,78 @@ def test_outside_slurm_sigusr1_saves_and_stops_without_requeue(tmp_path, val_sub
     assert proc.returncode == 128 + signal.SIGUSR1, err[-3000:]
     assert "stopped by SIGUSR1" in err
     assert not (tmp_path / "scontrol.log").exists()
+
+
+@pytest.mark.parametrize(
+    "folder,env,resumes",
+    [
+        (f"slurm-{JOB_ID}", {"SLURM_JOB_ID": JOB_ID}, True),  # this job's folder
+        ("2026-01-01_00-00-00", {"SLURM_JOB_ID": JOB_ID}, False),  # someone else's folder
+        ("2026-01-01_00-00-00", {"SLURM_JOB_ID": JOB_ID, "SLURM_RESTART_COUNT": "1"}, True),
+        (f"slurm-{JOB_ID}", {}, False),  # outside SLURM nothing changes
+        (f"slurm-{JOB_ID}", {"SLURM_JOB_ID": JOB_ID, "SLURM_JOB_NAME": "bash"}, False),
+    ],
+)
+def test_a_requeued_job_continues_its_own_folder(folder, env, resumes, tmp_path, monkeypatch):
+    from sr_cli.engine.rundir import plan_resume
+    from sr_cli.serialization import atomic_torch_save
+
+    for key in list(os.environ):
+        if key.startswith("SLURM"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    run_dir = tmp_path / folder
+    atomic_torch_save({"sr_cli": {"iteration": 6}}, run_dir / "checkpoints" / "last.ckpt")
+    plan = plan_resume(None, run_dir)
+    assert plan.output_dir == run_dir
+    if resumes:
+        assert plan.checkpoint == str(run_dir / "checkpoints" / "last.ckpt")
+        assert plan.iteration == 6
+    else:
+        assert plan.checkpoint is None
+
+
+def test_two_node_job_builds_a_trainer_with_slurms_ranks(monkeypatch, tmp_path):
+    """cluster=slurm with 2 nodes x 4 devices, as srun starts rank 5 (node 1, local rank 1):
+    Lightning's real accelerator connector takes our SLURM environment and its ranks."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    from sr_cli.config import config_dir
+
+    for key in list(os.environ):
+        if key.startswith("SLURM"):
+            monkeypatch.delenv(key)
+    for key, value in dict(
+        SLURM_JOB_ID=JOB_ID,
+        SLURM_JOB_NAME="sr-train",
+        SLURM_NTASKS="8",
+        SLURM_NTASKS_PER_NODE="4",
+        SLURM_NNODES="2",
+        SLURM_NODELIST="node[1-2]",
+        SLURM_PROCID="5",
+        SLURM_LOCALID="1",
+        SLURM_NODEID="1",
+        MASTER_ADDR="node1",  # Lightning writes these two: restored after the test
+        MASTER_PORT="12910",
+    ).items():
+        monkeypatch.setenv(key, value)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                "cluster=slurm",
+                "cluster.nodes=2",
+                "cluster.gpus_per_node=4",
+                "trainer.accelerator=cpu",  # the test machine has no GPU; the ranks are the point
+                f"paths.output_dir={tmp_path}",
+            ],
+        )
+    trainer = instantiate(cfg.trainer, plugins=cluster_plugins(), logger=False)
+    env = trainer.strategy.cluster_environment
+    assert isinstance(env, SLURMEnvironment) and env.auto_requeue is False
+    assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 4, 8)
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank) == (5, 1, 1)
+    assert env.main_address == "node1"
