@@ -393,6 +393,7 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
             "world_size": trainer.world_size,
             "iterations_per_rank": module.rank_iterations,
             "skipped_steps": module.skipped_steps,
+            "scaler_skipped_steps": module.scaler_skipped_steps,
             "output_dir": str(output_dir),
             "best_checkpoint": ckpts.best_model_path or None if ckpts else None,
             "last_checkpoint": str(ckpts.last_path)

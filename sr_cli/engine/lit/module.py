@@ -707,6 +707,7 @@ class SRModule(pl.LightningModule):
         meta = checkpoint.get("sr_cli", {})
         self.iteration = int(meta.get("iteration", 0))
         self.skipped_steps = int(meta.get("skipped_steps", 0))
+        self.scaler_skipped_steps = int(meta.get("scaler_skipped_steps", 0))
         self.resume_changes = optimizer_changes(meta.get("optim"), self.config.get("optim"))
 
     def on_train_start(self) -> None:
