@@ -117,6 +117,10 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
     if speed.get("compile"):
         compile_opts = {"mode": speed.get("compile_mode") or "default"}
     ema = cfg.get("ema") or {}
+    # max_steps counts optimizer updates (generator iterations); with gradient accumulation an
+    # update takes `accumulate` batches, and the module counts batches.
+    accumulate = int(cfg.trainer.get("accumulate_grad_batches") or 1)
+    max_steps = int(cfg.trainer.get("max_steps", -1))
     return SRModule(
         generator=generator,
         losses=losses,
@@ -128,7 +132,7 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
         scheduler=scheduler,
         gradient_clip_val=optim.get("gradient_clip_val"),
         ema_decay=float(ema.get("decay", 0.999)) if ema.get("enabled") else None,
-        max_iterations=int(cfg.trainer.max_steps) if cfg.trainer.get("max_steps", -1) > 0 else None,
+        max_iterations=max_steps * accumulate if max_steps > 0 else None,
         val_names=val_names,
         val_protocol=cfg.val.protocol,
         save_images=cfg.val.save_images,
@@ -144,6 +148,7 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
         d_steps_per_g=optim.get("d_steps_per_g", 1),
         channels_last=bool(speed.get("channels_last", False)),
         compile_generator=compile_opts,
+        accumulate_grad_batches=accumulate,
     )
 
 
@@ -187,6 +192,9 @@ def build_trainer(
     if iterations > 0:
         trainer_cfg["max_steps"] = -1
         trainer_cfg["max_epochs"] = -1
+    if not module.automatic_optimization:
+        # The manual (GAN) path accumulates itself (SRModule.accumulate); Lightning refuses to.
+        trainer_cfg.pop("accumulate_grad_batches", None)
     if module.adversarial and trainer_cfg.get("strategy") == "ddp":
         # A GAN step leaves the frozen network without gradients: DDP must expect unused params.
         trainer_cfg["strategy"] = "ddp_find_unused_parameters_true"
@@ -245,6 +253,15 @@ def check_options(cfg: DictConfig) -> None:
         "It is the number of iterations between validations, e.g. `data.iters_per_epoch=1000`.",
     )
     positive_int("data.patch_size", "Set e.g. `data.patch_size=128`.")
+    if OmegaConf.select(cfg, "trainer.accumulate_grad_batches") is not None:
+        positive_int("trainer.accumulate_grad_batches", "Batches per optimizer update, e.g. 1.")
+        accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches")
+        if cfg.data.iters_per_epoch % accumulate:
+            raise ConfigError(
+                f"data.iters_per_epoch={cfg.data.iters_per_epoch} must be a multiple of "
+                f"trainer.accumulate_grad_batches={accumulate}, so that validation and checkpoints "
+                "fall between optimizer updates (exact resume)."
+            )
     steps = OmegaConf.select(cfg, "trainer.max_steps")
     if not isinstance(steps, int) or isinstance(steps, bool) or (steps < 1 and steps != -1):
         raise ConfigError(
@@ -381,6 +398,7 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
             "world_size": trainer.world_size,
             "iterations_per_rank": module.rank_iterations,
             "skipped_steps": module.skipped_steps,
+            "scaler_skipped_steps": module.scaler_skipped_steps,
             "output_dir": str(output_dir),
             "best_checkpoint": ckpts.best_model_path or None if ckpts else None,
             "last_checkpoint": str(ckpts.last_path)

@@ -172,6 +172,7 @@ class SRModule(pl.LightningModule):
         d_steps_per_g: int = 1,
         channels_last: bool = False,
         compile_generator: Mapping | None = None,
+        accumulate_grad_batches: int = 1,
     ) -> None:
         super().__init__()
         if not losses:
@@ -200,6 +201,19 @@ class SRModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.discriminator_scheduler_factory = discriminator_scheduler
         self.d_steps_per_g = int(d_steps_per_g)
+        #: Manual (GAN) path: gradients of this many consecutive batches are summed (each loss
+        #: divided by it) before one generator and one discriminator update. The plain path
+        #: leaves this to Lightning's ``accumulate_grad_batches``.
+        self.accumulate = int(accumulate_grad_batches)
+        if self.accumulate < 1:
+            raise ConfigError(
+                f"trainer.accumulate_grad_batches must be >= 1, got {accumulate_grad_batches!r}"
+            )
+        if self.accumulate > 1 and self.d_steps_per_g > 1:
+            raise ConfigError(
+                "optim.d_steps_per_g > 1 cannot be combined with trainer.accumulate_grad_batches "
+                "> 1; pick one (e.g. optim.d_steps_per_g=1)."
+            )
         self.channels_last = bool(channels_last)
         self._scheduler_roles: list[str] = []
         self._pending_check = None
@@ -535,13 +549,21 @@ class SRModule(pl.LightningModule):
         """Backward and step of one network (manual optimization). The step goes through
         Lightning's wrapped optimizer, so the precision plugin scales/unscales (GradScaler) and
         :meth:`on_before_optimizer_step` checks and clips the unscaled gradients."""
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(total)
+        n = self.accumulate
+        if self.iteration % n == 0:  # first batch of an accumulation window
+            optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(total / n if n > 1 else total)
+        if not self._window_ends():
+            return
         self._pending_check = (phase, bad_grads)
         try:
             optimizer.step()  # with skip policy and bad gradients: grads cleared, no update
         finally:
             self._pending_check = None
+
+    def _window_ends(self) -> bool:
+        """Whether this batch completes an accumulation window (always, without accumulation)."""
+        return (self.iteration + 1) % self.accumulate == 0
 
     def _gan_step(self, batch: dict) -> None:
         opt_g, opt_d = self.optimizers()
@@ -559,7 +581,7 @@ class SRModule(pl.LightningModule):
         self.untoggle_optimizer(opt_g)
 
         g_sched = self._scheduler("generator")
-        if g_sched is not None:
+        if g_sched is not None and self._window_ends():
             g_sched.step()
 
         d_terms = {n: t for n, t in self.adversarial.items() if t.discriminator_active(step)}
@@ -581,7 +603,7 @@ class SRModule(pl.LightningModule):
                         lambda: self._d_terms_with_bad_gradients(d_terms, d_inputs),
                         "discriminator",
                     )
-                if d_sched is not None:  # the discriminator's schedule starts with its first step
+                if d_sched is not None and self._window_ends():  # from its first step on
                     d_sched.step()
             self.untoggle_optimizer(opt_d)
             for n, v in d_values.items():
@@ -691,6 +713,7 @@ class SRModule(pl.LightningModule):
         meta = checkpoint.get("sr_cli", {})
         self.iteration = int(meta.get("iteration", 0))
         self.skipped_steps = int(meta.get("skipped_steps", 0))
+        self.scaler_skipped_steps = int(meta.get("scaler_skipped_steps", 0))
         self.resume_changes = optimizer_changes(meta.get("optim"), self.config.get("optim"))
 
     def on_train_start(self) -> None:
