@@ -69,3 +69,27 @@ def val_subset(tmp_path):
     for p in sorted((SAMPLES_DIR / "val").glob("*.png")):
         Image.open(p).crop((0, 0, 48, 60)).save(folder / p.name)
     return folder
+
+
+def test_ddp_with_fewer_validation_images_than_processes_is_a_clear_error(tmp_path, val_subset):
+    one = tmp_path / "vals" / "val1"
+    one.mkdir()
+    first = sorted(val_subset.glob("*.png"))[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    res = run_cli(
+        [
+            "trainer=ddp",
+            "trainer.devices=2",
+            "loss=l1",
+            f"data.val_dir={one}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *TINY_CLI,
+        ],
+        tmp_path,
+        timeout=600,
+    )
+    assert res.returncode == 2, res.stderr[-4000:]
+    assert (
+        "validation set 'val'" in res.stderr and "has 1 image(s) but training runs 2" in res.stderr
+    )
+    assert "trainer.devices" in res.stderr

@@ -24,6 +24,17 @@ from sr_cli.data.paired import PairedFolderDataset
 from sr_cli.errors import ConfigError
 
 
+def check_val_shards(name: str, folder, images: int, world: int) -> None:
+    """Every process validates its own, unpadded share of each validation set: refuse a set with
+    fewer images than processes (Lightning would stop on an empty dataloader in one rank)."""
+    if images < world:
+        raise ConfigError(
+            f"validation set {name!r} ({folder}) has {images} image(s) but training runs "
+            f"{world} processes, and each validates its own share: put at least {world} images "
+            "in it or train on fewer devices (trainer.devices)."
+        )
+
+
 class SRDataModule(pl.LightningDataModule):
     """HR folders (or paired LR/HR folders) for training; HR or benchmark folders for validation.
 
@@ -218,6 +229,8 @@ class SRDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         rank, world = self._dist()
+        for name, ds in self.val_sets.items():
+            check_val_shards(name, self.val_dirs[name], len(ds), world)
         return [
             DataLoader(
                 ds,
