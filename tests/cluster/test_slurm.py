@@ -225,6 +225,14 @@ def test_two_node_job_builds_a_trainer_with_slurms_ranks(monkeypatch, tmp_path):
                 f"paths.output_dir={tmp_path}",
             ],
         )
+    # Building the trainer sets Lightning's process-wide rank (rank_zero_only.rank = 5): put it
+    # back afterwards, or every later test in this process would act as a non-zero rank.
+    import lightning_fabric.utilities.rank_zero as fabric_rank_zero
+    import pytorch_lightning.utilities.rank_zero as pl_rank_zero
+
+    for mod in (fabric_rank_zero, pl_rank_zero):
+        fn = mod.rank_zero_only
+        monkeypatch.setattr(fn, "rank", getattr(fn, "rank", 0), raising=False)
     trainer = instantiate(cfg.trainer, plugins=cluster_plugins(), logger=False)
     env = trainer.strategy.cluster_environment
     assert isinstance(env, SLURMEnvironment) and env.auto_requeue is False
