@@ -150,6 +150,10 @@ def build_trainer(cfg: DictConfig, module: Any, output_dir: Path, kept_metrics=N
     if not any(isinstance(c, RunCheckpoints) for c in callbacks):
         callbacks.append(RunCheckpoints(ckpt_dir, monitor=None))
     callbacks += [LastGoodCheckpoint(ckpt_dir), GracefulStop()]
+    from sr_cli.engine.pruning import pruning_callback
+
+    if (pruning := pruning_callback(cfg, output_dir)) is not None:
+        callbacks.append(pruning)  # after the checkpoints: last.ckpt is written when it stops
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if trainer_cfg.get("enable_progress_bar", True):
         callbacks.append(RunProgress(module.max_iterations, cfg.get("run_name") or ""))
@@ -307,10 +311,13 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     }
     stop = next(c for c in trainer.callbacks if isinstance(c, GracefulStop))
     ckpts = run_checkpoints(trainer)
+    from sr_cli.engine.pruning import pruned_status
+
+    pruned = pruned_status(trainer)
     if trainer.is_global_zero:
         summary = {
             "name": cfg.get("run_name"),
-            "status": "interrupted" if stop.received else "finished",
+            "status": "interrupted" if stop.received else "pruned" if pruned else "finished",
             "metrics": metrics,
             "iteration": module.iteration,
             "world_size": trainer.world_size,
@@ -324,6 +331,8 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
         }
         if ckpts is not None and ckpts.best_iteration is not None:
             summary["best"] = {ckpts.monitor: ckpts.best_score, "iteration": ckpts.best_iteration}
+        if pruned:
+            summary["pruned"] = pruned
         summary["bicubic"] = module.bicubic_reference  # what the run has to beat, same LQ
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if stop.received:
