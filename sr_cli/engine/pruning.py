@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ def sibling_trials(sweep_dir: Path, own_job_dir: Path, metric: str) -> list[Any]
 
     from sr_cli.engine.sweep import STATUS_FILE, _job_folders, _read_json
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     trials = []
     own = Path(own_job_dir).resolve()
     for job in _job_folders(Path(sweep_dir)):
@@ -116,6 +118,7 @@ def should_prune(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = optuna.create_study(direction=direction, pruner=pruner)
     for trial in siblings:
         study.add_trial(trial)

@@ -129,7 +129,29 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
         max_consecutive_skips=int(
             OmegaConf.select(cfg, "nan_guard.max_consecutive_skips", default=10)
         ),
+        **_extra_val_metrics(cfg),
     )
+
+
+def _extra_val_metrics(cfg: DictConfig) -> dict[str, Any]:
+    """``val.extra_metrics``: registry metrics also logged during validation; one whose weights
+    are not cached stops the run here (a sweep on it would optimise nothing)."""
+    from sr_cli.errors import ConfigError
+    from sr_cli.metrics.registry import get_metric, metric_names
+
+    names = list(OmegaConf.select(cfg, "val.extra_metrics", default=None) or [])
+    modules = {}
+    for name in names:
+        if name not in metric_names():
+            raise ConfigError(
+                f"unknown metric {name!r} in val.extra_metrics; choose from {list(metric_names())}"
+            )
+        spec = get_metric(name)
+        if why := spec.unavailable():
+            raise ConfigError(f"val.extra_metrics: {name} {why}")
+        if spec.build is not None:
+            modules[name] = spec.build().requires_grad_(False)
+    return {"extra_val_metrics": names, "metric_modules": modules}
 
 
 def build_trainer(cfg: DictConfig, module: Any, output_dir: Path, kept_metrics=None):

@@ -145,3 +145,51 @@ def test_a_training_job_above_its_siblings_runs_to_the_end(tmp_path, tiny_cfg, v
     assert summary["status"] == "finished" and summary["iteration"] == 6
     assert "pruned" not in summary
     assert list(read_curve(out, METRIC)) == [2, 4, 6]
+
+
+@pytest.mark.slow
+def test_optuna_sweep_prunes_the_third_trial_for_real(tmp_path, val_subset):
+    """3 sequential trials of hparams_search=optuna; MedianPruner (2 startup trials) compares the
+    third with the first two at its first validation. With seed=0 TPE's random start gives the
+    third a lower learning rate (7.5e-5 vs 1.25e-4) and a 10x larger GAN weight: it is behind."""
+    import yaml
+
+    from tests.cli.test_sr_train import run_cli
+    from tests.cluster.test_sweeps import TINY_SWEEP, _rows, _sweep_dir
+
+    result = run_cli(
+        [
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.n_jobs=1",
+            "seed=0",
+            *TINY_SWEEP,
+            "trainer.max_steps=4",
+            f"data.val_dir={val_subset}",
+        ],
+        tmp_path,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = _sweep_dir(tmp_path)
+    rows = _rows(sweep)
+    assert [(r["status"], r["iterations"]) for r in rows] == [
+        ("finished", "4"),
+        ("finished", "4"),
+        ("pruned", "2"),
+    ]
+    curves = [read_curve(sweep / r["run_dir"], METRIC) for r in rows]
+    assert [sorted(c) for c in curves] == [[2, 4], [2, 4], [2]]
+    # the rule MedianPruner applies: below the median of the finished trials at iteration 2
+    median = (curves[0][2] + curves[1][2]) / 2
+    assert curves[2][2] < median
+    pruned = rows[2]
+    assert pruned["error"] == "pruned at iteration 2"
+    run = sweep / pruned["run_dir"]
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((run / "summary.json").read_text())["status"] == "pruned"
+    # the sweeper got the pruned job's last value as its result
+    assert float(pruned["objective"]) == pytest.approx(curves[2][2], abs=1e-4)
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(max(float(r["objective"]) for r in rows))
+    assert "3 jobs: 2 finished, 1 pruned" in (sweep / "summary.md").read_text()
