@@ -194,9 +194,13 @@ def test_two_node_job_builds_a_trainer_with_slurms_ranks(monkeypatch, tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from lightning_fabric.plugins.environments import SLURMEnvironment
+    from lightning_utilities.core.rank_zero import rank_zero_only
 
     from sr_cli.config import config_dir
 
+    # Lightning sets the process-wide rank_zero_only.rank to the trainer's rank (5): restored
+    # after the test, or later in-process runs would log nothing (rank-zero-only loggers).
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     for key in list(os.environ):
         if key.startswith("SLURM"):
             monkeypatch.delenv(key)
