@@ -81,7 +81,9 @@ def sibling_trials(sweep_dir: Path, own_job_dir: Path, metric: str) -> list[Any]
     from sr_cli.engine.sweep import STATUS_FILE, _job_folders, _read_json
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    trials = []
+    trials: list[Any] = []
+    if not Path(sweep_dir).is_dir():
+        return trials
     own = Path(own_job_dir).resolve()
     for job in _job_folders(Path(sweep_dir)):
         if job.resolve() == own:
@@ -183,7 +185,7 @@ class SweepPruning(pl.Callback):
             self.curve.update(read_curve(Path(log_dir), self.monitor))
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or self.pruned:
+        if trainer.sanity_checking or self.pruned:
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
@@ -193,21 +195,25 @@ class SweepPruning(pl.Callback):
             )
         step = int(getattr(pl_module, "iteration", trainer.global_step))
         self.curve[step] = float(value)
-        siblings = sibling_trials(self.sweep_dir, self.job_dir, self.monitor)
-        if not should_prune(self.pruner, self.direction, siblings, self.curve):
+        prune, siblings = False, []
+        if trainer.is_global_zero:  # one process decides, every process stops (DDP)
+            siblings = sibling_trials(self.sweep_dir, self.job_dir, self.monitor)
+            prune = should_prune(self.pruner, self.direction, siblings, self.curve)
+        if not trainer.strategy.broadcast(prune, src=0):
             return
         self.pruned = {"iteration": step, "value": float(value)}
-        log.info(
-            "pruned by %s at iteration %d (%s=%.4f, %d sibling trials)",
-            type(self.pruner).__name__,
-            step,
-            self.monitor,
-            float(value),
-            len(siblings),
-        )
-        from sr_cli.engine.sweep import record_job
+        if trainer.is_global_zero:
+            log.info(
+                "pruned by %s at iteration %d (%s=%.4f, %d sibling trials)",
+                type(self.pruner).__name__,
+                step,
+                self.monitor,
+                float(value),
+                len(siblings),
+            )
+            from sr_cli.engine.sweep import record_job
 
-        record_job(self.job_dir, pruned=self.pruned)
+            record_job(self.job_dir, pruned=self.pruned)
         trainer.should_stop = True
 
 
@@ -222,6 +228,8 @@ def pruning_callback(cfg: Any, output_dir: Path) -> SweepPruning | None:
 
         hydra = HydraConfig.get()
         sweep_dir, job_dir = Path(hydra.sweep.dir), Path(hydra.runtime.output_dir)
+        if str(hydra.mode) != "RunMode.MULTIRUN":  # a single run: its folder's siblings
+            sweep_dir = job_dir.parent
         default_direction = hydra.sweeper.get("direction") if "sweeper" in hydra else None
     except ValueError:  # no Hydra (a direct train(cfg) call): the run folder is the job's
         sweep_dir, job_dir, default_direction = output_dir.parent, output_dir, None
