@@ -64,3 +64,47 @@ def test_an_unknown_extra_metric_is_a_one_line_error(tiny_cfg, val_subset):
     cfg = tiny_cfg("loss=[l1]", f"data.val_dir={val_subset}", "val.extra_metrics=[nope]")
     with pytest.raises(ConfigError, match=r"unknown metric 'nope' in val.extra_metrics"):
         train(cfg)
+
+
+class _MeanAbs(torch.nn.Module):
+    """A metric network: per-image mean absolute error times a (parameter) factor of 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.factor = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, sr, gt):
+        return (sr - gt).abs().flatten(1).mean(1) * self.factor
+
+
+def test_a_metric_with_a_network_is_built_once_and_kept_out_of_checkpoints(tiny_cfg, val_subset):
+    """The path LPIPS takes (a registry entry with a network), with a network that needs no
+    weights: the value is logged and the network is not saved with the generator."""
+    from sr_cli.metrics.registry import MetricSpec, register_metric, unregister_metric
+    from sr_cli.serialization import safe_torch_load
+
+    register_metric(
+        MetricSpec("test_mae", "MAE", 4, False, lambda x: x.module(*x.cropped()), build=_MeanAbs)
+    )
+    try:
+        cfg = tiny_cfg(
+            "loss=[l1]",
+            f"data.val_dir={val_subset}",
+            "val.save_images=0",
+            "val.extra_metrics=[test_mae]",
+        )
+        metrics, objects = train(cfg)
+    finally:
+        unregister_metric("test_mae")
+    module, out = objects["module"].eval(), objects["output_dir"]
+    assert isinstance(module.metric_modules["test_mae"], _MeanAbs)
+    loaders = objects["datamodule"].val_dataloader()
+    loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+    batch = module.on_after_batch_transfer(next(iter(loader)), 0)
+    with torch.no_grad():
+        sr = module(batch["lq"]).clamp(0, 1)
+    s = module.scale
+    expected = (sr - batch["gt"])[..., s:-s, s:-s].abs().mean()
+    assert metrics["val/test_mae"] == pytest.approx(float(expected), rel=1e-4)
+    state = safe_torch_load(out / "checkpoints" / "last.ckpt")["state_dict"]
+    assert not any("factor" in k or "metric" in k for k in state)
