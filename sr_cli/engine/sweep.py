@@ -8,6 +8,8 @@ Status:
 * ``failed``: it raised; ``error`` holds the exception's first line.
 * ``preempted``: a stop signal (SIGTERM, SIGUSR1, SIGINT) saved a resumable checkpoint and ended
   it (``error`` names the signal).
+* ``pruned``: the Optuna pruner of ``hparams_search=optuna`` stopped it early
+  (:mod:`sr_cli.engine.pruning`); it returned its last validation value to the sweeper.
 * ``running``: started and not ended (still running, or killed without a chance to say so).
 
 :class:`SweepSummary` is a Hydra callback (``conf/hydra/default.yaml``). ``on_job_end`` runs in the
@@ -169,7 +171,9 @@ def collect_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             if summary is None:
                 status = "running"
             else:
-                status = "preempted" if summary.get("status") == "interrupted" else "finished"
+                status = {"interrupted": "preempted", "pruned": "pruned"}.get(
+                    summary.get("status"), "finished"
+                )
         swept = record.get("swept") or [o for o in overrides[job] if o not in common]
         row: dict[str, Any] = {
             "job": record.get("num", job.name.split("_", 1)[0]),
@@ -183,7 +187,12 @@ def collect_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         monitor = next((k for k in best if k != "iteration"), None)
         row["best_iteration"] = best.get("iteration") if monitor else None
         row.update({f"best {k}": v for k, v in _best_metrics(run_dir).items()})
-        row["error"] = record.get("error") or ""
+        pruned = record.get("pruned") or (summary or {}).get("pruned")
+        row["error"] = record.get("error") or (
+            f"pruned at iteration {pruned.get('iteration')}"
+            if status == "pruned" and pruned
+            else ""
+        )
         row["run_dir"] = os.path.relpath(run_dir, sweep_dir) if run_dir.is_dir() else str(run_dir)
         rows.append(row)
     return rows
@@ -286,6 +295,7 @@ class SweepSummary(Callback):
             status="running",
             error=None,
             run_dir=None,
+            pruned=None,
         )
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
@@ -300,9 +310,10 @@ class SweepSummary(Callback):
         try:
             if job_return.status == JobStatus.COMPLETED:
                 value = job_return._return_value
+                pruned = (_read_json(job_dir / STATUS_FILE) or {}).get("pruned")
                 record_job(
                     job_dir,
-                    status="finished",
+                    status="pruned" if pruned else "finished",
                     error=None,
                     objective=float(value) if isinstance(value, (int, float)) else None,
                     run_dir=str(run_dir) if run_dir else None,

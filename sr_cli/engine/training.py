@@ -149,7 +149,29 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
         channels_last=bool(speed.get("channels_last", False)),
         compile_generator=compile_opts,
         accumulate_grad_batches=accumulate,
+        **_extra_val_metrics(cfg),
     )
+
+
+def _extra_val_metrics(cfg: DictConfig) -> dict[str, Any]:
+    """``val.extra_metrics``: registry metrics also logged during validation; one whose weights
+    are not cached stops the run here (a sweep on it would optimise nothing)."""
+    from sr_cli.errors import ConfigError
+    from sr_cli.metrics.registry import get_metric, metric_names
+
+    names = list(OmegaConf.select(cfg, "val.extra_metrics", default=None) or [])
+    modules = {}
+    for name in names:
+        if name not in metric_names():
+            raise ConfigError(
+                f"unknown metric {name!r} in val.extra_metrics; choose from {list(metric_names())}"
+            )
+        spec = get_metric(name)
+        if why := spec.unavailable():
+            raise ConfigError(f"val.extra_metrics: {name} {why}")
+        if spec.build is not None:
+            modules[name] = spec.build().requires_grad_(False)
+    return {"extra_val_metrics": names, "metric_modules": modules}
 
 
 def build_trainer(
@@ -165,6 +187,8 @@ def build_trainer(
     from sr_cli.engine.lit.callbacks import GracefulStop, LastGoodCheckpoint, RunCheckpoints
     from sr_cli.engine.lit.checkpoint import AtomicCheckpointIO
     from sr_cli.engine.lit.progress import RunProgress
+    from sr_cli.engine.pruning import pruning_callback
+    from sr_cli.engine.slurm import cluster_plugins
 
     callbacks = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
@@ -173,6 +197,8 @@ def build_trainer(
     if not any(isinstance(c, RunCheckpoints) for c in callbacks):
         callbacks.append(RunCheckpoints(ckpt_dir, monitor=None))
     callbacks += [LastGoodCheckpoint(ckpt_dir), GracefulStop()]
+    if (pruning := pruning_callback(cfg, output_dir)) is not None:
+        callbacks.append(pruning)  # after the checkpoints: last.ckpt is written when it stops
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if trainer_cfg.get("enable_progress_bar", True):
         callbacks.append(RunProgress(module.max_iterations, cfg.get("run_name") or ""))
@@ -198,8 +224,6 @@ def build_trainer(
     if module.adversarial and trainer_cfg.get("strategy") == "ddp":
         # A GAN step leaves the frozen network without gradients: DDP must expect unused params.
         trainer_cfg["strategy"] = "ddp_find_unused_parameters_true"
-    from sr_cli.engine.slurm import cluster_plugins
-
     return instantiate(
         trainer_cfg,
         callbacks=callbacks,
@@ -389,10 +413,13 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     }
     stop = next(c for c in trainer.callbacks if isinstance(c, GracefulStop))
     ckpts = run_checkpoints(trainer)
+    from sr_cli.engine.pruning import pruned_status
+
+    pruned = pruned_status(trainer)
     if trainer.is_global_zero:
         summary = {
             "name": cfg.get("run_name"),
-            "status": "interrupted" if stop.received else "finished",
+            "status": "interrupted" if stop.received else "pruned" if pruned else "finished",
             "metrics": metrics,
             "iteration": module.iteration,
             "world_size": trainer.world_size,
@@ -407,6 +434,8 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
         }
         if ckpts is not None and ckpts.best_iteration is not None:
             summary["best"] = {ckpts.monitor: ckpts.best_score, "iteration": ckpts.best_iteration}
+        if pruned:
+            summary["pruned"] = pruned
         summary["bicubic"] = module.bicubic_reference  # what the run has to beat, same LQ
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if stop.received:

@@ -194,9 +194,13 @@ def test_two_node_job_builds_a_trainer_with_slurms_ranks(monkeypatch, tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from lightning_fabric.plugins.environments import SLURMEnvironment
+    from lightning_utilities.core.rank_zero import rank_zero_only
 
     from sr_cli.config import config_dir
 
+    # Lightning sets the process-wide rank_zero_only.rank to the trainer's rank (5): restored
+    # after the test, or later in-process runs would log nothing (rank-zero-only loggers).
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     for key in list(os.environ):
         if key.startswith("SLURM"):
             monkeypatch.delenv(key)
@@ -225,14 +229,6 @@ def test_two_node_job_builds_a_trainer_with_slurms_ranks(monkeypatch, tmp_path):
                 f"paths.output_dir={tmp_path}",
             ],
         )
-    # Building the trainer sets Lightning's process-wide rank (rank_zero_only.rank = 5): put it
-    # back afterwards, or every later test in this process would act as a non-zero rank.
-    import lightning_fabric.utilities.rank_zero as fabric_rank_zero
-    import pytorch_lightning.utilities.rank_zero as pl_rank_zero
-
-    for mod in (fabric_rank_zero, pl_rank_zero):
-        fn = mod.rank_zero_only
-        monkeypatch.setattr(fn, "rank", getattr(fn, "rank", 0), raising=False)
     trainer = instantiate(cfg.trainer, plugins=cluster_plugins(), logger=False)
     env = trainer.strategy.cluster_environment
     assert isinstance(env, SLURMEnvironment) and env.auto_requeue is False

@@ -173,6 +173,8 @@ class SRModule(pl.LightningModule):
         channels_last: bool = False,
         compile_generator: Mapping | None = None,
         accumulate_grad_batches: int = 1,
+        extra_val_metrics: Sequence[str] = (),
+        metric_modules: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         if not losses:
@@ -225,6 +227,10 @@ class SRModule(pl.LightningModule):
         self.max_iterations = max_iterations
         self.val_names = list(val_names)
         self.val_protocol = val_protocol
+        # val.extra_metrics after the registry's validation ones; their networks (LPIPS) are kept
+        # out of the state dict (not in checkpoints) and follow the module's device.
+        self.val_metrics = tuple(dict.fromkeys([*VAL_METRICS, *extra_val_metrics]))
+        self.metric_modules = dict(metric_modules or {})
         self.save_images = int(save_images)
         self.image_dir = Path(image_dir) if image_dir else None
         self.seed = int(seed)
@@ -767,11 +773,12 @@ class SRModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._optimizer_mode("eval")
         self._val_sums = {
-            i: PerImageTable(len(VAL_METRICS), self.device) for i in range(len(self.val_names))
+            i: PerImageTable(len(self.val_metrics), self.device) for i in range(len(self.val_names))
         }
         if not self.bicubic_reference:
             self._bicubic_sums = {
-                i: PerImageTable(len(VAL_METRICS), self.device) for i in range(len(self.val_names))
+                i: PerImageTable(len(self.val_metrics), self.device)
+                for i in range(len(self.val_names))
             }
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -791,15 +798,20 @@ class SRModule(pl.LightningModule):
                 return self.degradation.replay(s, params)
 
         inputs = MetricInputs(sr, gt, lq, self.scale, self.val_protocol, replay)
-        self._val_sums[dataloader_idx].update(batch["index"], compute_metrics(VAL_METRICS, inputs))
+        self._val_sums[dataloader_idx].update(
+            batch["index"], compute_metrics(self.val_metrics, inputs, self._metric_modules())
+        )
         if not self.bicubic_reference:
             up = imresize(lq, size=tuple(gt.shape[-2:])).clamp(0, 1)
             ref = MetricInputs(up, gt, lq, self.scale, self.val_protocol, replay)
             self._bicubic_sums[dataloader_idx].update(
-                batch["index"], compute_metrics(VAL_METRICS, ref)
+                batch["index"], compute_metrics(self.val_metrics, ref, self._metric_modules())
             )
         if self.image_dir is not None and int(batch["index"][0]) < self.save_images:
             self._save_triptych(lq[0], sr[0], gt[0], batch["name"][0], dataloader_idx)
+
+    def _metric_modules(self) -> dict[str, nn.Module]:
+        return {n: m.to(self.device) for n, m in self.metric_modules.items()}
 
     def on_validation_epoch_end(self) -> None:
         self._optimizer_mode("train")
@@ -815,10 +827,10 @@ class SRModule(pl.LightningModule):
                 ref = self._bicubic_sums[idx].compute(count)
                 self.bicubic_reference[prefix] = {
                     key: mean
-                    for k, key in enumerate(VAL_METRICS)
+                    for k, key in enumerate(self.val_metrics)
                     if (mean := image_mean(ref[:, k])) is not None
                 }
-            for k, key in enumerate(VAL_METRICS):
+            for k, key in enumerate(self.val_metrics):
                 mean = image_mean(table[:, k])
                 if mean is None:
                     continue
