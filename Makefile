@@ -25,6 +25,8 @@ TRAIN_ARGS ?=
 BENCH ?= quick
 BENCH_OUT ?= bench
 BENCH_ARGS ?=
+# `make study-downsample STUDY_ARGS="preset=full"`: sr-study options and sr-train overrides.
+STUDY_ARGS ?=
 # Workers for pytest; the suite is tuned for 2 cores.
 PYTEST_ARGS ?=
 
@@ -90,6 +92,9 @@ format: $(STAMP) ## Format with ruff
 
 bench: $(STAMP) ## Benchmarks (BENCH=quick|full|smoke); writes bench/results.md and .json
 	$(BIN)/python -m bench.run --preset $(BENCH) --out $(BENCH_OUT) $(BENCH_ARGS)
+
+study-%: $(STAMP) ## Run a study (conf/study/*.yaml): make study-downsample STUDY_ARGS="preset=full"
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-study $* $(STUDY_ARGS)
 
 clean: ## Remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
