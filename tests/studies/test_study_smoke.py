@@ -1,0 +1,65 @@
+"""Each study end to end with ``preset=smoke`` (two iterations per run): every run folder, the
+sr-report page and results.md with a computed verdict exist, and a rerun skips finished runs
+without touching their checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sr_cli.engine.study import HELD, INCONCLUSIVE, NOT_HELD, load_study
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sr_study(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "-m", "sr_cli.commands.study", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "study", ["downsample", "translational", "iterative_perceptual", "catalogue"]
+)
+def test_study_smoke_runs_reports_and_resumes(study, tmp_path):
+    first = sr_study(study, "preset=smoke", f"out={tmp_path}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    root = tmp_path / study / "smoke"
+    cfg = load_study(study)
+    results = json.loads((root / "results.json").read_text())
+    statuses = {r["name"]: r["status"] for r in results["runs"]}
+    for run in cfg.runs:
+        if statuses[run] == "not run":  # needs weights this machine has not cached
+            assert run in (cfg.get("run_requires") or {})
+            continue
+        assert (root / "runs" / run / "checkpoints" / "last.ckpt").is_file() or (
+            root / "runs" / run / "stages.json"
+        ).is_file(), (run, statuses[run])
+    assert (root / "report" / "report.html").is_file()
+    md = (root / "results.md").read_text()
+    assert results["verdict"] in (HELD, NOT_HELD, INCONCLUSIVE)
+    assert f"**Verdict: {results['verdict']}**" in md
+    assert all(c["verdict"] in ("pass", "fail", "inconclusive") for c in results["criteria"])
+    assert "| bicubic | baseline |" in md and "sr-train" in md
+
+    ckpts = sorted(root.glob("runs/**/checkpoints/last.ckpt"))
+    assert ckpts
+    mtimes = [p.stat().st_mtime_ns for p in ckpts]
+    again = sr_study(study, "preset=smoke", f"out={tmp_path}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    for run in cfg.runs:
+        if statuses[run] == "finished":
+            assert f"run {run}: finished before, skipping" in again.stdout
+    assert [p.stat().st_mtime_ns for p in ckpts] == mtimes
