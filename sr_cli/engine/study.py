@@ -83,8 +83,9 @@ def study_names() -> list[str]:
 
 
 def load_study(name: str) -> DictConfig:
-    """``conf/study/NAME.yaml``; an unknown name is an error listing the studies."""
-    path = study_dir() / f"{name}.yaml"
+    """``conf/study/NAME.yaml`` (or a study file ``NAME`` ending in ``.yaml``); an unknown name
+    is an error listing the studies."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else study_dir() / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown study {name!r}; choose one of {study_names()} (conf/study/)")
     cfg = OmegaConf.load(path)
@@ -366,6 +367,7 @@ def judge(
     if op in EQUALITY_OPS:
         equal = left == right
         v.verdict = PASS if equal == (op == "==") else FAIL
+        v.why = f"{left!r} {'==' if equal else '!='} {right!r}"
         return v
     try:
         diff = float(left) - float(right)
@@ -473,6 +475,8 @@ def run_study(
     Returns what ``results.json`` holds."""
     t0 = time.monotonic()
     cfg = load_study(name)
+    if name.endswith((".yaml", ".yml")):
+        name = Path(name).stem
     root = Path(out) / name / preset
     records: list[RunRecord] = []
     notes: list[str] = []

@@ -63,3 +63,47 @@ def test_study_smoke_runs_reports_and_resumes(study, tmp_path):
         if statuses[run] == "finished":
             assert f"run {run}: finished before, skipping" in again.stdout
     assert [p.stat().st_mtime_ns for p in ckpts] == mtimes
+
+
+@pytest.mark.slow
+def test_a_failed_run_is_recorded_the_study_goes_on_and_an_interrupted_one_resumes(tmp_path):
+    study = tmp_path / "mini.yaml"
+    study.write_text(
+        """
+claim: L1 beats bicubic.
+common: [model=msrresnet, logger=none, val.save_images=0, "loss=[l1]"]
+presets:
+  smoke: [model.preset=small, trainer=cpu, data.patch_size=32, data.batch_size=2,
+          data.iters_per_epoch=2, trainer.max_steps=2, data.num_workers=0,
+          trainer.enable_progress_bar=false, trainer.enable_model_summary=false]
+runs:
+  good: []
+  broken: [model.preset=nope]
+eval: {metrics: [psnr_y]}
+criteria:
+  - {id: beats, left: {run: good, metric: psnr_y}, op: ">", right: {run: bicubic, metric: psnr_y}}
+  - {id: broken_failed, left: {run: broken, status: true}, op: "==", right: {value: failed}}
+"""
+    )
+    first = sr_study(str(study), "preset=smoke", f"out={tmp_path}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    root = tmp_path / "mini" / "smoke"
+    results = json.loads((root / "results.json").read_text())
+    runs = {r["name"]: r for r in results["runs"]}
+    assert runs["good"]["status"] == "finished"
+    assert runs["broken"]["status"] == "failed"
+    assert "model=msrresnet has no preset 'nope'" in runs["broken"]["error"]
+    assert "(exit status 2)" in runs["broken"]["error"]
+    verdicts = {c["id"]: c["verdict"] for c in results["criteria"]}
+    assert verdicts["broken_failed"] == "pass"
+    md = (root / "results.md").read_text()
+    assert "| broken | failed |" in md and "has no preset 'nope'" in md
+
+    # An interrupted run (no summary.json yet, a checkpoint) continues from its last state.
+    (root / "runs" / "good" / "summary.json").unlink()
+    again = sr_study(str(study), "preset=smoke", f"out={tmp_path}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "run good: interrupted before, resuming from its last checkpoint" in again.stdout
+    assert "resume=" in again.stdout and "run good: finished" in again.stdout
+    assert "run broken: failed before" in again.stdout
+    assert json.loads((root / "runs" / "good" / "summary.json").read_text())["iteration"] == 2

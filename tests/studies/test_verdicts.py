@@ -110,7 +110,7 @@ def test_declared_studies_load_and_expand():
                 assert args[-1] == "x=1" and not any("$" in a or "?" in a for a in args)
     cfg = load_study("translational")
     args, notes = run_overrides(cfg, "cpu", "late", [], lambda f: False)
-    assert "loss=[l1,gan,translational]" in args and "loss.translational.start_step=150" in args
+    assert "loss=[l1,gan,translational]" in args and "loss.translational.start_step=250" in args
     assert "perceptual left out of late" in notes[0]
     args, notes = run_overrides(cfg, "cpu", "late", [], lambda f: True)
     assert "loss=[l1,perceptual,gan,translational]" in args and not notes
