@@ -13,20 +13,25 @@ from collections.abc import Sequence
 
 from sr_cli.errors import ConfigError, exit_on_user_error
 
-USAGE = "usage: sr-study NAME [preset=cpu|full|smoke] [out=DIR] [sr-train overrides...]"
+USAGE = (
+    "usage: sr-study NAME [preset=cpu|full|smoke] [out=DIR] [train=false] [sr-train overrides...]"
+)
 
 
-def parse_args(argv: Sequence[str]) -> tuple[str, str, str, list[str]]:
-    """``(name, preset, out, extra overrides)`` from the command line."""
+def parse_args(argv: Sequence[str]) -> tuple[str, str, str, list[str], bool]:
+    """``(name, preset, out, extra overrides, train)`` from the command line (``train=false``:
+    evaluate the runs finished so far, train nothing)."""
     from sr_cli.config import rewrite_overrides
     from sr_cli.engine.study import study_names
 
     args = list(argv)
     if not args or args[0] in ("-h", "--help") or "=" in args[0]:
         raise ConfigError(f"{USAGE}; studies: {', '.join(study_names())}")
-    name, preset, out, extra = args[0], "cpu", "studies", []
+    name, preset, out, extra, train = args[0], "cpu", "studies", [], True
     for arg in args[1:]:
-        if arg.startswith("preset="):
+        if arg in ("train=false", "train=true"):
+            train = arg == "train=true"
+        elif arg.startswith("preset="):
             preset = arg.split("=", 1)[1]
         elif arg.startswith("out="):
             out = arg.split("=", 1)[1]
@@ -34,7 +39,7 @@ def parse_args(argv: Sequence[str]) -> tuple[str, str, str, list[str]]:
             raise ConfigError(f"sr-study takes no option {arg!r}; {USAGE}")
         else:
             extra.append(arg)
-    return name, preset, out, rewrite_overrides(extra)
+    return name, preset, out, rewrite_overrides(extra), train
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -46,9 +51,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         quiet_startup()
 
-        name, preset, out, extra = parse_args(argv)
+        name, preset, out, extra, train = parse_args(argv)
         setup_environment()
-        run_study(name, preset, extra, out, say=lambda m: print(f"sr-study: {m}", flush=True))
+        say = lambda m: print(f"sr-study: {m}", flush=True)  # noqa: E731
+        run_study(name, preset, extra, out, say=say, train=train)
 
 
 if __name__ == "__main__":  # python -m sr_cli.commands.study

@@ -470,9 +470,11 @@ def run_study(
     extra: Sequence[str] = (),
     out: str | Path = "studies",
     say: Callable[[str], None] = print,
+    train: bool = True,
 ) -> dict[str, Any]:
     """Run (or finish) a study and write its report, ``results.md`` and ``results.json``.
-    Returns what ``results.json`` holds."""
+    Returns what ``results.json`` holds. ``train=False`` trains nothing: the runs finished so
+    far are evaluated and the others listed as not finished."""
     t0 = time.monotonic()
     cfg = load_study(name)
     if name.endswith((".yaml", ".yml")):
@@ -504,6 +506,10 @@ def run_study(
                 f"run {run}: failed before ({error}), skipping; delete "
                 f"{run_dir / STUDY_RUN_FILE} to retry"
             )
+        elif not train:
+            record.status = "not finished" if state == "started" else "not started"
+            record.error = "train=false: not trained by this command"
+            say(f"run {run}: {record.status}, not trained (train=false)")
         else:
             if state == "started":
                 say(f"run {run}: interrupted before, resuming from its last checkpoint")
@@ -595,7 +601,9 @@ def run_study(
             }
             for r in records
         ],
-        "command": shlex.join(["sr-study", name, f"preset={preset}", *extra]),
+        "command": shlex.join(
+            ["sr-study", name, f"preset={preset}", *extra, *([] if train else ["train=false"])]
+        ),
         "report": os.path.relpath(report, root) if pairs else "(no finished run)",
     }
     (root / "results.json").write_text(json.dumps(info, indent=2, default=str))

@@ -85,9 +85,16 @@ criteria:
   - {id: broken_failed, left: {run: broken, status: true}, op: "==", right: {value: failed}}
 """
     )
+    root = tmp_path / "mini" / "smoke"
+    # train=false trains nothing: no run is finished, so nothing is measured.
+    dry = sr_study(str(study), "preset=smoke", f"out={tmp_path}", "train=false")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "run good: not started, not trained (train=false)" in dry.stdout
+    assert json.loads((root / "results.json").read_text())["verdict"] == "inconclusive"
+    assert not (root / "runs" / "good" / "checkpoints").exists()
+
     first = sr_study(str(study), "preset=smoke", f"out={tmp_path}")
     assert first.returncode == 0, first.stderr[-3000:]
-    root = tmp_path / "mini" / "smoke"
     results = json.loads((root / "results.json").read_text())
     runs = {r["name"]: r for r in results["runs"]}
     assert runs["good"]["status"] == "finished"
