@@ -124,3 +124,23 @@ def test_unknown_study_preset_and_bad_criterion_are_one_line_errors():
     with pytest.raises(ConfigError, match="op '~'"):
         judge({"id": "x", "left": {"value": 1}, "op": "~", "right": {"value": 2}}, {}, {})
     assert OmegaConf.is_config(load_study("downsample"))
+
+
+@pytest.mark.parametrize(
+    "study", ["downsample", "translational", "iterative_perceptual", "catalogue"]
+)
+def test_every_run_of_every_preset_composes_and_passes_sr_train_checks(study):
+    from hydra.utils import instantiate
+
+    from sr_cli.engine.training import check_options
+    from tests.conftest import compose_train
+
+    cfg = load_study(study)
+    for preset in ("cpu", "full", "smoke"):
+        for run in cfg.runs:
+            args, _ = run_overrides(cfg, preset, run, [], lambda f: True)
+            train_cfg = compose_train([*args, f"name={run}"])
+            check_options(train_cfg)
+            assert train_cfg.run_name == run
+            if preset == "smoke":  # the generator the smoke run trains is buildable
+                assert instantiate(train_cfg.model.generator, _convert_="all") is not None
