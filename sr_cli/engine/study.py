@@ -236,12 +236,11 @@ def execute_run(record: RunRecord, say: Callable[[str], None]) -> None:
     say(f"run {record.name}: {shlex.join(record.command[1:])}")
     start = time.monotonic()
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
-    with open(record.directory / "study_train.log", "w") as logf:
-        proc = subprocess.run(
-            record.command, stdout=logf, stderr=subprocess.PIPE, text=True, env=env
-        )
-        logf.write(proc.stderr)
+    proc = subprocess.run(record.command, capture_output=True, text=True, env=env)
     record.seconds = time.monotonic() - start
+    # sr-train removes a folder it never trained in (a user error): make it again for the record.
+    record.directory.mkdir(parents=True, exist_ok=True)
+    (record.directory / "study_train.log").write_text(proc.stdout + proc.stderr)
     state, _ = run_state(record.directory)
     if proc.returncode == 0 and state == "finished":
         record.status = "finished"
@@ -319,6 +318,8 @@ def operand_value(
     run = str(operand.get("run"))
     if operand.get("status"):
         status = statuses.get(run)
+        if status not in ("finished", "failed"):  # not run (yet): nothing to judge
+            return None, f"status({run})={status}"
         return status, f"status({run})={status}"
     metric = str(operand.get("metric"))
     value = (table.get(run) or {}).get(metric)
@@ -606,6 +607,7 @@ def run_study(
         ),
         "report": os.path.relpath(report, root) if pairs else "(no finished run)",
     }
+    root.mkdir(parents=True, exist_ok=True)
     (root / "results.json").write_text(json.dumps(info, indent=2, default=str))
     (root / "results.md").write_text(results_markdown(info))
     say(f"verdict: {verdict}" + (f" ({note})" if note else ""))

@@ -80,6 +80,7 @@ def test_a_failed_run_has_no_values_and_its_status_can_be_checked():
     }
     assert judge(diverged, {}, statuses).verdict == PASS
     assert judge(diverged, {}, OK).verdict == FAIL
+    assert judge(diverged, {}, {"a": "not started"}).verdict == UNDECIDED
     either = {
         "id": "e",
         "any": [
