@@ -25,6 +25,8 @@ TRAIN_ARGS ?=
 BENCH ?= quick
 BENCH_OUT ?= bench
 BENCH_ARGS ?=
+# `make study-downsample STUDY_ARGS="preset=full"`: sr-study options and sr-train overrides.
+STUDY_ARGS ?=
 # Workers for pytest; the suite is tuned for 2 cores.
 PYTEST_ARGS ?=
 
@@ -94,6 +96,9 @@ bench: $(STAMP) ## Benchmarks (BENCH=quick|full|smoke); writes bench/results.md 
 .PHONY: gpu-check
 gpu-check: $(STAMP) ## On a CUDA machine: bf16 GAN training, 2-GPU DDP, sharded sr-eval, bf16 sr-upscale; a table
 	$(BIN)/python -m bench.gpu_check $(GPU_CHECK_ARGS)
+
+study-%: $(STAMP) ## Run a study (conf/study/*.yaml): make study-downsample STUDY_ARGS="preset=full"
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sr-study $* $(STUDY_ARGS)
 
 clean: ## Remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

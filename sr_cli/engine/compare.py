@@ -243,9 +243,21 @@ class CompareModule(pl.LightningModule):
                 return op.replay(s, p)
 
         missing = "the checkpoint stores no degradation config"
-        return MetricInputs(
+        inputs = MetricInputs(
             sr, gt, lq, self.scale, self.protocol, replay, missing, gt_cache=gt_cache
         )
+        inputs.upscale = lambda x: self.upscale_row(r, x)
+        return inputs
+
+    def upscale_row(self, r: int, lq: Tensor) -> Tensor:
+        """SR of any LQ by row ``r`` (MATLAB bicubic for the baseline), for metrics that
+        super-resolve other inputs than the image's LQ."""
+        from sr_cli.degradations.resize import imresize
+        from sr_cli.engine.inference import super_resolve
+
+        if self.rows[r].generator is None:
+            return imresize(lq, scale=self.scale).clamp(0, 1)
+        return super_resolve(self.generators[r], lq).float()
 
     def row_metrics(self, r: int, inputs: MetricInputs) -> Tensor:
         """Every selected metric of one row for one image: ``(B, N_metrics)`` float64."""

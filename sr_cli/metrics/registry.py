@@ -41,6 +41,7 @@ from sr_cli.metrics.protocol import (
     psnr,
     psnr255,
     psnr_rgb,
+    rgb_to_y,
     ssim,
     to_uint8_range,
 )
@@ -67,6 +68,9 @@ class MetricInputs:
         module: what :attr:`MetricSpec.build` made (e.g. piq's LPIPS), else ``None``.
         gt_cache: a dict the caller may share between the inputs of several rows with the same
             GT (``sr-eval``'s model rows and bicubic row), so GT's Y is computed once per image.
+        upscale: the row's ``LQ -> SR`` function (the generator, or bicubic for the baseline),
+            for metrics that super-resolve other inputs (``translation_inconsistency``), or
+            ``None`` when the caller has none.
     """
 
     sr: Tensor
@@ -78,6 +82,7 @@ class MetricInputs:
     replay_missing: str = "the degradation cannot be replayed"
     module: nn.Module | None = None
     gt_cache: dict | None = None
+    upscale: Callable[[Tensor], Tensor] | None = None
     _y: dict = field(default_factory=dict, repr=False, compare=False)
 
     def y_pair(self) -> tuple[Tensor, Tensor]:
@@ -216,6 +221,102 @@ def _with_module(x: MetricInputs) -> Tensor:
     return x.module(*x.cropped())
 
 
+# ---------------------------------------------------------------------------- spectra
+#: ``hf_ratio`` counts the luma power above the LQ Nyquist frequency, ``0.5 / scale`` cycles per
+#: pixel (0.125 at x4, i.e. a quarter of the HR Nyquist frequency 0.5): the band the LQ cannot
+#: carry, which the generator has to synthesise. The ratio SR/GT is 1 for natural detail, above
+#: 1 for noise or invented texture, below 1 for blur. ``checkerboard`` is the power at the
+#: ``1 / scale`` lattice (``(i / scale, j / scale)`` cycles/pixel, DC excluded), SR over GT: a
+#: generator that tiles its output with period ``scale`` (pixel shuffle) puts power there.
+#: ``translation_inconsistency``: shift between the two LQ crops, in LQ pixels.
+TRANSLATION_SHIFT = 4
+
+
+def luma_power(img: Tensor) -> Tensor:
+    """``|FFT|^2`` of the mean-removed BT.601 luma (8-bit scale) of ``(B, 3, H, W)`` in ``[0, 1]``,
+    unshifted (bin ``(i, j)`` is frequency ``(i / H, j / W)`` cycles/pixel, folded), float64."""
+    y = rgb_to_y(img.double() * 255.0)[:, 0]
+    y = y - y.mean(dim=(-2, -1), keepdim=True)
+    return torch.fft.fft2(y).abs().pow(2)
+
+
+def radial_frequency(h: int, w: int, device=None) -> Tensor:
+    """``(H, W)`` radius of every FFT bin in cycles per pixel (0 to ``sqrt(2) / 2``)."""
+    fy = torch.fft.fftfreq(h, dtype=torch.float64, device=device)[:, None]
+    fx = torch.fft.fftfreq(w, dtype=torch.float64, device=device)[None, :]
+    return (fy**2 + fx**2).sqrt()
+
+
+def high_frequency_energy(img: Tensor, scale: int) -> Tensor:
+    """Luma power above the LQ Nyquist frequency ``0.5 / scale`` cycles/pixel: ``(B,)``."""
+    power = luma_power(img)
+    band = radial_frequency(*power.shape[-2:], device=power.device) > 0.5 / scale
+    return (power * band).sum(dim=(-2, -1))
+
+
+def lattice_mask(h: int, w: int, period: int, device=None) -> Tensor:
+    """``(H, W)`` bool: the FFT bins at multiples of ``1 / period`` cycles/pixel on both axes
+    (the nearest bin when ``H`` or ``W`` is not a multiple of the period), DC excluded."""
+    mask = torch.zeros(h, w, dtype=torch.bool, device=device)
+    rows = sorted({round(i * h / period) % h for i in range(period)})
+    cols = sorted({round(j * w / period) % w for j in range(period)})
+    mask[torch.tensor(rows)[:, None], torch.tensor(cols)[None, :]] = True
+    mask[0, 0] = False
+    return mask
+
+
+def lattice_energy(img: Tensor, period: int) -> Tensor:
+    """Luma power at the ``1 / period`` lattice (what a period-``period`` tiling adds): ``(B,)``."""
+    power = luma_power(img)
+    return (power * lattice_mask(*power.shape[-2:], period, device=power.device)).sum(dim=(-2, -1))
+
+
+def _ratio(num: Tensor, den: Tensor, what: str) -> Tensor:
+    if bool((den <= 0).any()):
+        raise MetricNotApplicable(f"GT has no {what} energy to compare with")
+    return num / den
+
+
+def _hf_ratio(x: MetricInputs) -> Tensor:
+    sr, gt = x.cropped()
+    return _ratio(high_frequency_energy(sr, x.scale), high_frequency_energy(gt, x.scale), "HF")
+
+
+def _checkerboard(x: MetricInputs) -> Tensor:
+    sr, gt = x.cropped()
+    return _ratio(lattice_energy(sr, x.scale), lattice_energy(gt, x.scale), "lattice")
+
+
+def translation_inconsistency(
+    upscale: Callable[[Tensor], Tensor], lq: Tensor, scale: int, shift: int = TRANSLATION_SHIFT
+) -> Tensor:
+    """Mean absolute difference (8-bit levels) between the SR of two LQ crops shifted by
+    ``shift`` LQ pixels on both axes, on the HR region they share: ``(B,)``.
+
+    Crop a is ``lq[:, :, :h-shift, :w-shift]``, crop b ``lq[:, :, shift:, shift:]``; in HR, b
+    starts ``shift * scale`` pixels after a, so the shared region is ``SR_a[d:, d:]`` and
+    ``SR_b[:-d, :-d]`` with ``d = shift * scale``. A shift-equivariant upscaler gives 0;
+    dependence on the position in the crop (padding, borders, textures that move) does not."""
+    h, w = lq.shape[-2:]
+    if min(h, w) <= 2 * shift:
+        raise MetricNotApplicable(f"the LQ ({h}x{w}) is too small for a {shift}-pixel shift")
+    sr_a = upscale(lq[..., : h - shift, : w - shift])
+    sr_b = upscale(lq[..., shift:, shift:])
+    d = shift * scale
+    a = to_uint8_range(sr_a.float())[..., d:, d:]
+    b = to_uint8_range(sr_b.float())[..., : a.shape[-2], : a.shape[-1]]
+    if a.shape != b.shape:
+        raise MetricNotApplicable(f"the SR of the crops is not x{scale} of them")
+    return (a.double() - b.double()).abs().flatten(1).mean(1)
+
+
+def _translation(x: MetricInputs) -> Tensor:
+    if x.upscale is None:
+        raise MetricNotApplicable("no generator was given to super-resolve shifted crops")
+    with torch.no_grad():
+        return translation_inconsistency(x.upscale, x.lq, x.scale)
+
+
 #: torchvision's VGG16 (ImageNet) weights, the backbone of piq's LPIPS and DISTS.
 VGG16_WEIGHTS = "vgg16-397923af.pth"
 
@@ -274,6 +375,10 @@ for _spec in (
     MetricSpec("ms_ssim", "MS-SSIM", 4, True, _piq("ms_ssim")),
     # piq.brisque loads its SVM from the v0.4.0 release asset (piq.brisque._score_svr).
     MetricSpec("brisque", "BRISQUE", 2, False, _brisque, ("brisque_svm_weights.pt",)),
+    # Spectral and consistency metrics of the studies (sr-study); 1 = like GT for the ratios.
+    MetricSpec("hf_ratio", "HF ratio (GT=1)", 3, True, _hf_ratio),
+    MetricSpec("checkerboard", "Checkerboard (GT=1)", 3, False, _checkerboard),
+    MetricSpec("translation_inconsistency", "Transl. incons.", 3, False, _translation),
 ):
     register_metric(_spec)
 
