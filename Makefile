@@ -34,7 +34,7 @@ PYTEST_ARGS ?=
 .PHONY: help install train pretrain-demo test test-slow test-all lint format bench clean chromium FORCE
 
 help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 # Rewritten only when the requested build changes, so the stamp below goes stale exactly then.
 $(TORCH_FILE): FORCE
