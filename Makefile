@@ -41,12 +41,15 @@ $(TORCH_FILE): FORCE
 	@mkdir -p $(VENV)
 	@echo '$(TORCH)' | cmp -s - $@ || echo '$(TORCH)' > $@
 
+# The Ray launcher plugin's wheel is only downloaded (installing it pulls Ray): its config schema
+# is what the tests compose cluster=ray against; best effort, the test skips without it.
 # A .venv made before TORCH existed has no .torch file: it stays as it is for TORCH=default.
 $(STAMP): setup.cfg pyproject.toml $(if $(or $(filter cpu,$(TORCH)),$(wildcard $(TORCH_FILE))),$(TORCH_FILE))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX_ARGS) $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet -e '.[test,onnx]'
+	$(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/plugin-wheels hydra-ray-launcher==1.2.2 || true
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install torch (TORCH=cpu: CPU-only build), the package and its test extras

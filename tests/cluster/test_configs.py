@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,39 @@ def test_ray_composes():
     cfg = compose_hydra("cluster=ray", "cluster.address=auto", "cluster.gpus_per_job=2")
     lc = launcher(cfg)
     assert lc["ray"]["init"]["address"] == "auto" and lc["ray"]["remote"]["num_gpus"] == 2
+
+
+#: ``make install`` keeps the Ray launcher plugin's wheel here (``pip download --no-deps``): the
+#: plugin itself is not installed (it would pull Ray and downgrade cloudpickle), but its config
+#: schema is what ``cluster=ray`` must compose against.
+RAY_WHEELS = Path(__file__).resolve().parents[2] / ".venv" / "plugin-wheels"
+
+
+def test_ray_config_composes_against_the_plugins_own_config(tmp_path):
+    import zipfile
+
+    wheels = sorted(RAY_WHEELS.glob("hydra_ray_launcher-*.whl"))
+    if not wheels:
+        pytest.skip(f"no hydra-ray-launcher wheel in {RAY_WHEELS} (made by `make install`)")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheels[-1]).extractall(site)
+    code = (
+        "import json\n"
+        "from omegaconf import OmegaConf\n"
+        "from tests.cluster.test_configs import compose_hydra\n"
+        "cfg = compose_hydra('cluster=ray', 'cluster.address=auto', 'cluster.gpus_per_job=2')\n"
+        "print(json.dumps(OmegaConf.to_container(cfg.hydra.launcher, resolve=True)))\n"
+    )
+    # A separate process, so the plugin is not registered in this one.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path.cwd())])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert lc["_target_"] == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+    assert lc["ray"]["init"]["address"] == "auto"
+    assert lc["ray"]["remote"] == {"num_gpus": 2, "num_cpus": 4}
 
 
 @pytest.mark.skipif(HAS_RAY, reason="hydra-ray-launcher is installed")
