@@ -17,6 +17,7 @@ and minutes to decode. The limit is raised with ``data.max_pixels`` (sr-train, s
 
 from __future__ import annotations
 
+import io
 import threading
 import warnings
 from collections.abc import Iterator
@@ -55,8 +56,12 @@ def check_max_pixels(max_pixels: int | None, option: str = "data.max_pixels") ->
 
 
 @contextmanager
-def open_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Image.Image]:
+def open_image(
+    path: str | Path | bytes, max_pixels: int | None = None, name: str | None = None
+) -> Iterator[Image.Image]:
     """``Image.open`` (lazy: nothing decoded yet) that refuses more than ``max_pixels`` pixels.
+
+    ``path`` may also be the bytes of an image file (a shard member), named ``name`` in errors.
 
     The size comes from the file header. PIL's own ``MAX_IMAGE_PIXELS`` check is replaced by
     this one while the header is read, so the user's limit applies in both directions; PIL's
@@ -66,14 +71,15 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Imag
         ImageTooLargeError: the header claims more than ``max_pixels`` pixels.
         DataError: the file is missing, not an image, or its header is corrupt.
     """
-    path = Path(path)
+    source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
+    path = name if name is not None else str(source)
     limit = check_max_pixels(max_pixels)
     try:
         with _PIL_LIMIT_LOCK:
             saved = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None
             try:
-                im = Image.open(path)
+                im = Image.open(source)
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:

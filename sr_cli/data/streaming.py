@@ -40,7 +40,6 @@ only with ``data.skip_bad=true`` (the skipped images shift the stream).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -50,18 +49,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sr_cli.data.datasets import augment, to_tensor
-from sr_cli.data.images import (
-    _PIL_LIMIT_LOCK,
-    ImageTooLargeError,
-    _to_rgb8,
-    check_max_pixels,
-    image_size,
-    list_images,
-)
+from sr_cli.data.images import _to_rgb8, image_size, list_images, open_image
 from sr_cli.errors import ConfigError, DataError
 
 # Lightning warns that an IterableDataset's length may be wrong with several workers; each
@@ -337,31 +328,16 @@ def open_shard_set(location: str, skip_bad: bool = False) -> list[Shard]:
 
 
 def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
-    """Decode image bytes to ``(H, W, 3)`` uint8 RGB, refusing more than ``max_pixels``."""
-    limit = check_max_pixels(max_pixels)
-    try:
-        with _PIL_LIMIT_LOCK:
-            saved = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-            try:
-                im = Image.open(io.BytesIO(data))
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-        with im:
-            w, h = im.size
-            if limit and w * h > limit:
-                raise ImageTooLargeError(
-                    f"image {name} claims {w}x{h} pixels, over data.max_pixels={limit}; raise "
-                    "the limit or set data.skip_bad=true."
-                )
+    """Decode image bytes to ``(H, W, 3)`` uint8 RGB, refusing more than ``max_pixels`` (from the
+    header, before decoding, as for image files: :func:`~sr_cli.data.images.open_image`)."""
+    with open_image(data, max_pixels, name=name) as im:
+        try:
             im.load()
-            return np.ascontiguousarray(_to_rgb8(im, Path(name), warn=False))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(
-            f"cannot decode image {name} ({exc}); replace it in the shard set."
-        ) from exc
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DataError(
+                f"cannot decode image {name} ({exc}); replace it in the shard set."
+            ) from exc
+        return np.ascontiguousarray(_to_rgb8(im, Path(name), warn=False))
 
 
 def _shard_samples(shard: Shard, skip_bad: bool) -> Iterator[dict]:
