@@ -92,6 +92,19 @@ def test_resume_is_exact(tiny_cfg, val_subset, tmp_path, first, total):
         assert torch.equal(p, q), f"{name} differs after resume"
 
 
+def test_resuming_a_finished_run_trains_no_further_step(tiny_cfg, val_subset, tmp_path):
+    common = ["loss=[l1,gan]", f"data.val_dir={val_subset}", "val.save_images=0"]
+    _, done, out = _run(tiny_cfg, *common, "trainer.max_steps=2", out=tmp_path / "a")
+    last = out / "checkpoints" / "last.ckpt"
+    _, again, _ = _run(
+        tiny_cfg, *common, "trainer.max_steps=2", f"resume={last}", out=tmp_path / "b"
+    )
+    a, b = done["module"], again["module"]
+    assert a.iteration == b.iteration == 2
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), f"{name} changed although the run had already finished"
+
+
 def test_resume_auto_keeps_one_metrics_file(tiny_cfg, val_subset, tmp_path):
     """A resumed run appends to its own metrics.csv: the rows of both parts, each step once."""
     import csv

@@ -639,6 +639,13 @@ class SRModule(pl.LightningModule):
             return None
         return self._schedulers()[self._scheduler_roles.index(role)]
 
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> int | None:
+        """A run resumed at (or beyond) its last iteration trains no further step."""
+        if self.max_iterations is not None and self.iteration >= self.max_iterations:
+            self.trainer.should_stop = True
+            return -1  # Lightning: skip the rest of this epoch
+        return None
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         params = list(self.generator.parameters())
         params += [p for d in self.discriminators.values() for p in d.parameters()]
