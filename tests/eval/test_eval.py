@@ -165,7 +165,11 @@ def test_weight_check_looks_only_at_the_hub_cache(no_hub_cache):
         (folder / name).write_bytes(b"")
     assert weights_unavailable("lpips") is None
     assert weights_unavailable("dists")  # needs its own file as well
-    assert set(EXTRA_METRICS) == {"vif", "fsim", "gmsd", "ms_ssim", "brisque"}
+    assert set(EXTRA_METRICS) == {"vif", "fsim", "gmsd", "ms_ssim", "brisque"} | {
+        "hf_ratio",
+        "checkerboard",
+        "translation_inconsistency",  # the studies' columns
+    }
 
 
 def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
