@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import signal
 import sys
 import threading
 from http import HTTPStatus
@@ -296,6 +297,10 @@ def address(server: RateServer) -> str:
     return f"http://{shown}:{port}/"
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_forever(server: RateServer, announce: bool = True) -> None:
     if announce:
         print(f"sr-rate: rate at {address(server)}  (Ctrl-C to stop)", flush=True)
@@ -306,6 +311,12 @@ def serve_forever(server: RateServer, announce: bool = True) -> None:
                 file=sys.stderr,
                 flush=True,
             )
+    # Ctrl-C and SIGTERM stop the server, even when this process was started with SIGINT ignored
+    # (a shell's background job `sr-rate ... &`, or a parent that ignores it: Python then keeps
+    # SIG_IGN and Ctrl-C would do nothing).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

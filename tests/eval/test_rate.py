@@ -269,7 +269,8 @@ def test_absolute_votes(runs, eval_images, tmp_path):
 
 
 def test_console_script_serves_the_page(runs, eval_images, tmp_path):
-    """The real command: it prints its address, serves the page, stops on Ctrl-C."""
+    """The real command: it prints its address, serves the page, stops on Ctrl-C, also when
+    started with SIGINT ignored (a shell's background job: Python then keeps SIG_IGN)."""
     import os
     import signal
     import subprocess
@@ -281,7 +282,7 @@ def test_console_script_serves_the_page(runs, eval_images, tmp_path):
         [sys.executable, "-m", "sr_cli.commands.rate", *runs[:2], "--set", str(eval_images),
          "-o", str(out), "--crop", "32", "--port", "0"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env,
+        env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     try:
         line = proc.stdout.readline()
