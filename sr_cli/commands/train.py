@@ -96,6 +96,8 @@ def _train_task(cfg: DictConfig) -> float | None:
         print(f"sr-train: {stop}", file=sys.stderr)
         _after_stop(stop)
         sys.exit(stop.exit_code)
+    finally:
+        _close_process_group()
     from sr_cli.engine import sweep
 
     sweep.last_run_dir = Path(objects["output_dir"])
@@ -105,6 +107,16 @@ def _train_task(cfg: DictConfig) -> float | None:
 
         print_run_end(json.loads(summary.read_text()))
     return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
+
+
+def _close_process_group() -> None:
+    """End DDP's process group with the job (Lightning leaves it open): a gloo group still alive
+    when the interpreter exits can abort the process ("terminate called without an active
+    exception", exit -6) after the run has finished."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _after_stop(stop) -> None:
