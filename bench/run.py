@@ -553,20 +553,13 @@ def bench_data(p: dict, device: str, tmp: Path) -> list[dict]:
 
 # ------------------------------------------------------------------------------ 3. upscale
 def bench_upscale(p: dict, device: str, tmp: Path) -> list[dict]:
-    import numpy as np
-    from hydra.utils import instantiate
 
-    from bench.upscale_memory import MODELS, measure
-    from sr_cli.engine.upscaling import Picture, make_forward, upscale_picture
+    from bench.upscale_memory import measure
+    from sr_cli.engine.upscaling import Picture, upscale_picture
 
     rows = []
-    torch.manual_seed(0)
-    gen = instantiate(MODELS["edsr"]).eval().to(device)
-    fwd = make_forward(gen, torch.device(device))
+    fwd, pic, lq = upscale_inputs(p, device)
     w, h = p["upscale_ratio_size"]
-    rgb = np.random.default_rng(0).random((h, w, 3), dtype=np.float32)
-    pic = Picture(rgb=rgb, alpha=None, gray=False, bits=8)
-    lq = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
     res = alternate(
         {
             "tiled": bench_timer(lambda: upscale_picture(pic, fwd, 4, tile=256, overlap=16)),
@@ -612,6 +605,25 @@ def bench_upscale(p: dict, device: str, tmp: Path) -> list[dict]:
     return rows
 
 
+def upscale_inputs(p: dict, device: str):
+    """The upscale section's generator forward (EDSR small x4, seed 0), a random RGB picture of
+    ``p["upscale_ratio_size"]`` and the same image as an LQ tensor: shared by the timing and
+    the profile, so both measure the same thing."""
+    import numpy as np
+    from hydra.utils import instantiate
+
+    from bench.upscale_memory import MODELS
+    from sr_cli.engine.upscaling import Picture, make_forward
+
+    torch.manual_seed(0)
+    gen = instantiate(MODELS["edsr"]).eval().to(device)
+    fwd = make_forward(gen, torch.device(device))
+    w, h = p["upscale_ratio_size"]
+    rgb = np.random.default_rng(0).random((h, w, 3), dtype=np.float32)
+    pic = Picture(rgb=rgb, alpha=None, gray=False, bits=8)
+    return fwd, pic, torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
 def tiled_area(w: int, h: int, tile: int = 256, overlap: int = 16) -> float:
     """Pixels the generator processes when tiling a ``w x h`` LQ, over the image's pixels."""
     from sr_cli.engine.tiling import tile_layout
@@ -623,21 +635,13 @@ def tiled_area(w: int, h: int, tile: int = 256, overlap: int = 16) -> float:
 def profile_upscale(p: dict, device: str, tmp: Path) -> str:
     """One tiled and one untiled upscale under torch.profiler: the convolution work of each,
     and the tile grid's pixel count against the image's at several sizes."""
-    import numpy as np
-    from hydra.utils import instantiate
     from torch.profiler import ProfilerActivity, profile
 
-    from bench.upscale_memory import MODELS
     from sr_cli.engine.tiling import tile_starts
-    from sr_cli.engine.upscaling import Picture, make_forward, upscale_picture
+    from sr_cli.engine.upscaling import upscale_picture
 
-    torch.manual_seed(0)
-    gen = instantiate(MODELS["edsr"]).eval().to(device)
-    fwd = make_forward(gen, torch.device(device))
+    fwd, pic, lq = upscale_inputs(p, device)
     w, h = p["upscale_ratio_size"]
-    rgb = np.random.default_rng(0).random((h, w, 3), dtype=np.float32)
-    pic = Picture(rgb=rgb, alpha=None, gray=False, bits=8)
-    lq = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     out = {}
     for name, fn in (
