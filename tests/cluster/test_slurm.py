@@ -8,7 +8,6 @@ import os
 import signal
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 
 from sr_cli.engine.slurm import cluster_plugins, slurm_job_id
 from tests.cli.test_sr_train import SR_TRAIN, TINY_CLI
+from tests.lit.test_run_safety import _wait_for as wait_for
 
 JOB_ID = "4242"
 ARGS = [
@@ -91,11 +91,7 @@ def test_sigusr1_saves_requeues_and_the_requeued_job_continues(tmp_path, val_sub
         stderr=subprocess.PIPE,
         text=True,
     )
-    end = time.monotonic() + 240
-    while not last.is_file():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < end, "no checkpoint in 240 s"
-        time.sleep(0.1)
+    wait_for(last, proc)
     proc.send_signal(signal.SIGUSR1)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 128 + signal.SIGUSR1, err[-3000:]
@@ -146,11 +142,7 @@ def test_outside_slurm_sigusr1_saves_and_stops_without_requeue(tmp_path, val_sub
         stderr=subprocess.PIPE,
         text=True,
     )
-    end = time.monotonic() + 240
-    while not last.is_file():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < end
-        time.sleep(0.1)
+    wait_for(last, proc)
     proc.send_signal(signal.SIGUSR1)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 128 + signal.SIGUSR1, err[-3000:]
