@@ -177,7 +177,7 @@ class PlainLoop:
     def __init__(self, cfg, device: str, n_batches: int = 4, channels_last: bool = False):
         from hydra.utils import instantiate
 
-        from sr_cli.engine.training import build_datamodule
+        from sr_cli.train.training import build_datamodule
 
         torch.manual_seed(int(cfg.seed))
         self.device = torch.device(device)
@@ -251,7 +251,7 @@ def run_real_trainer(cfg, p: dict, pause: Callable[[int], None] | None, rounds: 
     import pytorch_lightning as pl
 
     from bench.clock import StepClock
-    from sr_cli.engine.training import (
+    from sr_cli.train.training import (
         build_datamodule,
         build_module,
         build_trainer,
@@ -500,7 +500,7 @@ def bench_peer(p: dict, device: str, tmp: Path) -> list[dict]:
 
 # -------------------------------------------------------------------------- 2. data pipeline
 def bench_data(p: dict, device: str, tmp: Path) -> list[dict]:
-    from sr_cli.engine.training import build_datamodule
+    from sr_cli.train.training import build_datamodule
 
     rows = []
     batch = 16 if p["batch"] >= 8 else p["batch"]
@@ -555,7 +555,7 @@ def bench_data(p: dict, device: str, tmp: Path) -> list[dict]:
 def bench_upscale(p: dict, device: str, tmp: Path) -> list[dict]:
 
     from bench.upscale_memory import measure
-    from sr_cli.engine.upscaling import Picture, upscale_picture
+    from sr_cli.evaluate.upscaling import Picture, upscale_picture
 
     rows = []
     fwd, pic, lq = upscale_inputs(p, device)
@@ -613,7 +613,7 @@ def upscale_inputs(p: dict, device: str):
     from hydra.utils import instantiate
 
     from bench.upscale_memory import MODELS
-    from sr_cli.engine.upscaling import Picture, make_forward
+    from sr_cli.evaluate.upscaling import Picture, make_forward
 
     torch.manual_seed(0)
     gen = instantiate(MODELS["edsr"]).eval().to(device)
@@ -626,7 +626,7 @@ def upscale_inputs(p: dict, device: str):
 
 def tiled_area(w: int, h: int, tile: int = 256, overlap: int = 16) -> float:
     """Pixels the generator processes when tiling a ``w x h`` LQ, over the image's pixels."""
-    from sr_cli.engine.tiling import tile_layout
+    from sr_cli.evaluate.tiling import tile_layout
 
     (th, ys), (tw, xs) = tile_layout(h, tile, overlap), tile_layout(w, tile, overlap)
     return len(xs) * tw * len(ys) * th / (w * h)
@@ -637,8 +637,8 @@ def profile_upscale(p: dict, device: str, tmp: Path) -> str:
     and the tile grid's pixel count against the image's at several sizes."""
     from torch.profiler import ProfilerActivity, profile
 
-    from sr_cli.engine.tiling import tile_starts
-    from sr_cli.engine.upscaling import upscale_picture
+    from sr_cli.evaluate.tiling import tile_starts
+    from sr_cli.evaluate.upscaling import upscale_picture
 
     fwd, pic, lq = upscale_inputs(p, device)
     w, h = p["upscale_ratio_size"]
@@ -700,7 +700,7 @@ def _sr_eval(ckpt: Path, folder: Path, out: Path, device: str) -> float:
     from hydra import compose, initialize_config_dir
 
     from sr_cli.config import config_dir
-    from sr_cli.engine.evaluation import evaluate
+    from sr_cli.evaluate.evaluation import evaluate
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("eval", overrides=[
@@ -715,7 +715,7 @@ def _sr_eval(ckpt: Path, folder: Path, out: Path, device: str) -> float:
 
 def bench_eval(p: dict, device: str, tmp: Path) -> list[dict]:
     from bench.upscale_memory import make_checkpoint
-    from sr_cli.engine.inference import load_generator
+    from sr_cli.evaluate.inference import load_generator
 
     n = p["eval_images"]
     sets, _, lqs, side = _eval_inputs(p, tmp)
@@ -765,7 +765,7 @@ def profile_eval(p: dict, device: str, tmp: Path, model: str) -> str:
 
     from bench.upscale_memory import make_checkpoint
     from sr_cli.degradations.resize import imresize
-    from sr_cli.engine.inference import load_generator
+    from sr_cli.evaluate.inference import load_generator
     from sr_cli.metrics.protocol import prepare_y_one, psnr255, psnr_y, ssim, ssim_y
     from sr_cli.metrics.registry import MetricInputs, compute_metrics
 
@@ -980,7 +980,7 @@ FIXES = {
         "module calls `self.log` only on iterations Lightning writes (log_every_n_steps)."
     ),
     "upscale": (
-        "Not fixed here (sr_cli/engine/tiling.py is outside this change): the tiled path does "
+        "Not fixed here (sr_cli/evaluate/tiling.py is outside this change): the tiled path does "
         "the same convolutions per pixel, but its grid makes the generator process more pixels "
         "than the image has. Tiles keep the full 256 px side and the last tile of a row or "
         "column is shifted to end at the border, so 500 px wide takes 3 tiles (2 of 256 with "

@@ -74,7 +74,7 @@ def val_subset(tmp_path):
 @pytest.fixture(scope="session")
 def gan_checkpoint(tmp_path_factory):
     """``last.ckpt`` of a tiny L1 + GAN run (VGG-style discriminator on 32 px patches)."""
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     out = tmp_path_factory.mktemp("gan_run")
     train(compose_train([*TINY, "loss=[l1,gan]", "val.save_images=0"], output_dir=out))

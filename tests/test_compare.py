@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from sr_cli.engine.compare import checkpoint_label, unique_labels
+from sr_cli.evaluate.compare import checkpoint_label, unique_labels
 from sr_cli.metrics.aggregate import PerImageTable
 
 

@@ -167,7 +167,7 @@ def export(
 ) -> ExportReport:
     """Export a checkpoint's generator; validate with onnx / onnxruntime when installed
     (``fmt="onnx"``) or by spandrel detection (``fmt="pth"``/``"safetensors"``)."""
-    from sr_cli.engine.inference import load_generator, resolve_checkpoint
+    from sr_cli.evaluate.inference import load_generator, resolve_checkpoint
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")

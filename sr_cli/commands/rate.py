@@ -152,7 +152,7 @@ def pick_session(engine, args: argparse.Namespace) -> int:
             )
         return args.session
     if args.runs:
-        from sr_cli.engine.inference import resolve_checkpoint
+        from sr_cli.evaluate.inference import resolve_checkpoint
         from sr_cli.rate.crops import file_digest
 
         digests = [file_digest(resolve_checkpoint(p)) for p in args.runs]

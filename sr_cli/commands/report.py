@@ -72,7 +72,7 @@ def load_run(path: str | Path) -> Run:
     """Open a run directory (or a bare ``.ckpt``)."""
     from omegaconf import OmegaConf
 
-    from sr_cli.engine.inference import resolve_checkpoint
+    from sr_cli.evaluate.inference import resolve_checkpoint
 
     p = Path(path).expanduser()
     ckpt = resolve_checkpoint(p)
@@ -292,7 +292,7 @@ def build_report(
     from torch.utils.data import Subset
 
     from sr_cli.data.datasets import open_eval_dataset
-    from sr_cli.engine.compare import (
+    from sr_cli.evaluate.compare import (
         checkpoint_rows,
         compare,
         default_lq_config,

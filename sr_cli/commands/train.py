@@ -82,8 +82,8 @@ def quiet_startup() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_task(cfg: DictConfig) -> float | None:
-    from sr_cli.engine.lit.callbacks import TrainingInterrupted
-    from sr_cli.engine.training import run
+    from sr_cli.train.lit.callbacks import TrainingInterrupted
+    from sr_cli.train.training import run
 
     quiet_startup()
     try:
@@ -98,12 +98,12 @@ def _train_task(cfg: DictConfig) -> float | None:
         sys.exit(stop.exit_code)
     finally:
         _close_process_group()
-    from sr_cli.engine import sweep
+    from sr_cli.train import sweep
 
     sweep.last_run_dir = Path(objects["output_dir"])
     summary = Path(objects["output_dir"]) / "summary.json"
     if cfg.trainer.get("enable_progress_bar", True) and summary.is_file():
-        from sr_cli.engine.lit.progress import print_run_end
+        from sr_cli.train.lit.progress import print_run_end
 
         print_run_end(json.loads(summary.read_text()))
     return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
@@ -122,7 +122,7 @@ def _close_process_group() -> None:
 def _after_stop(stop) -> None:
     """A stopped sweep job gets its row in the sweep summary (the process exits here, before
     Hydra's job callbacks run); under SLURM, SIGUSR1 requeues the job once last.ckpt is saved."""
-    from sr_cli.engine import slurm, sweep
+    from sr_cli.train import slurm, sweep
 
     if _is_multirun() and slurm._global_rank() == 0:
         from hydra.core.hydra_config import HydraConfig
@@ -173,7 +173,7 @@ def missing_plugin(args: list[str]) -> str | None:
 def train_main() -> None:
     """``sr-train [overrides...]``: train a model (see ``conf/train.yaml``)."""
     register_resolvers()
-    from sr_cli.engine.slurm import set_run_id
+    from sr_cli.train.slurm import set_run_id
 
     set_run_id()
     args = rewrite_overrides(sys.argv[1:])

@@ -1,7 +1,7 @@
 """``sr-upscale``: super-resolve image files or folders with an sr-train checkpoint.
 
 * Any image size: the generator runs on overlapping tiles blended seamlessly
-  (:mod:`sr_cli.engine.tiling`), and the output is assembled strip by strip, so memory is bounded by
+  (:mod:`sr_cli.evaluate.tiling`), and the output is assembled strip by strip, so memory is bounded by
   the tile size and the image width.
 * The alpha channel is kept: it is upscaled separately with MATLAB bicubic interpolation.
 * The bit depth is kept where the format allows: a 16-bit PNG gives a 16-bit PNG (grayscale,
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from sr_cli.engine.upscaling import (
+from sr_cli.errors import ConfigError, DataError, exit_on_user_error
+from sr_cli.evaluate.upscaling import (
     DEFAULT_QUALITY,
     PRECISIONS,
     make_forward,
@@ -38,7 +39,6 @@ from sr_cli.engine.upscaling import (
     upscale_picture,
     write_array,
 )
-from sr_cli.errors import ConfigError, DataError, exit_on_user_error
 
 #: Default output folder for image files given on the command line (in the current directory).
 FILES_OUTPUT_DIR = "upscaled"
@@ -200,8 +200,8 @@ def check_options(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> list[Path]:
     """Upscale as the parsed arguments say; returns the written files."""
     from sr_cli.data.images import image_size
-    from sr_cli.engine.inference import load_generator, resolve_checkpoint
-    from sr_cli.engine.tiling import check_tiling
+    from sr_cli.evaluate.inference import load_generator, resolve_checkpoint
+    from sr_cli.evaluate.tiling import check_tiling
     from sr_cli.progress import Bar
 
     check_options(args)

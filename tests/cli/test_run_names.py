@@ -124,7 +124,7 @@ def test_wandb_summary_is_the_best_and_images_share_the_metrics_step(
 ):
     import csv
 
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     WandbSpy.seen.clear()
     out = tmp_path / "wb"

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sr_cli.config import config_dir
-from sr_cli.engine import sweep
+from sr_cli.train import sweep
 from tests.cli.test_sr_train import SR_TRAIN
 
 HAS_RAY = importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None

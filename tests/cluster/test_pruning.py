@@ -9,8 +9,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sr_cli.engine.pruning import build_pruner, read_curve, should_prune, sibling_trials
 from sr_cli.errors import ConfigError
+from sr_cli.train.pruning import build_pruner, read_curve, should_prune, sibling_trials
 
 METRIC = "val/psnr_y"
 
@@ -102,7 +102,7 @@ def test_the_pruner_must_be_an_optuna_pruner():
 
 
 def _tiny_pruned_run(tiny_cfg, sweep: Path, val_subset, *extra: str):
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     cfg = tiny_cfg(
         "loss=[l1]",

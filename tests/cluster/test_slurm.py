@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sr_cli.engine.slurm import cluster_plugins, slurm_job_id
+from sr_cli.train.slurm import cluster_plugins, slurm_job_id
 from tests.cli.test_sr_train import SR_TRAIN, TINY_CLI
 from tests.lit.test_run_safety import _wait_for as wait_for
 
@@ -161,8 +161,8 @@ def test_outside_slurm_sigusr1_saves_and_stops_without_requeue(tmp_path, val_sub
     ],
 )
 def test_a_requeued_job_continues_its_own_folder(folder, env, resumes, tmp_path, monkeypatch):
-    from sr_cli.engine.rundir import plan_resume
     from sr_cli.serialization import atomic_torch_save
+    from sr_cli.train.rundir import plan_resume
 
     for key in list(os.environ):
         if key.startswith("SLURM"):

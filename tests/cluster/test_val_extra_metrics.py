@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from sr_cli.engine.training import train
 from sr_cli.errors import ConfigError
 from sr_cli.metrics.registry import VGG16_WEIGHTS, MetricInputs, get_metric
+from sr_cli.train.training import train
 
 
 def test_an_extra_registry_metric_is_logged_per_validation(tiny_cfg, val_subset, tmp_path):

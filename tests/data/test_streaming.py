@@ -24,8 +24,8 @@ from sr_cli.data.streaming import (
     decode_image,
     open_shard_set,
 )
-from sr_cli.engine.training import train
 from sr_cli.errors import ConfigError, DataError
+from sr_cli.train.training import train
 
 REPO = Path(__file__).resolve().parents[2]
 

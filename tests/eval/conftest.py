@@ -52,7 +52,7 @@ def trained_run(tmp_path_factory, eval_images) -> Path:
     """A run directory of a tiny ESRGAN (small preset) trained for 2 iterations with L1.
 
     Session-scoped, so the ~10 s of training are paid once for all modules of tests/eval."""
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     out = tmp_path_factory.mktemp("run") / "tiny"
     cfg = compose_train(

@@ -96,7 +96,7 @@ def test_the_payloads_are_real(gan_checkpoint, victims):
 @pytest.mark.parametrize("where", ["model", "degradation"])
 @pytest.mark.parametrize("kind", ["top", "nested", "partial", "reexported"])
 def test_load_generator_refuses(gan_checkpoint, tmp_path, victims, where, kind):
-    from sr_cli.engine.inference import load_generator
+    from sr_cli.evaluate.inference import load_generator
 
     victim, precious = victims
     node = payloads(victim, precious, real_node(gan_checkpoint, where))[kind]

@@ -14,7 +14,7 @@ from scipy.signal import convolve2d
 
 from sr_cli.commands.eval import _run
 from sr_cli.config import config_dir
-from sr_cli.engine.evaluation import (
+from sr_cli.evaluate.evaluation import (
     EXTRA_METRICS,
     evaluate,
     required_weight_files,
@@ -76,7 +76,7 @@ def reference_metrics(checkpoint: Path, folder: Path, round_y: bool = False) -> 
     from hydra.utils import instantiate
 
     from sr_cli.degradations.resize import imresize
-    from sr_cli.engine.inference import load_generator, super_resolve
+    from sr_cli.evaluate.inference import load_generator, super_resolve
 
     loaded = load_generator(checkpoint)
     s = loaded.scale

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sr_cli.commands.export import ExportWrapper, export, main
-from sr_cli.engine.inference import load_generator, super_resolve
 from sr_cli.errors import ConfigError
+from sr_cli.evaluate.inference import load_generator, super_resolve
 
 HAVE_ONNX = importlib.util.find_spec("onnx") is not None
 HAVE_ORT = importlib.util.find_spec("onnxruntime") is not None

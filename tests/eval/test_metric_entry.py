@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sr_cli.engine.evaluation import evaluate
+from sr_cli.evaluate.evaluation import evaluate
 from sr_cli.metrics.registry import MetricSpec, registered
 from tests.conftest import TINY, compose_train
 from tests.eval.test_eval import compose_eval
@@ -44,7 +44,7 @@ def test_a_metric_added_in_the_test_folder_reaches_sr_eval(
     from hydra.utils import instantiate
 
     from sr_cli.degradations.resize import imresize
-    from sr_cli.engine.inference import load_generator
+    from sr_cli.evaluate.inference import load_generator
 
     loaded = load_generator(trained_run / "checkpoints" / "best.ckpt")
     s = loaded.scale
@@ -70,7 +70,7 @@ def test_a_metric_added_in_the_test_folder_reaches_sr_eval(
 def test_stochastic_validation_equals_sr_eval(eval_images, tmp_path, no_hub_cache):
     """With a random blur, training validation and sr-eval draw the same LQ per image (the
     val_degradation stream), so the logged figures equal sr-eval's on the same checkpoint."""
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     run = tmp_path / "blur_run"
     cfg = compose_train(

@@ -12,8 +12,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from sr_cli.commands.upscale import main as upscale_main
-from sr_cli.engine.evaluation import evaluate
-from sr_cli.engine.inference import load_generator, super_resolve
+from sr_cli.evaluate.evaluation import evaluate
+from sr_cli.evaluate.inference import load_generator, super_resolve
 from sr_cli.models.community import FAMILIES
 from tests.conftest import TINY, compose_train
 from tests.eval.conftest import run_script
@@ -91,7 +91,7 @@ def test_sr_upscale_a_published_file(published, tmp_path, name):
 def test_sr_train_fine_tunes_a_detected_model(published, tmp_path, name):
     """``sr-train model=spandrel model.pretrained=...``: spandrel's module is the generator; its
     checkpoint is rebuilt by detection from its own weights (no need for the original file)."""
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     out = tmp_path / "run"
     cfg = compose_train(

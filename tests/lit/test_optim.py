@@ -9,9 +9,9 @@ import torch
 from hydra.utils import instantiate
 
 from sr_cli.config import group_options
-from sr_cli.engine.training import train
 from sr_cli.errors import ConfigError
 from sr_cli.optim import cosine_factor, cosine_with_warmup
+from sr_cli.train.training import train
 
 
 def test_cosine_with_warmup_known_values():

@@ -11,8 +11,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from sr_cli.engine.training import build_datamodule, build_module, build_trainer, train
 from sr_cli.errors import ConfigError
+from sr_cli.train.training import build_datamodule, build_module, build_trainer, train
 
 GAN = ["loss=[l1,gan]", "val.save_images=0"]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sr_cli import provenance
-from sr_cli.engine.training import train
+from sr_cli.train.training import train
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sr_cli.engine.training import train
 from sr_cli.errors import CheckpointError, ConfigError, NonFiniteLossError
 from sr_cli.losses.base import LossTerm
+from sr_cli.train.training import train
 from tests.cli.test_sr_train import SR_TRAIN, TINY_CLI, run_cli
 
 COMMON = ["loss=[l1]", "val.save_images=0"]
@@ -387,7 +387,7 @@ def test_cli_user_error_is_one_line_and_leaves_no_folder(tmp_path):
 
 
 def test_start_step_beyond_max_steps_warns(tiny_cfg, tmp_path, caplog):
-    from sr_cli.engine.training import check_options
+    from sr_cli.train.training import check_options
 
     with caplog.at_level(logging.WARNING):
         check_options(tiny_cfg("loss=[l1,translational]", "trainer.max_steps=300"))
@@ -441,7 +441,7 @@ def test_full_disk_keeps_the_previous_checkpoints(tiny_cfg, val_subset, tmp_path
 
 
 def test_unknown_preset_for_a_model_config_lists_the_valid_ones(tiny_cfg):
-    from sr_cli.engine.training import check_options
+    from sr_cli.train.training import check_options
 
     with pytest.raises(
         ConfigError, match=r"model=swinir_light has no preset 'paper'; valid presets: light, small"

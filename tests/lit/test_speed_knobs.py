@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sr_cli.engine.training import train
 from sr_cli.errors import ConfigError
+from sr_cli.train.training import train
 
 GAN = ["loss=[l1,gan]", "val.save_images=0"]
 

@@ -9,10 +9,10 @@ import warnings
 import pytest
 import torch
 
-from sr_cli.engine.training import run
 from sr_cli.errors import CheckpointError, ConfigError
 from sr_cli.losses.base import LossInputs
 from sr_cli.losses.disc_perceptual import DiscriminatorPerceptualLoss, load_discriminator
+from sr_cli.train.training import run
 
 
 def test_discriminator_is_rebuilt_from_checkpoint(gan_checkpoint):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from sr_cli.engine.lit.progress import RunProgress
-from sr_cli.engine.training import train
+from sr_cli.train.lit.progress import RunProgress
+from sr_cli.train.training import train
 
 
 @pytest.mark.slow  # ~50 s on 2 shared cores

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sr_cli.engine.study import HELD, INCONCLUSIVE, NOT_HELD, load_study
+from sr_cli.study.runner import HELD, INCONCLUSIVE, NOT_HELD, load_study
 
 REPO = Path(__file__).resolve().parents[2]
 

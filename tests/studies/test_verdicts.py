@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from sr_cli.engine.study import (
+from sr_cli.errors import ConfigError
+from sr_cli.study.runner import (
     FAIL,
     HELD,
     INCONCLUSIVE,
@@ -20,7 +21,6 @@ from sr_cli.engine.study import (
     run_overrides,
     study_names,
 )
-from sr_cli.errors import ConfigError
 
 GT = {"run": "a", "metric": "psnr_y"}
 CRIT = {"id": "c", "left": GT, "op": ">", "right": {"run": "b", "metric": "psnr_y"}, "margin": 0.5}
@@ -133,7 +133,7 @@ def test_unknown_study_preset_and_bad_criterion_are_one_line_errors():
 def test_every_run_of_every_preset_composes_and_passes_sr_train_checks(study):
     from hydra.utils import instantiate
 
-    from sr_cli.engine.training import check_options
+    from sr_cli.train.training import check_options
     from tests.conftest import compose_train
 
     cfg = load_study(study)

@@ -70,7 +70,7 @@ def _optimizer_params(optimizer) -> list[Tensor]:
 
 
 def _last_good_callback(module: pl.LightningModule):
-    from sr_cli.engine.lit.callbacks import last_good_callback
+    from sr_cli.train.lit.callbacks import last_good_callback
 
     return last_good_callback(module.trainer) if module._trainer is not None else None
 

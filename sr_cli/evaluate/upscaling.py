@@ -1,7 +1,7 @@
 """Super-resolving whole pictures for ``sr-upscale`` (:mod:`sr_cli.commands.upscale`).
 
 * Any image size: the generator runs on overlapping tiles blended seamlessly
-  (:mod:`sr_cli.engine.tiling`), and the output is assembled strip by strip, so memory is bounded by
+  (:mod:`sr_cli.evaluate.tiling`), and the output is assembled strip by strip, so memory is bounded by
   the tile size and the image width.
 * The alpha channel is kept: it is upscaled separately with MATLAB bicubic interpolation.
 * The bit depth is kept where the format allows: a 16-bit PNG gives a 16-bit PNG (grayscale,
@@ -245,7 +245,7 @@ def upscale_picture(
     Returns the output image quantized to the input's bit depth, ``(H * s, W * s, C)`` with
     ``C`` = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), filled strip by strip: no
     full-size float copy of the output is ever made."""
-    from sr_cli.engine.tiling import iter_tiled_rows
+    from sr_cli.evaluate.tiling import iter_tiled_rows
 
     if tile <= 0:  # one tile, the whole image: no overlap to blend (also for tiny images)
         tile, overlap = 0, 0

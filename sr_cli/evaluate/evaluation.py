@@ -16,7 +16,7 @@ inside), makes or reads the LQ of every evaluation image and computes, per image
 All full-reference metrics compare the 8-bit-rounded SR with GT, border cropped by the scale.
 A bicubic baseline row (MATLAB ``imresize`` of the LQ) is always included.
 
-The comparison itself is :func:`sr_cli.engine.compare.compare` (shared with ``sr-report``): each
+The comparison itself is :func:`sr_cli.evaluate.compare.compare` (shared with ``sr-report``): each
 device takes an unpadded shard of the images, and the per-image tables are gathered across
 processes, so the result equals the single-device one. The LQ of an HR-only image is drawn from
 the ``val_degradation`` stream (:mod:`sr_cli.streams`), as validation during training does.
@@ -33,14 +33,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sr_cli.engine.compare import (
+from sr_cli.errors import ConfigError
+from sr_cli.evaluate.compare import (
     Comparison,
     checkpoint_rows,
     compare,
     default_lq_config,
     load_checkpoints,
 )
-from sr_cli.errors import ConfigError
 from sr_cli.metrics.registry import (
     UNAVAILABLE,
     header,
@@ -225,9 +225,9 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     """
     from sr_cli.data import sample_dir
     from sr_cli.data.datasets import open_eval_dataset
-    from sr_cli.engine.inference import resolve_checkpoint
-    from sr_cli.engine.training import setup_environment
+    from sr_cli.evaluate.inference import resolve_checkpoint
     from sr_cli.metrics.protocol import PROTOCOLS
+    from sr_cli.train.training import setup_environment
 
     setup_environment()
     protocol = str(cfg.get("protocol", "paper"))

@@ -5,7 +5,7 @@
 * :func:`plan_resume`: ``resume=auto`` continues the newest run of the same name (or this
   folder) and says so when there is nothing to resume; ``resume=PATH`` continues in the folder
   the checkpoint belongs to. Under SLURM, a requeued job continues its own folder as with
-  ``resume=auto`` (:mod:`sr_cli.engine.slurm`). An unreadable ``last.ckpt`` falls back to the
+  ``resume=auto`` (:mod:`sr_cli.train.slurm`). An unreadable ``last.ckpt`` falls back to the
   newest readable state, with a warning naming both files.
 * :func:`check_resume_compatible`: a resume with another model, EMA setting or loss set is a
   one-line error saying what differs.
@@ -288,7 +288,7 @@ def plan_resume(resume: str | None, output_dir: Path) -> ResumePlan:
 def _slurm_requeued(output_dir: Path) -> bool:
     """Under SLURM, a folder of this job (``slurm-<job id>``, or any folder once SLURM says the
     job was restarted) that already holds a checkpoint is this job's, before its requeue."""
-    from sr_cli.engine.slurm import slurm_job_id
+    from sr_cli.train.slurm import slurm_job_id
 
     job = slurm_job_id()
     if job is None:
@@ -319,7 +319,7 @@ def _diff(old: Any, new: Any, prefix: str) -> list[str]:
 
 def check_resume_compatible(plan: ResumePlan, cfg: DictConfig) -> None:
     """A resume must train the same model, with the same EMA setting and loss terms."""
-    from sr_cli.engine.lit.module import optimizer_changes
+    from sr_cli.train.lit.module import optimizer_changes
 
     meta = plan.meta or {}
     current = OmegaConf.to_container(cfg, resolve=True)

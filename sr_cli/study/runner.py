@@ -27,7 +27,7 @@ stage) is skipped on a rerun; an interrupted one continues from its last checkpo
 (exit status not 0) is recorded in ``study_run.json`` with its first error line, skipped on a
 rerun (delete that file to retry), and the study goes on. Then every finished run's final
 generator (``last.ckpt``; one row per stage) and a bicubic row are evaluated on the same images
-with :func:`sr_cli.engine.compare.compare` (the routine of ``sr-eval``), an ``sr-report`` page is
+with :func:`sr_cli.evaluate.compare.compare` (the routine of ``sr-eval``), an ``sr-report`` page is
 built (:func:`sr_cli.commands.report.build_report`), and ``results.md`` / ``results.json`` give
 the claim, the table, each criterion with its measured values and verdict, and the overall
 verdict.
@@ -91,7 +91,7 @@ def load_study(name: str) -> DictConfig:
     cfg = OmegaConf.load(path)
     for key in ("claim", "presets", "runs", "criteria"):
         if key not in cfg:
-            raise ConfigError(f"{path}: the study has no {key!r}; see sr_cli/engine/study.py")
+            raise ConfigError(f"{path}: the study has no {key!r}; see sr_cli/study/runner.py")
     for crit in [*cfg.criteria, *(cfg.get("sanity") or [])]:
         check_criterion(crit, path)
     return cfg
@@ -264,13 +264,13 @@ def evaluate_runs(
     comparison of ``sr-eval``; writes ``results.csv``, ``results_per_image.csv`` and
     ``results.md`` to ``out_dir``. Returns the :class:`Comparison` and the labels evaluated."""
     from sr_cli.data.datasets import open_eval_dataset
-    from sr_cli.engine.compare import (
+    from sr_cli.evaluate.compare import (
         checkpoint_rows,
         compare,
         default_lq_config,
         load_checkpoints,
     )
-    from sr_cli.engine.evaluation import markdown, write_csv, write_per_image_csv
+    from sr_cli.evaluate.evaluation import markdown, write_csv, write_per_image_csv
     from sr_cli.metrics.registry import select_metrics
     from sr_cli.rebuild import rebuild
 

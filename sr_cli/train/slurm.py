@@ -6,11 +6,11 @@ rule as Lightning's :class:`SLURMEnvironment`):
 * the run folder is ``outputs/<run name>/slurm-<job id>`` (``<array job id>_<task id>`` for an
   array task) instead of a time stamp: ``sr-train`` sets ``SR_CLI_RUN_ID``, which
   ``conf/hydra/default.yaml`` puts in ``hydra.run.dir`` / ``hydra.sweep.dir``;
-* SIGUSR1 (``#SBATCH --signal=USR1@90``) makes :class:`~sr_cli.engine.lit.callbacks.GracefulStop`
+* SIGUSR1 (``#SBATCH --signal=USR1@90``) makes :class:`~sr_cli.train.lit.callbacks.GracefulStop`
   save ``last.ckpt`` at the end of the iteration; once it is on disk, global rank 0 runs
   ``scontrol requeue <job id>`` and the process exits with 128 + SIGUSR1;
 * the requeued job (same job id, same folder) finds the checkpoint in its folder and continues
-  from it as with ``resume=auto`` (:func:`sr_cli.engine.rundir.plan_resume`).
+  from it as with ``resume=auto`` (:func:`sr_cli.train.rundir.plan_resume`).
 
 Lightning's own SLURM requeue handler is switched off (``SLURMEnvironment(auto_requeue=False)``):
 it would save an ``hpc_ckpt_<n>.ckpt`` from inside the signal handler, in the middle of an

@@ -83,7 +83,7 @@ def unique_labels(labels: Sequence[str]) -> list[str]:
 def load_checkpoints(paths: Sequence[Path], prefer_ema: bool = True, scale: int | None = None):
     """Load every checkpoint's generator and check they share one scale. Returns
     ``(loaded, scale)``; ``scale=None`` takes the first checkpoint's."""
-    from sr_cli.engine.inference import load_generator
+    from sr_cli.evaluate.inference import load_generator
 
     loaded = [load_generator(p, prefer_ema=prefer_ema) for p in paths]
     scale = int(scale) if scale else loaded[0].scale
@@ -155,7 +155,7 @@ def make_lq(degradation: nn.Module, gt: Tensor, seed: int, index: int) -> tuple[
 def super_resolve_row(row: GeneratorRow, generator: nn.Module, lq: Tensor, gt: Tensor) -> Tensor:
     """SR of one row (MATLAB bicubic for the baseline), checked against GT's size."""
     from sr_cli.degradations.resize import imresize
-    from sr_cli.engine.inference import super_resolve
+    from sr_cli.evaluate.inference import super_resolve
 
     if row.generator is None:
         sr = imresize(lq, size=tuple(gt.shape[-2:])).clamp(0, 1)
@@ -253,7 +253,7 @@ class CompareModule(pl.LightningModule):
         """SR of any LQ by row ``r`` (MATLAB bicubic for the baseline), for metrics that
         super-resolve other inputs than the image's LQ."""
         from sr_cli.degradations.resize import imresize
-        from sr_cli.engine.inference import super_resolve
+        from sr_cli.evaluate.inference import super_resolve
 
         if self.rows[r].generator is None:
             return imresize(lq, scale=self.scale).clamp(0, 1)

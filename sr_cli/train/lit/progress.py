@@ -112,7 +112,7 @@ class RunProgress(ProgressBar):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking or not self._enabled:
             return
-        from sr_cli.engine.lit.callbacks import run_checkpoints
+        from sr_cli.train.lit.callbacks import run_checkpoints
 
         metrics = trainer.callback_metrics
         ckpts = run_checkpoints(trainer)

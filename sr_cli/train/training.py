@@ -93,7 +93,7 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
     """The generator, its loss terms and degradation, wrapped in an :class:`SRModule`."""
     from hydra.utils import instantiate
 
-    from sr_cli.engine.lit.module import SRModule
+    from sr_cli.train.lit.module import SRModule
 
     generator = instantiate(cfg.model.generator, _convert_="all")
     if cfg.model.get("pretrained"):
@@ -183,12 +183,12 @@ def build_trainer(
     from hydra.utils import instantiate
     from pytorch_lightning.loggers import CSVLogger
 
-    from sr_cli.engine import rundir
-    from sr_cli.engine.lit.callbacks import GracefulStop, LastGoodCheckpoint, RunCheckpoints
-    from sr_cli.engine.lit.checkpoint import AtomicCheckpointIO
-    from sr_cli.engine.lit.progress import RunProgress
-    from sr_cli.engine.pruning import pruning_callback
-    from sr_cli.engine.slurm import cluster_plugins
+    from sr_cli.train import rundir
+    from sr_cli.train.lit.callbacks import GracefulStop, LastGoodCheckpoint, RunCheckpoints
+    from sr_cli.train.lit.checkpoint import AtomicCheckpointIO
+    from sr_cli.train.lit.progress import RunProgress
+    from sr_cli.train.pruning import pruning_callback
+    from sr_cli.train.slurm import cluster_plugins
 
     callbacks = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
@@ -330,8 +330,8 @@ def write_provenance(output_dir: Path, seed: int) -> dict:
     versions, command line, seed, host (:mod:`sr_cli.provenance`). A resumed run keeps the
     earlier starts' records under ``earlier_starts``."""
     from sr_cli import provenance as prov
-    from sr_cli.engine import rundir
     from sr_cli.serialization import atomic_write
+    from sr_cli.train import rundir
 
     record = prov.collect(seed=int(seed))
     if rundir._rank() != 0:
@@ -352,10 +352,10 @@ def write_provenance(output_dir: Path, seed: int) -> dict:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train one run as the config says. Returns ``(metrics, objects)``.
 
-    Raises :class:`~sr_cli.engine.lit.callbacks.TrainingInterrupted` after a stop signal, once the
+    Raises :class:`~sr_cli.train.lit.callbacks.TrainingInterrupted` after a stop signal, once the
     resumable checkpoint is written.
     """
-    from sr_cli.engine import rundir
+    from sr_cli.train import rundir
 
     setup_environment()
     output_dir = Path(cfg.paths.output_dir)
@@ -381,8 +381,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
 
-    from sr_cli.engine import rundir
-    from sr_cli.engine.lit.callbacks import GracefulStop, TrainingInterrupted, run_checkpoints
+    from sr_cli.train import rundir
+    from sr_cli.train.lit.callbacks import GracefulStop, TrainingInterrupted, run_checkpoints
 
     if plan.checkpoint:
         rundir.check_resume_compatible(plan, cfg)
@@ -413,7 +413,7 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     }
     stop = next(c for c in trainer.callbacks if isinstance(c, GracefulStop))
     ckpts = run_checkpoints(trainer)
-    from sr_cli.engine.pruning import pruned_status
+    from sr_cli.train.pruning import pruned_status
 
     pruned = pruned_status(trainer)
     if trainer.is_global_zero:
@@ -451,7 +451,7 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
 def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """The ``sr-train`` task: one run, or ``cfg.stages`` iterative learned-perceptual stages."""
     if int(cfg.get("stages", 1)) > 1:
-        from sr_cli.engine.stages import train_stages
+        from sr_cli.train.stages import train_stages
 
         return train_stages(cfg)
     return train(cfg)

@@ -57,8 +57,8 @@ def stage_config(cfg: DictConfig, stage: int, root: Path, previous: Path | None)
 
 def _adversarial_term(cfg: DictConfig) -> str:
     """The first selected term that trains a discriminator (asked of the built terms)."""
-    from sr_cli.engine.training import build_losses
     from sr_cli.losses.base import AdversarialTerm
+    from sr_cli.train.training import build_losses
 
     for name, term in build_losses(cfg.loss).items():
         if isinstance(term, AdversarialTerm):
@@ -88,7 +88,7 @@ def write_summary(root: Path, records: list[dict[str, Any]], total: int) -> None
 
 def train_stages(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Run ``cfg.stages`` stages; returns the last stage's metrics and a summary."""
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     total = int(cfg.stages)
     term = _adversarial_term(cfg)

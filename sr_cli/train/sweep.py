@@ -9,7 +9,7 @@ Status:
 * ``preempted``: a stop signal (SIGTERM, SIGUSR1, SIGINT) saved a resumable checkpoint and ended
   it (``error`` names the signal).
 * ``pruned``: the Optuna pruner of ``hparams_search=optuna`` stopped it early
-  (:mod:`sr_cli.engine.pruning`); it returned its last validation value to the sweeper.
+  (:mod:`sr_cli.train.pruning`); it returned its last validation value to the sweeper.
 * ``running``: started and not ended (still running, or killed without a chance to say so).
 
 :class:`SweepSummary` is a Hydra callback (``conf/hydra/default.yaml``). ``on_job_end`` runs in the
@@ -270,7 +270,7 @@ def write_summary(sweep_dir: str | Path) -> Path:
 def _is_multirun(config: DictConfig) -> bool:
     """A multirun job, seen from its first process (a SLURM job of several tasks runs the job in
     each; the others leave the records to it)."""
-    from sr_cli.engine.slurm import _global_rank
+    from sr_cli.train.slurm import _global_rank
 
     mode = str(OmegaConf.select(config, "hydra.mode", default=""))
     return mode == "RunMode.MULTIRUN" and _global_rank() == 0
@@ -303,7 +303,7 @@ class SweepSummary(Callback):
             return
         from hydra.core.utils import JobStatus
 
-        from sr_cli.engine.lit.callbacks import TrainingInterrupted
+        from sr_cli.train.lit.callbacks import TrainingInterrupted
 
         job_dir = Path(config.hydra.runtime.output_dir)
         run_dir = last_run_dir

@@ -7,7 +7,7 @@
   written atomically, and a new state is complete on disk before ``last.ckpt`` points to it.
 * :class:`GracefulStop` turns SIGTERM, SIGUSR1 and SIGINT into "save a resumable checkpoint at
   the end of this iteration, then exit with 128 + signal". Under SLURM, ``sr-train`` then
-  requeues the job after SIGUSR1 (:mod:`sr_cli.engine.slurm`).
+  requeues the job after SIGUSR1 (:mod:`sr_cli.train.slurm`).
 * :class:`LastGoodCheckpoint` saves the state that the NaN guard verified finite when a loss
   diverges. (It is not Lightning's ``OnExceptionCheckpoint``: with one of those attached,
   ``fit(ckpt_path=None)`` silently resumes from its file, and its ``teardown`` deletes it.)

@@ -78,7 +78,7 @@ def sibling_trials(sweep_dir: Path, own_job_dir: Path, metric: str) -> list[Any]
     import optuna
     from optuna.trial import TrialState
 
-    from sr_cli.engine.sweep import STATUS_FILE, _job_folders, _read_json
+    from sr_cli.train.sweep import STATUS_FILE, _job_folders, _read_json
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     trials: list[Any] = []
@@ -211,7 +211,7 @@ class SweepPruning(pl.Callback):
                 float(value),
                 len(siblings),
             )
-            from sr_cli.engine.sweep import record_job
+            from sr_cli.train.sweep import record_job
 
             record_job(self.job_dir, pruned=self.pruned)
         trainer.should_stop = True

@@ -1,6 +1,6 @@
 """The Lightning datamodule: HR (or paired LR/HR) patches for training, full images for validation.
 
-From HR-only folders, LQ images are not made here: the :class:`~sr_cli.engine.lit.module.SRModule`
+From HR-only folders, LQ images are not made here: the :class:`~sr_cli.train.lit.module.SRModule`
 degrades the HR batch on the training device after the transfer, so workers only decode and
 crop. Paired folders (``train_lr_dir``) and benchmark folders with LR images bring their own
 ``"lq"``, which the module uses as is.
