@@ -251,12 +251,8 @@ def run_real_trainer(cfg, p: dict, pause: Callable[[int], None] | None, rounds: 
     import pytorch_lightning as pl
 
     from bench.clock import StepClock
-    from sr_cli.train.training import (
-        build_datamodule,
-        build_module,
-        build_trainer,
-        setup_environment,
-    )
+    from sr_cli.environment import setup_environment
+    from sr_cli.train.training import build_datamodule, build_module, build_trainer
 
     setup_environment()
     out = Path(cfg.paths.output_dir)

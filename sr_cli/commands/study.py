@@ -45,9 +45,8 @@ def parse_args(argv: Sequence[str]) -> tuple[str, str, str, list[str], bool]:
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     with exit_on_user_error("sr-study"):
-        from sr_cli.commands.train import quiet_startup
+        from sr_cli.environment import quiet_startup, setup_environment
         from sr_cli.study.runner import run_study
-        from sr_cli.train.training import setup_environment
 
         quiet_startup()
 

@@ -23,6 +23,7 @@ from sr_cli.config import (
     sweep_keys,
     unknown_list_members,
 )
+from sr_cli.environment import quiet_startup
 from sr_cli.errors import exit_on_hydra_user_error, exit_on_user_error
 
 log = logging.getLogger("sr_cli")
@@ -36,48 +37,6 @@ def _is_multirun() -> bool:
         return HydraConfig.get().mode == RunMode.MULTIRUN
     except Exception:
         return False
-
-
-def quiet_startup() -> None:
-    """Silence start-up lines that carry no information for sr-train users (Lightning's
-    hardware banner and tips, dependency deprecation warnings); warnings about the user's own
-    inputs stay."""
-    import warnings
-
-    for name in (
-        "pytorch_lightning.utilities.rank_zero",
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning_fabric.utilities.rank_zero",
-        "pytorch_lightning.accelerators.cuda",
-        "lightning_fabric.utilities.seed",
-        "pytorch_lightning.trainer.connectors.checkpoint_connector",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for module in (
-        "torch",
-        "torchvision",
-        "kornia",
-        "piq",
-        "wandb",
-        "lightning_utilities",
-        "pytorch_lightning",
-        "lightning_fabric",
-        "hydra",
-        "omegaconf",
-        "pkg_resources",
-        "pydantic",
-        "google",
-        "sentry_sdk",
-    ):
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
-        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
-    warnings.filterwarnings("ignore", message=r".*litlogger.*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # sr-cli's own design, not the user's input: epochs are data.iters_per_epoch iterations (the
-    # bar and the validation lines report progress), and LQ is made in on_after_batch_transfer.
-    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
-    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")

@@ -225,9 +225,9 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     """
     from sr_cli.data import sample_dir
     from sr_cli.data.datasets import open_eval_dataset
+    from sr_cli.environment import setup_environment
     from sr_cli.evaluate.inference import resolve_checkpoint
     from sr_cli.metrics.protocol import PROTOCOLS
-    from sr_cli.train.training import setup_environment
 
     setup_environment()
     protocol = str(cfg.get("protocol", "paper"))

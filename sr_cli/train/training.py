@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,27 +16,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_cli.config import register_resolvers
+from sr_cli.environment import setup_environment
 from sr_cli.errors import ConfigError
 
 log = logging.getLogger(__name__)
 register_resolvers()
-
-
-def setup_environment() -> None:
-    """wandb offline unless the user configured it, and never an interactive login prompt."""
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("WANDB_CONSOLE", "off")
-    if os.environ["WANDB_MODE"] not in ("offline", "disabled") and not os.environ.get(
-        "WANDB_API_KEY"
-    ):
-        netrc = Path.home() / ".netrc"
-        if not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")):
-            log.warning(
-                "WANDB_MODE=%s but no wandb credentials found; logging offline",
-                os.environ["WANDB_MODE"],
-            )
-            os.environ["WANDB_MODE"] = "offline"
 
 
 def build_losses(loss_cfg: Mapping[str, Any]) -> dict:
