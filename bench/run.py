@@ -177,7 +177,7 @@ class PlainLoop:
     def __init__(self, cfg, device: str, n_batches: int = 4, channels_last: bool = False):
         from hydra.utils import instantiate
 
-        from sr_cli.train.training import build_datamodule
+        from sr_cli.train.build import build_datamodule
 
         torch.manual_seed(int(cfg.seed))
         self.device = torch.device(device)
@@ -252,7 +252,7 @@ def run_real_trainer(cfg, p: dict, pause: Callable[[int], None] | None, rounds: 
 
     from bench.clock import StepClock
     from sr_cli.environment import setup_environment
-    from sr_cli.train.training import build_datamodule, build_module, build_trainer
+    from sr_cli.train.build import build_datamodule, build_module, build_trainer
 
     setup_environment()
     out = Path(cfg.paths.output_dir)
@@ -496,7 +496,7 @@ def bench_peer(p: dict, device: str, tmp: Path) -> list[dict]:
 
 # -------------------------------------------------------------------------- 2. data pipeline
 def bench_data(p: dict, device: str, tmp: Path) -> list[dict]:
-    from sr_cli.train.training import build_datamodule
+    from sr_cli.train.build import build_datamodule
 
     rows = []
     batch = 16 if p["batch"] >= 8 else p["batch"]

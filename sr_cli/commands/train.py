@@ -1,4 +1,5 @@
-"""Console entry points.
+"""``sr-train [overrides...]``: train a model (see ``conf/train.yaml``); the training itself is
+:mod:`sr_cli.train` (:func:`sr_cli.train.task.run`).
 
 ``sr-train`` accepts every Hydra override, plus the shorthand ``loss=a+b`` for selecting several
 loss terms (rewritten to Hydra's ``loss=[a,b]``, also inside sweeps: ``-m loss=l1,a+b``).
@@ -8,7 +9,6 @@ User errors (bad option, bad file, diverged loss) print one clear message and ex
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from sr_cli.config import (
     SWEEP_KEYS_ENV,
     config_dir,
+    is_multirun,
     register_resolvers,
     rewrite_overrides,
     sweep_keys,
@@ -26,37 +27,25 @@ from sr_cli.config import (
 from sr_cli.environment import quiet_startup
 from sr_cli.errors import exit_on_hydra_user_error, exit_on_user_error
 
-log = logging.getLogger("sr_cli")
-
-
-def _is_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:
-        return False
-
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_task(cfg: DictConfig) -> float | None:
     from sr_cli.train.lit.callbacks import TrainingInterrupted
-    from sr_cli.train.training import run
+    from sr_cli.train.task import after_stop, close_process_group, run
 
     quiet_startup()
     try:
-        if _is_multirun():  # a failed job must fail the sweep, with its traceback
+        if is_multirun():  # a failed job must fail the sweep, with its traceback
             metrics, objects = run(cfg)
         else:
             with exit_on_user_error("sr-train"):
                 metrics, objects = run(cfg)
     except TrainingInterrupted as stop:
         print(f"sr-train: {stop}", file=sys.stderr)
-        _after_stop(stop)
+        after_stop(stop)
         sys.exit(stop.exit_code)
     finally:
-        _close_process_group()
+        close_process_group()
     from sr_cli.train import sweep
 
     sweep.last_run_dir = Path(objects["output_dir"])
@@ -66,35 +55,6 @@ def _train_task(cfg: DictConfig) -> float | None:
 
         print_run_end(json.loads(summary.read_text()))
     return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
-
-
-def _close_process_group() -> None:
-    """End DDP's process group with the job (Lightning leaves it open): a gloo group still alive
-    when the interpreter exits can abort the process ("terminate called without an active
-    exception", exit -6) after the run has finished."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _after_stop(stop) -> None:
-    """A stopped sweep job gets its row in the sweep summary (the process exits here, before
-    Hydra's job callbacks run); under SLURM, SIGUSR1 requeues the job once last.ckpt is saved."""
-    from sr_cli.train import slurm, sweep
-
-    if _is_multirun() and slurm._global_rank() == 0:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-        run_dir = Path(stop.checkpoint).parent.parent if stop.checkpoint else None
-        try:
-            sweep.record_preempted(Path(hc.runtime.output_dir), stop.signum, run_dir)
-            sweep.write_summary(hc.sweep.dir)
-        except Exception as exc:  # the summary never hides the stop
-            log.warning("could not update the sweep summary: %s", exc)
-    if stop.checkpoint is not None:
-        slurm.requeue_after(stop.signum)
 
 
 #: Launcher / sweeper plugins: the option that picks them, their module and their pip package.

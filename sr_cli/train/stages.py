@@ -26,6 +26,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_cli.config import config_dir
 from sr_cli.errors import ConfigError
+from sr_cli.train.build import build_losses
+from sr_cli.train.training import train
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,6 @@ def stage_config(cfg: DictConfig, stage: int, root: Path, previous: Path | None)
 def _adversarial_term(cfg: DictConfig) -> str:
     """The first selected term that trains a discriminator (asked of the built terms)."""
     from sr_cli.losses.base import AdversarialTerm
-    from sr_cli.train.training import build_losses
 
     for name, term in build_losses(cfg.loss).items():
         if isinstance(term, AdversarialTerm):
@@ -88,8 +89,6 @@ def write_summary(root: Path, records: list[dict[str, Any]], total: int) -> None
 
 def train_stages(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Run ``cfg.stages`` stages; returns the last stage's metrics and a summary."""
-    from sr_cli.train.training import train
-
     total = int(cfg.stages)
     term = _adversarial_term(cfg)
     root = Path(cfg.paths.output_dir)

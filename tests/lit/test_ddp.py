@@ -38,7 +38,7 @@ def test_ddp_two_cpu_processes(tmp_path, val_subset):
     # single-process figure for the same weights.
     rows = [r for r in csv.DictReader(open(run_dir / "metrics.csv")) if r.get("val/psnr_y")]
     ddp_psnr = float(rows[-1]["val/psnr_y"])
-    from sr_cli.train.training import build_module
+    from sr_cli.train.build import build_module
 
     cfg = compose_train(
         ["loss=[l1,gan]", f"data.val_dir={val_subset}", *TINY_CLI], output_dir=tmp_path / "single"

@@ -12,7 +12,8 @@ import pytorch_lightning as pl
 import torch
 
 from sr_cli.errors import ConfigError
-from sr_cli.train.training import build_datamodule, build_module, build_trainer, train
+from sr_cli.train.build import build_datamodule, build_module, build_trainer
+from sr_cli.train.training import train
 
 GAN = ["loss=[l1,gan]", "val.save_images=0"]
 

@@ -12,7 +12,7 @@ import torch
 from sr_cli.errors import CheckpointError, ConfigError
 from sr_cli.losses.base import LossInputs
 from sr_cli.losses.disc_perceptual import DiscriminatorPerceptualLoss, load_discriminator
-from sr_cli.train.training import run
+from sr_cli.train.task import run
 
 
 def test_discriminator_is_rebuilt_from_checkpoint(gan_checkpoint):

@@ -166,7 +166,7 @@ def test_inactive_term_costs_no_compute(tiny_cfg, val_subset):
     cfg = tiny_cfg(
         "loss=[l1]", f"data.val_dir={val_subset}", "trainer.max_steps=4", "data.iters_per_epoch=4"
     )
-    from sr_cli.train.training import build_module, build_trainer
+    from sr_cli.train.build import build_module, build_trainer
 
     dm = __import__("hydra").utils.instantiate(cfg.data, _convert_="all")
     dm.setup("fit")
@@ -202,7 +202,7 @@ def test_lq_is_made_on_device_with_the_loss_operator(tiny_cfg):
     from hydra.utils import instantiate
 
     from sr_cli.degradations.functional import quantize
-    from sr_cli.train.training import build_module
+    from sr_cli.train.build import build_module
 
     cfg = tiny_cfg("loss=[downsample]")
     dm = instantiate(cfg.data, _convert_="all")
@@ -233,7 +233,7 @@ def test_scale_mismatch_names_all_three_values(tiny_cfg):
 def test_device_augmentation_is_applied_to_training_batches(tiny_cfg, val_subset):
     from hydra.utils import instantiate
 
-    from sr_cli.train.training import build_module
+    from sr_cli.train.build import build_module
 
     cfg = tiny_cfg(
         "loss=[l1]", "augment=device", "augment.mixup_prob=1.0", f"data.val_dir={val_subset}"
@@ -265,7 +265,7 @@ def test_augmentation_keeps_lq_equal_to_d_of_gt_for_anisotropic_blur(tiny_cfg, v
     from hydra.utils import instantiate
 
     from sr_cli.degradations.functional import quantize
-    from sr_cli.train.training import build_module
+    from sr_cli.train.build import build_module
 
     cfg = tiny_cfg("loss=[l1]", "augment=device", "degradation=blur", f"data.val_dir={val_subset}")
     dm = instantiate(cfg.data, _convert_="all")
