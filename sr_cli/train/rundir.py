@@ -319,7 +319,7 @@ def _diff(old: Any, new: Any, prefix: str) -> list[str]:
 
 def check_resume_compatible(plan: ResumePlan, cfg: DictConfig) -> None:
     """A resume must train the same model, with the same EMA setting and loss terms."""
-    from sr_cli.train.lit.module import optimizer_changes
+    from sr_cli.train.lit.checkpoint import optimizer_changes
 
     meta = plan.meta or {}
     current = OmegaConf.to_container(cfg, resolve=True)
