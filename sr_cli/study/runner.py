@@ -28,7 +28,7 @@ stage) is skipped on a rerun; an interrupted one continues from its last checkpo
 rerun (delete that file to retry), and the study goes on. Then every finished run's final
 generator (``last.ckpt``; one row per stage) and a bicubic row are evaluated on the same images
 with :func:`sr_cli.evaluate.compare.compare` (the routine of ``sr-eval``), an ``sr-report`` page is
-built (:func:`sr_cli.commands.report.build_report`), and ``results.md`` / ``results.json`` give
+built (:func:`sr_cli.report.page.build_report`), and ``results.md`` / ``results.json`` give
 the claim, the table, each criterion with its measured values and verdict, and the overall
 verdict.
 
@@ -567,7 +567,7 @@ def run_study(
     report = root / "report" / "report.html"
     pairs = [p for r in records if r.status == "finished" for _, p in r.checkpoints()]
     if pairs:
-        from sr_cli.commands.report import build_report
+        from sr_cli.report.page import build_report
 
         say(f"writing the report to {report.parent}")
         build_report(pairs, report.parent, images=dataset, title=f"sr-study {name} ({preset})")

@@ -152,7 +152,7 @@ def test_sr_report_compares_a_run_with_a_published_file(
     published, trained_run, eval_images, tmp_path
 ):
     """sr-report takes a bare published file next to a run (x4 EDSR weights, BasicSR layout)."""
-    from sr_cli.commands.report import build_report
+    from sr_cli.report.page import build_report
     from tests.models.test_published import basicsr_edsr_sd
 
     sd, _ = basicsr_edsr_sd(num_feat=16, num_block=2, scale=4)

@@ -195,7 +195,7 @@ def test_results_cli_and_report_column(live, runs, eval_images, tmp_path, capsys
     assert (out / "mos.md").read_text().startswith("# sr-rate results")
     assert list((out / "wandb").glob("offline-run-*"))  # logged to wandb, offline
     # sr-report shows the score as a column (matched by checkpoint path or run name).
-    from sr_cli.commands.report import build_report
+    from sr_cli.report.page import build_report
 
     page = build_report(
         [runs[0]], tmp_path / "report", images=eval_images, crop=32, mos=out / "mos.csv"

@@ -9,7 +9,9 @@ import subprocess
 
 import pytest
 
-from sr_cli.commands.report import build_report, main, radial_power_spectrum
+from sr_cli.commands.report import main
+from sr_cli.report.figures import radial_power_spectrum
+from sr_cli.report.page import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
