@@ -1,4 +1,4 @@
-"""Super-resolving whole pictures for ``sr-upscale`` (:mod:`sr_cli.commands.upscale`).
+"""Super-resolving image files for ``sr-upscale`` (:mod:`sr_cli.commands.upscale`).
 
 * Any image size: the generator runs on overlapping tiles blended seamlessly
   (:mod:`sr_cli.evaluate.tiling`), and the output is assembled strip by strip, so memory is bounded by
@@ -6,6 +6,11 @@
 * The alpha channel is kept: it is upscaled separately with MATLAB bicubic interpolation.
 * The bit depth is kept where the format allows: a 16-bit PNG gives a 16-bit PNG (grayscale,
   gray + alpha, RGB or RGBA); grayscale stays grayscale.
+* Outputs never land in a data folder by default: a folder ``photos/`` goes to a new folder
+  ``photos_x4/`` beside it, image files go to ``upscaled/`` in the current directory. Inputs
+  are never overwritten (:func:`plan_outputs`).
+* Every input's header is read before anything is decoded, so an image that claims more than
+  ``max_pixels`` pixels, or a broken file, fails before any output (:func:`upscale_files`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import struct
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,3 +269,135 @@ def upscale_picture(
         alpha = np.empty((h * scale, w * scale), out.dtype)
         out[..., color] = upscale_alpha(pic.alpha, scale, out=alpha)
     return out
+
+
+# ---------------------------------------------------------------------------- files
+#: Default output folder for image files given on the command line (in the current directory).
+FILES_OUTPUT_DIR = "upscaled"
+
+
+def plan_outputs(
+    inputs: Sequence[str | Path],
+    output: str | Path | None,
+    scale: int,
+    suffix: str | None = None,
+    fmt: str | None = None,
+) -> list[tuple[Path, Path]]:
+    """``(input file, output file)`` pairs; refuses anything that would overwrite an input.
+
+    * a folder ``photos/`` goes to ``--output`` or to a new folder ``photos_x{scale}/`` beside
+      it (same file names);
+    * a file ``a.png`` goes to ``--output`` (a file name when it has an image extension and there
+      is one input, else a folder) or to ``upscaled/a.png`` in the current directory, never
+      next to the input.
+    """
+    from sr_cli.data.images import IMAGE_EXTENSIONS, list_images
+
+    if not inputs:
+        raise ConfigError("no input image or folder given")
+    ext = None if fmt is None else "." + fmt.lower().lstrip(".")
+    if ext is not None and ext not in IMAGE_EXTENSIONS:
+        raise ConfigError(f"--format {fmt!r} is unknown; choose from {list(IMAGE_EXTENSIONS)}")
+    out = Path(output).expanduser() if output else None
+    one_file = len(inputs) == 1 and Path(inputs[0]).is_file()
+    pairs: list[tuple[Path, Path]] = []
+    for item in inputs:
+        src = Path(item).expanduser()
+        if src.is_dir():
+            real = src.resolve()  # also for "." or "..": the new folder goes beside it
+            out_dir = out if out is not None else real.parent / f"{real.name or 'root'}_x{scale}"
+            sfx = suffix or ""
+            if out_dir.resolve() == src.resolve() and not sfx:
+                raise DataError(
+                    f"output folder {str(out_dir)!r} is the input folder: refusing to write into it "
+                    "without a --suffix (inputs are never overwritten). Pass --output or --suffix."
+                )
+            for f in list_images(src, what="input folder"):
+                pairs.append((f, out_dir / f"{f.stem}{sfx}{ext or f.suffix}"))
+        elif src.is_file():
+            if out is not None and one_file and out.suffix.lower() in IMAGE_EXTENSIONS:
+                target = out
+            else:
+                out_dir = out if out is not None else Path(FILES_OUTPUT_DIR)
+                sfx = suffix
+                if sfx is None:
+                    same = out_dir.resolve() == src.parent.resolve()
+                    sfx = f"_x{scale}" if same else ""
+                target = out_dir / f"{src.stem}{sfx}{ext or src.suffix}"
+            pairs.append((src, target))
+        else:
+            raise DataError(f"input {str(src)!r} does not exist. Check the path.")
+    sources = {p.resolve() for p, _ in pairs}
+    seen: dict[Path, Path] = {}
+    for src, dst in pairs:
+        key = dst.resolve()
+        if key in sources:
+            raise DataError(
+                f"output {str(dst)!r} would overwrite an input image: refusing. "
+                "Pass another --output or a --suffix."
+            )
+        if key in seen:
+            raise DataError(
+                f"{str(seen[key])!r} and {str(src)!r} would both be written to {str(dst)!r}; "
+                "upscale them to different --output folders."
+            )
+        seen[key] = src
+    return pairs
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name!r} is not a device: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
+    return device
+
+
+def upscale_files(
+    checkpoint: str | Path,
+    inputs: Sequence[str | Path],
+    output: str | Path | None = None,
+    suffix: str | None = None,
+    fmt: str | None = None,
+    quality: int = DEFAULT_QUALITY,
+    max_pixels: int | None = None,
+    tile: int = 256,
+    overlap: int = 16,
+    precision: str = "fp32",
+    device: str = "auto",
+    prefer_ema: bool = True,
+    quiet: bool = False,
+) -> list[Path]:
+    """Upscale image files and folders with a checkpoint's generator; returns the written files
+    (where they go: :func:`plan_outputs`)."""
+    from sr_cli.data.images import image_size
+    from sr_cli.evaluate.inference import load_generator, resolve_checkpoint
+    from sr_cli.evaluate.tiling import check_tiling
+    from sr_cli.progress import Bar
+
+    check_tiling(tile, overlap)
+    target = pick_device(device)
+    if precision != "fp32" and target.type != "cuda":
+        raise ConfigError(
+            f"--precision {precision} needs a CUDA device (got {target}); use --precision fp32"
+        )
+    loaded = load_generator(resolve_checkpoint(checkpoint), prefer_ema=prefer_ema)
+    pairs = plan_outputs(inputs, output, loaded.scale, suffix, fmt)
+    for src, _ in pairs:  # every header first: a bomb or a broken file fails before any output
+        image_size(src, max_pixels)
+    generator = loaded.generator.to(target)
+    forward = make_forward(generator, target, precision)
+    written = []
+    with Bar(len(pairs), "sr-upscale", unit="image", disable=quiet) as bar:
+        for src, dst in pairs:
+            bar.describe(src.name)
+            pic = read_picture(src, max_pixels)
+            out = upscale_picture(pic, forward, loaded.scale, tile, overlap)
+            write_array(out, dst, quality)
+            written.append(dst)
+            bar.update(1)
+    return written

@@ -7,8 +7,9 @@ import importlib.util
 import pytest
 import torch
 
-from sr_cli.commands.export import ExportWrapper, export, main
+from sr_cli.commands.export import main
 from sr_cli.errors import ConfigError
+from sr_cli.evaluate.export import ExportWrapper, export
 from sr_cli.evaluate.inference import load_generator, super_resolve
 
 HAVE_ONNX = importlib.util.find_spec("onnx") is not None

@@ -7,8 +7,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sr_cli.commands.export import export, main
+from sr_cli.commands.export import main
 from sr_cli.errors import ConfigError
+from sr_cli.evaluate.export import export
 from sr_cli.evaluate.inference import load_generator, resolve_checkpoint, super_resolve
 from tests.models.test_generators import CONF_DIR
 from tests.models.test_published import random_state_dict, reference_edsr
