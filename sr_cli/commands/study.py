@@ -3,7 +3,7 @@
 A study (``conf/study/NAME.yaml``) trains its runs (one ``sr-train`` each; extra overrides go to
 every run), evaluates them with a bicubic row on the same images, builds an ``sr-report`` page
 and writes ``results.md`` / ``results.json`` with the verdict computed from its declared
-criteria (:mod:`sr_cli.study.runner`). Rerunning skips finished runs.
+criteria (:mod:`sr_cli.study`). Rerunning skips finished runs.
 """
 
 from __future__ import annotations

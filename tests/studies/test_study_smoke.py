@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sr_cli.study.runner import HELD, INCONCLUSIVE, NOT_HELD, load_study
+from sr_cli.study.criteria import HELD, INCONCLUSIVE, NOT_HELD
+from sr_cli.study.runner import load_study
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,20 +7,17 @@ import pytest
 from omegaconf import OmegaConf
 
 from sr_cli.errors import ConfigError
-from sr_cli.study.runner import (
+from sr_cli.study.criteria import (
     FAIL,
     HELD,
     INCONCLUSIVE,
     NOT_HELD,
     PASS,
     UNDECIDED,
-    first_error_line,
     judge,
-    load_study,
     overall,
-    run_overrides,
-    study_names,
 )
+from sr_cli.study.runner import first_error_line, load_study, run_overrides, study_names
 
 GT = {"run": "a", "metric": "psnr_y"}
 CRIT = {"id": "c", "left": GT, "op": ">", "right": {"run": "b", "metric": "psnr_y"}, "margin": 0.5}
