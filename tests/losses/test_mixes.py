@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.cli.test_sr_train import TINY_CLI, run_cli
+from tests.commands.test_sr_train import TINY_CLI, run_cli
 
 
 def test_l1_perceptual_gan_translational_trains(tiny_cfg, val_subset, vgg_cache):

@@ -18,7 +18,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from sr_cli.errors import CheckpointError
-from tests.eval.conftest import run_script
+from tests.evaluate.conftest import run_script
 
 PRECIOUS = "precious data\n"
 
@@ -160,7 +160,7 @@ def test_report_refuses(gan_checkpoint, tmp_path, victims, capsys, eval_images, 
 @pytest.mark.parametrize("where", ["model", "degradation"])
 def test_eval_refuses(gan_checkpoint, tmp_path, victims, capsys, eval_images, where):
     from sr_cli.commands.eval import _run
-    from tests.eval.test_eval import compose_eval
+    from tests.evaluate.test_eval import compose_eval
 
     victim, precious = victims
     node = payloads(victim, precious, real_node(gan_checkpoint, where))["partial"]

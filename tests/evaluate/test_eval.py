@@ -21,7 +21,7 @@ from sr_cli.evaluate.evaluation import (
     weights_unavailable,
 )
 from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS
-from tests.eval.conftest import run_script
+from tests.evaluate.conftest import run_script
 
 
 def compose_eval(overrides: list[str], out: Path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cli.test_sr_train import TINY_CLI, run_cli
+from tests.commands.test_sr_train import TINY_CLI, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +137,7 @@ def test_a_job_stopped_by_a_signal_is_preempted_in_the_summary(tmp_path, val_sub
     import subprocess
     import time
 
-    from tests.cli.test_sr_train import SR_TRAIN
+    from tests.commands.test_sr_train import SR_TRAIN
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "SLURM", "SR_CLI"))}
     args = [*TINY_SWEEP, "loss=[l1]", f"data.val_dir={val_subset}", "trainer.max_steps=1000"]

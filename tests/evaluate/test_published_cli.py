@@ -16,8 +16,8 @@ from sr_cli.evaluate.evaluation import evaluate
 from sr_cli.evaluate.inference import load_generator, super_resolve
 from sr_cli.models.community import FAMILIES
 from tests.conftest import TINY, compose_train
-from tests.eval.conftest import run_script
-from tests.eval.test_eval import compose_eval
+from tests.evaluate.conftest import run_script
+from tests.evaluate.test_eval import compose_eval
 from tests.models.test_published import basicsr_edsr_sd, random_state_dict
 
 DETECTED_NAME = {

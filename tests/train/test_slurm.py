@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from sr_cli.train.slurm import cluster_plugins, slurm_job_id
-from tests.cli.test_sr_train import SR_TRAIN, TINY_CLI
-from tests.lit.test_run_safety import _wait_for as wait_for
+from tests.commands.test_sr_train import SR_TRAIN, TINY_CLI
+from tests.train.test_run_safety import _wait_for as wait_for
 
 JOB_ID = "4242"
 ARGS = [

@@ -7,7 +7,7 @@ import pytest
 
 def test_sr_eval_max_pixels(trained_run, eval_images, tmp_path, capsys):
     from sr_cli.commands.eval import _run
-    from tests.eval.test_eval import compose_eval
+    from tests.evaluate.test_eval import compose_eval
 
     base = [f"checkpoints=[{trained_run}]", f"datasets={{val3:{eval_images}}}"]
     cfg = compose_eval([*base, "metrics=[psnr_y]", "max_pixels=2000"], tmp_path / "e")

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from sr_cli.errors import CheckpointError, ConfigError, NonFiniteLossError
 from sr_cli.losses.base import LossTerm
 from sr_cli.train.training import train
-from tests.cli.test_sr_train import SR_TRAIN, TINY_CLI, run_cli
+from tests.commands.test_sr_train import SR_TRAIN, TINY_CLI, run_cli
 
 COMMON = ["loss=[l1]", "val.save_images=0"]
 
@@ -249,7 +249,7 @@ def test_nan_gradient_is_blamed_on_its_term_and_the_saved_state_is_finite(
         f"data.val_dir={val_subset}",
         "trainer.max_steps=4",
         "+loss.tv._target_=sr_cli.losses.tv.TVLoss",
-        "+loss.bomb._target_=tests.lit.test_run_safety.GradientBomb",
+        "+loss.bomb._target_=tests.train.test_run_safety.GradientBomb",
         out=out,
     )
     with pytest.raises(
@@ -272,7 +272,7 @@ def test_nan_guard_in_a_gan_run_names_the_term(tiny_cfg, val_subset, tmp_path):
         "val.save_images=0",
         f"data.val_dir={val_subset}",
         "trainer.max_steps=4",
-        "+loss.bomb._target_=tests.lit.test_run_safety.GradientBomb",
+        "+loss.bomb._target_=tests.train.test_run_safety.GradientBomb",
         out=tmp_path / "g",
     )
     with pytest.raises(NonFiniteLossError, match=r"gradient of loss term 'bomb'"):
@@ -286,7 +286,7 @@ def test_skip_policy_skips_and_continues(tiny_cfg, val_subset, tmp_path):
         f"data.val_dir={val_subset}",
         "trainer.max_steps=4",
         "nan_guard.policy=skip",
-        "+loss.twice._target_=tests.lit.test_run_safety.NaNTwice",
+        "+loss.twice._target_=tests.train.test_run_safety.NaNTwice",
         out=out,
     )
     metrics, objects = train(cfg)
@@ -302,7 +302,7 @@ def test_skip_policy_gives_up_after_k_in_a_row(tiny_cfg, val_subset, tmp_path):
         "trainer.max_steps=4",
         "nan_guard.policy=skip",
         "nan_guard.max_consecutive_skips=2",
-        "+loss.twice._target_=tests.lit.test_run_safety.NaNTwice",
+        "+loss.twice._target_=tests.train.test_run_safety.NaNTwice",
         out=tmp_path / "k",
     )
     with pytest.raises(NonFiniteLossError, match=r"'twice'.*after 2 skipped steps in a row"):

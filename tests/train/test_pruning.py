@@ -154,8 +154,8 @@ def test_optuna_sweep_prunes_the_third_trial_for_real(tmp_path, val_subset):
     third a lower learning rate (7.5e-5 vs 1.25e-4) and a 10x larger GAN weight: it is behind."""
     import yaml
 
-    from tests.cli.test_sr_train import run_cli
-    from tests.cluster.test_sweeps import TINY_SWEEP, _rows, _sweep_dir
+    from tests.commands.test_sr_train import run_cli
+    from tests.train.test_sweeps import TINY_SWEEP, _rows, _sweep_dir
 
     result = run_cli(
         [

@@ -12,7 +12,7 @@ from PIL import Image
 from sr_cli.evaluate.evaluation import evaluate
 from sr_cli.metrics.registry import MetricSpec, registered
 from tests.conftest import TINY, compose_train
-from tests.eval.test_eval import compose_eval
+from tests.evaluate.test_eval import compose_eval
 
 
 def mae_255(x) -> torch.Tensor:

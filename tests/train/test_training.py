@@ -141,7 +141,7 @@ def test_nan_loss_stops_with_named_term_and_saves_last_good(tiny_cfg, val_subset
         "loss=[l1]",
         f"data.val_dir={val_subset}",
         "trainer.max_steps=4",
-        "+loss.boom._target_=tests.lit.test_training.ExplodingLoss",
+        "+loss.boom._target_=tests.train.test_training.ExplodingLoss",
         out=tmp_path / "nan",
     )
     with pytest.raises(NonFiniteLossError, match=r"'boom'.*iteration 1") as info:

@@ -16,7 +16,7 @@ from PIL import Image
 from sr_cli.commands.rate import main, prepare
 from sr_cli.rate import db
 from sr_cli.rate.aggregate import bradley_terry
-from tests.eval.rate_helpers import LiveServer, rate_args, three_runs
+from tests.rate.rate_helpers import LiveServer, rate_args, three_runs
 
 
 @pytest.fixture(scope="module")

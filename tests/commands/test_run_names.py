@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sr_cli.config import safe_name
-from tests.cli.test_sr_train import TINY_CLI, run_cli
+from tests.commands.test_sr_train import TINY_CLI, run_cli
 from tests.conftest import compose_train
 
 SR_EVAL = shutil.which("sr-eval") or str(Path(sys.executable).parent / "sr-eval")
@@ -133,7 +133,7 @@ def test_wandb_summary_is_the_best_and_images_share_the_metrics_step(
         f"data.val_dir={val_subset}",
         "logger=wandb",
         "trainer.max_steps=6",
-        "+callbacks.spy._target_=tests.cli.test_run_names.WandbSpy",
+        "+callbacks.spy._target_=tests.commands.test_run_names.WandbSpy",
         out=out,
     )
     train(cfg)

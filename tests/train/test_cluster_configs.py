@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from sr_cli.config import config_dir
 from sr_cli.train import sweep
-from tests.cli.test_sr_train import SR_TRAIN
+from tests.commands.test_sr_train import SR_TRAIN
 
 HAS_RAY = importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None
 
@@ -97,7 +97,7 @@ def test_ray_config_composes_against_the_plugins_own_config(tmp_path):
     code = (
         "import json\n"
         "from omegaconf import OmegaConf\n"
-        "from tests.cluster.test_configs import compose_hydra\n"
+        "from tests.train.test_cluster_configs import compose_hydra\n"
         "cfg = compose_hydra('cluster=ray', 'cluster.address=auto', 'cluster.gpus_per_job=2')\n"
         "print(json.dumps(OmegaConf.to_container(cfg.hydra.launcher, resolve=True)))\n"
     )

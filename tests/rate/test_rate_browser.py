@@ -11,7 +11,7 @@ import pytest
 
 from sr_cli.rate import db
 from sr_cli.rate.aggregate import bradley_terry, summarize
-from tests.eval.rate_helpers import LiveServer, rate_args, three_runs
+from tests.rate.rate_helpers import LiveServer, rate_args, three_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

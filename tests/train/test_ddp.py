@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tests.cli.test_sr_train import TINY_CLI, run_cli
+from tests.commands.test_sr_train import TINY_CLI, run_cli
 from tests.conftest import compose_train
 
 pytestmark = pytest.mark.slow
