@@ -14,7 +14,7 @@ EDSR step in BasicSR), ``data`` (datamodule throughput and time waiting for data
 This module is the runner (presets, the command line, which missed targets get profiled). Each
 section is a module of :mod:`bench.sections`; :mod:`bench.measure` is how everything is measured,
 :mod:`bench.harness` the real sr-train path and the plain loop it is compared with, and
-:mod:`bench.results` writes ``results.md``.
+:mod:`bench.tables` writes ``results.md``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 
 from bench.measure import environment, row
-from bench.results import FIXES, markdown
 from bench.sections import SECTIONS
 from bench.sections.data import bench_data
 from bench.sections.eval import bench_eval, profile_eval
@@ -40,6 +39,7 @@ from bench.sections.peer import bench_peer
 from bench.sections.scaling import bench_scaling
 from bench.sections.train import bench_train, profile_train_step
 from bench.sections.upscale import bench_upscale, profile_upscale
+from bench.tables import FIXES, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 
