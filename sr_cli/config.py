@@ -94,6 +94,17 @@ def sweep_keys(args: list[str]) -> list[str]:
     return keys
 
 
+def is_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``sr-train -m``; ``False`` outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False
+
+
 def _job_overrides() -> list[str]:
     """The overrides that set the current Hydra sweep job apart: the swept keys of the command
     line and of the sweeper's config (``[]`` outside a sweep)."""

@@ -1,5 +1,5 @@
 """One progress style for every command: a rich bar on stderr (``sr-train`` has its own, with
-losses and validation lines, in :mod:`sr_cli.engine.lit.progress`).
+losses and validation lines, in :mod:`sr_cli.train.lit.progress`).
 
 A leaf: rich only. ``bar(...)`` returns an object with ``update(n)``, ``describe(text)`` and
 ``close()``, and is a context manager; ``disable=True`` makes it do nothing.

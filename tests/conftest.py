@@ -74,8 +74,40 @@ def val_subset(tmp_path):
 @pytest.fixture(scope="session")
 def gan_checkpoint(tmp_path_factory):
     """``last.ckpt`` of a tiny L1 + GAN run (VGG-style discriminator on 32 px patches)."""
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     out = tmp_path_factory.mktemp("gan_run")
     train(compose_train([*TINY, "loss=[l1,gan]", "val.save_images=0"], output_dir=out))
     return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def eval_images(tmp_path_factory) -> Path:
+    """Three small validation images (48x60 crops of the bundled ones): 2 + 1 shards on 2 ranks."""
+    from PIL import Image
+
+    from sr_cli.data import SAMPLES_DIR
+
+    folder = tmp_path_factory.mktemp("eval_images") / "val3"
+    folder.mkdir()
+    for p in sorted((SAMPLES_DIR / "val").glob("*.png")):
+        Image.open(p).crop((40, 40, 88, 100)).save(folder / p.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, eval_images) -> Path:
+    """A run directory of a tiny ESRGAN (small preset) trained for 2 iterations with L1.
+
+    Session-scoped, so the ~10 s of training are paid once for tests/evaluate, tests/rate and
+    tests/report."""
+    from sr_cli.train.training import train
+
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    cfg = compose_train(
+        [*TINY, "model=esrgan", "loss=[l1]", f"data.val_dir={eval_images}", "val.save_images=0"],
+        output_dir=out,
+    )
+    train(cfg)
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    return out

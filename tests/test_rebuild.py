@@ -78,7 +78,7 @@ REFUSED = [
     ("sr_cli.models.pretrained._strip", "private or special"),
     ("sr_cli.models.edsr", "not a class or factory"),
     ("sr_cli.models", "only classes and factories"),
-    ("sr_cli.engine.lit.module.SRModule", "only classes and factories"),
+    ("sr_cli.train.lit.module.SRModule", "only classes and factories"),
     ("sr_cli.modelsx.edsr", "only classes and factories"),
     ("${oc.env:HOME}", "not a dotted Python name"),
     ("sr_cli.models.no_such_module.thing", "does not exist"),

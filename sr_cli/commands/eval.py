@@ -1,6 +1,6 @@
 """``sr-eval [overrides...]``: evaluate checkpoints on benchmark sets (see ``conf/eval.yaml``).
 
-The evaluation itself is :func:`sr_cli.engine.evaluation.evaluate`.
+The evaluation itself is :func:`sr_cli.evaluate.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from sr_cli.config import config_dir, register_resolvers
-from sr_cli.engine.evaluation import evaluate
 from sr_cli.errors import exit_on_hydra_user_error, exit_on_user_error
+from sr_cli.evaluate.evaluation import evaluate
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -13,8 +13,6 @@ the scores and writes ``mos.csv`` / ``mos.md`` to ``OUT`` (default ``sr-rate/``)
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,118 +64,29 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--port {args.port} is not a port number (0-65535)")
 
 
-# ---------------------------------------------------------------------------- sessions
 def prepare(args: argparse.Namespace):
     """Load the runs, create or resume the session and write its crops: a :class:`RateApp`."""
-    from sr_cli.rate import crops as C
-    from sr_cli.rate.server import RateApp
+    from sr_cli.rate.session import open_session
 
-    if not args.runs:
-        raise ConfigError("no run given: sr-rate RUN_OR_CKPT [RUN_OR_CKPT ...] (or --results)")
-    if args.mode == "pairwise" and len(args.runs) < 2:
-        raise ConfigError("pairwise rating needs two runs at least (or --mode absolute)")
-    runs = C.load_runs(list(args.runs), prefer_ema=not args.no_ema)
-    folder = C.image_set(args.set)
-    config = {
-        "mode": args.mode,
-        "set": str(folder),
-        "files": sorted(p.name for p in folder.rglob("*") if p.is_file()),
-        "crop": args.crop,
-        "crops": args.crops,
-        "random_crops": args.random_crops,
-        "max_images": args.max_images,
-        "seed": args.seed,
-        "ema": not args.no_ema,
-        "runs": [r.digest for r in runs],
-    }
-    fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    engine = db.open_engine(db_url(args))
-    sid = db.find_session(engine, fingerprint)
-    images = None
-    resumed = sid is not None
-    if sid is None:
-        images = C.super_resolve_set(runs, folder, args.max_images, args.seed)
-        rows = C.plan_items(
-            images, len(runs), args.mode, args.crop, args.crops, args.random_crops, args.seed
-        )
-        run_rows = [
-            {"idx": k, "name": r.name, "checkpoint": str(r.checkpoint), "digest": r.digest}
-            for k, r in enumerate(runs)
-        ]
-        try:
-            sid = db.create_session(engine, fingerprint, args.mode, config, run_rows, rows)
-        except Exception:
-            sid = db.find_session(engine, fingerprint)  # another sr-rate created it meanwhile
-            if sid is None:
-                raise
-    items = db.session_items(engine, sid)
-    crops_dir = out / "crops" / fingerprint[:16]
-    roles = ("a", "b", "gt") if args.mode == "pairwise" else ("a", "gt")
-    missing = [
-        it for it in items if any(not (crops_dir / f"{it.id}_{r}.png").is_file() for r in roles)
-    ]
-    if missing:
-        if images is None:
-            images = C.super_resolve_set(runs, folder, args.max_images, args.seed)
-        by_name = {name: (gt, srs) for name, gt, srs in images}
-        for it in missing:
-            gt, srs = by_name[it.image]
-            sources = {"a": srs[it.run_a], "gt": gt}
-            if it.run_b is not None:
-                sources["b"] = srs[it.run_b]
-            for role, img in sources.items():
-                C.write_crop(img, it.y, it.x, it.size, crops_dir / f"{it.id}_{role}.png")
-    n_votes = len(db.session_votes(engine, sid))
-    print(
-        f"sr-rate: session {sid} ({args.mode}, {len(runs)} runs, {len(items)} items per rater"
-        + (f"; resumed with {n_votes} vote(s) stored" if resumed else "; new")
-        + f"), votes in {db_url(args)}",
-        file=sys.stderr,
+    return open_session(
+        args.runs,
+        db_url(args),
+        image_set=args.set,
+        output=args.output,
+        mode=args.mode,
+        crop=args.crop,
+        crops=args.crops,
+        random_crops=args.random_crops,
+        max_images=args.max_images,
+        seed=args.seed,
+        prefer_ema=not args.no_ema,
+        show_gt=args.show_gt,
     )
-    return RateApp(engine, sid, args.mode, fingerprint, items, crops_dir, show_gt=args.show_gt)
-
-
-def pick_session(engine, args: argparse.Namespace) -> int:
-    """``--session``, else the latest session of the given runs, else the latest one."""
-    sessions = db.list_sessions(engine)
-    if not sessions:
-        raise ConfigError(f"the votes database {db_url(args)!r} has no session yet")
-    if args.session is not None:
-        if args.session not in {s["id"] for s in sessions}:
-            raise ConfigError(
-                f"--session {args.session} is not in the database; sessions: "
-                + ", ".join(f"{s['id']} ({', '.join(s['runs'])})" for s in sessions)
-            )
-        return args.session
-    if args.runs:
-        from sr_cli.engine.inference import resolve_checkpoint
-        from sr_cli.rate.crops import file_digest
-
-        digests = [file_digest(resolve_checkpoint(p)) for p in args.runs]
-        matching = [
-            s["id"]
-            for s in sessions
-            if [r["digest"] for r in db.session_info(engine, s["id"])["runs"]] == digests
-        ]
-        if not matching:
-            raise ConfigError(
-                "no session of these runs (in this order) in the database; drop the runs to "
-                "take the latest session, or pass --session N"
-            )
-        return matching[-1]
-    if len(sessions) > 1:
-        print(
-            f"sr-rate: {len(sessions)} sessions in the database; showing the latest "
-            f"({sessions[-1]['id']}); choose with --session N",
-            file=sys.stderr,
-        )
-    return sessions[-1]["id"]
 
 
 def results(args: argparse.Namespace) -> Path:
     from sr_cli.rate.aggregate import log_to_wandb, markdown, summarize, write_results
+    from sr_cli.rate.session import pick_session
 
     url = db_url(args)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
@@ -185,7 +94,7 @@ def results(args: argparse.Namespace) -> Path:
             f"no votes database at {url[len('sqlite:///') :]!r}: rate first, or pass --db / -o"
         )
     engine = db.open_engine(url)
-    sid = pick_session(engine, args)
+    sid = pick_session(engine, url, args.session, args.runs)
     res = summarize(engine, sid, n_boot=args.bootstrap, seed=args.seed)
     out = Path(args.output)
     csv_path, md_path = write_results(res, out)

@@ -3,7 +3,7 @@
 A study (``conf/study/NAME.yaml``) trains its runs (one ``sr-train`` each; extra overrides go to
 every run), evaluates them with a bicubic row on the same images, builds an ``sr-report`` page
 and writes ``results.md`` / ``results.json`` with the verdict computed from its declared
-criteria (:mod:`sr_cli.engine.study`). Rerunning skips finished runs.
+criteria (:mod:`sr_cli.study`). Rerunning skips finished runs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def parse_args(argv: Sequence[str]) -> tuple[str, str, str, list[str], bool]:
     """``(name, preset, out, extra overrides, train)`` from the command line (``train=false``:
     evaluate the runs finished so far, train nothing)."""
     from sr_cli.config import rewrite_overrides
-    from sr_cli.engine.study import study_names
+    from sr_cli.study.runner import study_names
 
     args = list(argv)
     if not args or args[0] in ("-h", "--help") or "=" in args[0]:
@@ -45,9 +45,8 @@ def parse_args(argv: Sequence[str]) -> tuple[str, str, str, list[str], bool]:
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     with exit_on_user_error("sr-study"):
-        from sr_cli.commands.train import quiet_startup
-        from sr_cli.engine.study import run_study
-        from sr_cli.engine.training import setup_environment
+        from sr_cli.environment import quiet_startup, setup_environment
+        from sr_cli.study.runner import run_study
 
         quiet_startup()
 

@@ -1,4 +1,5 @@
-"""Console entry points.
+"""``sr-train [overrides...]``: train a model (see ``conf/train.yaml``); the training itself is
+:mod:`sr_cli.train` (:func:`sr_cli.train.task.run`).
 
 ``sr-train`` accepts every Hydra override, plus the shorthand ``loss=a+b`` for selecting several
 loss terms (rewritten to Hydra's ``loss=[a,b]``, also inside sweeps: ``-m loss=l1,a+b``).
@@ -8,7 +9,6 @@ User errors (bad option, bad file, diverged loss) print one clear message and ex
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -18,124 +18,43 @@ from omegaconf import DictConfig
 from sr_cli.config import (
     SWEEP_KEYS_ENV,
     config_dir,
+    is_multirun,
     register_resolvers,
     rewrite_overrides,
     sweep_keys,
     unknown_list_members,
 )
+from sr_cli.environment import quiet_startup
 from sr_cli.errors import exit_on_hydra_user_error, exit_on_user_error
-
-log = logging.getLogger("sr_cli")
-
-
-def _is_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:
-        return False
-
-
-def quiet_startup() -> None:
-    """Silence start-up lines that carry no information for sr-train users (Lightning's
-    hardware banner and tips, dependency deprecation warnings); warnings about the user's own
-    inputs stay."""
-    import warnings
-
-    for name in (
-        "pytorch_lightning.utilities.rank_zero",
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning_fabric.utilities.rank_zero",
-        "pytorch_lightning.accelerators.cuda",
-        "lightning_fabric.utilities.seed",
-        "pytorch_lightning.trainer.connectors.checkpoint_connector",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for module in (
-        "torch",
-        "torchvision",
-        "kornia",
-        "piq",
-        "wandb",
-        "lightning_utilities",
-        "pytorch_lightning",
-        "lightning_fabric",
-        "hydra",
-        "omegaconf",
-        "pkg_resources",
-        "pydantic",
-        "google",
-        "sentry_sdk",
-    ):
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
-        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
-    warnings.filterwarnings("ignore", message=r".*litlogger.*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # sr-cli's own design, not the user's input: epochs are data.iters_per_epoch iterations (the
-    # bar and the validation lines report progress), and LQ is made in on_after_batch_transfer.
-    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
-    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_task(cfg: DictConfig) -> float | None:
-    from sr_cli.engine.lit.callbacks import TrainingInterrupted
-    from sr_cli.engine.training import run
+    from sr_cli.train.lit.callbacks import TrainingInterrupted
+    from sr_cli.train.task import after_stop, close_process_group, run
 
     quiet_startup()
     try:
-        if _is_multirun():  # a failed job must fail the sweep, with its traceback
+        if is_multirun():  # a failed job must fail the sweep, with its traceback
             metrics, objects = run(cfg)
         else:
             with exit_on_user_error("sr-train"):
                 metrics, objects = run(cfg)
     except TrainingInterrupted as stop:
         print(f"sr-train: {stop}", file=sys.stderr)
-        _after_stop(stop)
+        after_stop(stop)
         sys.exit(stop.exit_code)
     finally:
-        _close_process_group()
-    from sr_cli.engine import sweep
+        close_process_group()
+    from sr_cli.train import sweep
 
     sweep.last_run_dir = Path(objects["output_dir"])
     summary = Path(objects["output_dir"]) / "summary.json"
     if cfg.trainer.get("enable_progress_bar", True) and summary.is_file():
-        from sr_cli.engine.lit.progress import print_run_end
+        from sr_cli.train.lit.progress import print_run_end
 
         print_run_end(json.loads(summary.read_text()))
     return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
-
-
-def _close_process_group() -> None:
-    """End DDP's process group with the job (Lightning leaves it open): a gloo group still alive
-    when the interpreter exits can abort the process ("terminate called without an active
-    exception", exit -6) after the run has finished."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _after_stop(stop) -> None:
-    """A stopped sweep job gets its row in the sweep summary (the process exits here, before
-    Hydra's job callbacks run); under SLURM, SIGUSR1 requeues the job once last.ckpt is saved."""
-    from sr_cli.engine import slurm, sweep
-
-    if _is_multirun() and slurm._global_rank() == 0:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-        run_dir = Path(stop.checkpoint).parent.parent if stop.checkpoint else None
-        try:
-            sweep.record_preempted(Path(hc.runtime.output_dir), stop.signum, run_dir)
-            sweep.write_summary(hc.sweep.dir)
-        except Exception as exc:  # the summary never hides the stop
-            log.warning("could not update the sweep summary: %s", exc)
-    if stop.checkpoint is not None:
-        slurm.requeue_after(stop.signum)
 
 
 #: Launcher / sweeper plugins: the option that picks them, their module and their pip package.
@@ -173,7 +92,7 @@ def missing_plugin(args: list[str]) -> str | None:
 def train_main() -> None:
     """``sr-train [overrides...]``: train a model (see ``conf/train.yaml``)."""
     register_resolvers()
-    from sr_cli.engine.slurm import set_run_id
+    from sr_cli.train.slurm import set_run_id
 
     set_run_id()
     args = rewrite_overrides(sys.argv[1:])

@@ -1,7 +1,7 @@
 """``sr-upscale``: super-resolve image files or folders with an sr-train checkpoint.
 
 * Any image size: the generator runs on overlapping tiles blended seamlessly
-  (:mod:`sr_cli.engine.tiling`), and the output is assembled strip by strip, so memory is bounded by
+  (:mod:`sr_cli.evaluate.tiling`), and the output is assembled strip by strip, so memory is bounded by
   the tile size and the image width.
 * The alpha channel is kept: it is upscaled separately with MATLAB bicubic interpolation.
 * The bit depth is kept where the format allows: a 16-bit PNG gives a 16-bit PNG (grayscale,
@@ -28,93 +28,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from sr_cli.engine.upscaling import (
+from sr_cli.errors import ConfigError, exit_on_user_error
+from sr_cli.evaluate.upscaling import (
     DEFAULT_QUALITY,
+    FILES_OUTPUT_DIR,
     PRECISIONS,
-    make_forward,
-    read_picture,
-    upscale_picture,
-    write_array,
+    upscale_files,
 )
-from sr_cli.errors import ConfigError, DataError, exit_on_user_error
-
-#: Default output folder for image files given on the command line (in the current directory).
-FILES_OUTPUT_DIR = "upscaled"
 
 
-# ---------------------------------------------------------------------------- outputs
-def plan_outputs(
-    inputs: Sequence[str | Path],
-    output: str | Path | None,
-    scale: int,
-    suffix: str | None = None,
-    fmt: str | None = None,
-) -> list[tuple[Path, Path]]:
-    """``(input file, output file)`` pairs; refuses anything that would overwrite an input.
-
-    * a folder ``photos/`` goes to ``--output`` or to a new folder ``photos_x{scale}/`` beside
-      it (same file names);
-    * a file ``a.png`` goes to ``--output`` (a file name when it has an image extension and there
-      is one input, else a folder) or to ``upscaled/a.png`` in the current directory, never
-      next to the input.
-    """
-    from sr_cli.data.images import IMAGE_EXTENSIONS, list_images
-
-    if not inputs:
-        raise ConfigError("no input image or folder given")
-    ext = None if fmt is None else "." + fmt.lower().lstrip(".")
-    if ext is not None and ext not in IMAGE_EXTENSIONS:
-        raise ConfigError(f"--format {fmt!r} is unknown; choose from {list(IMAGE_EXTENSIONS)}")
-    out = Path(output).expanduser() if output else None
-    one_file = len(inputs) == 1 and Path(inputs[0]).is_file()
-    pairs: list[tuple[Path, Path]] = []
-    for item in inputs:
-        src = Path(item).expanduser()
-        if src.is_dir():
-            real = src.resolve()  # also for "." or "..": the new folder goes beside it
-            out_dir = out if out is not None else real.parent / f"{real.name or 'root'}_x{scale}"
-            sfx = suffix or ""
-            if out_dir.resolve() == src.resolve() and not sfx:
-                raise DataError(
-                    f"output folder {str(out_dir)!r} is the input folder: refusing to write into it "
-                    "without a --suffix (inputs are never overwritten). Pass --output or --suffix."
-                )
-            for f in list_images(src, what="input folder"):
-                pairs.append((f, out_dir / f"{f.stem}{sfx}{ext or f.suffix}"))
-        elif src.is_file():
-            if out is not None and one_file and out.suffix.lower() in IMAGE_EXTENSIONS:
-                target = out
-            else:
-                out_dir = out if out is not None else Path(FILES_OUTPUT_DIR)
-                sfx = suffix
-                if sfx is None:
-                    same = out_dir.resolve() == src.parent.resolve()
-                    sfx = f"_x{scale}" if same else ""
-                target = out_dir / f"{src.stem}{sfx}{ext or src.suffix}"
-            pairs.append((src, target))
-        else:
-            raise DataError(f"input {str(src)!r} does not exist. Check the path.")
-    sources = {p.resolve() for p, _ in pairs}
-    seen: dict[Path, Path] = {}
-    for src, dst in pairs:
-        key = dst.resolve()
-        if key in sources:
-            raise DataError(
-                f"output {str(dst)!r} would overwrite an input image: refusing. "
-                "Pass another --output or a --suffix."
-            )
-        if key in seen:
-            raise DataError(
-                f"{str(seen[key])!r} and {str(src)!r} would both be written to {str(dst)!r}; "
-                "upscale them to different --output folders."
-            )
-        seen[key] = src
-    return pairs
-
-
-# ---------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sr-upscale",
@@ -164,18 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {name!r} is not a device: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
-    return device
-
-
 def check_options(args: argparse.Namespace) -> None:
     """One-line errors for numeric options that cannot work (before the checkpoint is loaded)."""
     from sr_cli.data.images import check_max_pixels
@@ -199,34 +109,22 @@ def check_options(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> list[Path]:
     """Upscale as the parsed arguments say; returns the written files."""
-    from sr_cli.data.images import image_size
-    from sr_cli.engine.inference import load_generator, resolve_checkpoint
-    from sr_cli.engine.tiling import check_tiling
-    from sr_cli.progress import Bar
-
     check_options(args)
-    check_tiling(args.tile, args.overlap)
-    device = pick_device(args.device)
-    if args.precision != "fp32" and device.type != "cuda":
-        raise ConfigError(
-            f"--precision {args.precision} needs a CUDA device (got {device}); use --precision fp32"
-        )
-    loaded = load_generator(resolve_checkpoint(args.checkpoint), prefer_ema=not args.no_ema)
-    pairs = plan_outputs(args.inputs, args.output, loaded.scale, args.suffix, args.format)
-    for src, _ in pairs:  # every header first: a bomb or a broken file fails before any output
-        image_size(src, args.max_pixels)
-    generator = loaded.generator.to(device)
-    forward = make_forward(generator, device, args.precision)
-    written = []
-    with Bar(len(pairs), "sr-upscale", unit="image", disable=args.quiet) as bar:
-        for src, dst in pairs:
-            bar.describe(src.name)
-            pic = read_picture(src, args.max_pixels)
-            out = upscale_picture(pic, forward, loaded.scale, args.tile, args.overlap)
-            write_array(out, dst, args.quality)
-            written.append(dst)
-            bar.update(1)
-    return written
+    return upscale_files(
+        args.checkpoint,
+        args.inputs,
+        args.output,
+        suffix=args.suffix,
+        fmt=args.format,
+        quality=args.quality,
+        max_pixels=args.max_pixels,
+        tile=args.tile,
+        overlap=args.overlap,
+        precision=args.precision,
+        device=args.device,
+        prefer_ema=not args.no_ema,
+        quiet=args.quiet,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from sr_cli.data.datasets import AUTO_CACHE_PIXELS, decode_all, mod_crop, to_tensor
+from sr_cli.data.arrays import AUTO_CACHE_PIXELS, decode_all, mod_crop, to_tensor
 from sr_cli.data.images import image_size, list_images, read_image
 from sr_cli.errors import DataError
 

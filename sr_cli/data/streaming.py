@@ -51,7 +51,7 @@ from urllib.parse import urlparse
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from sr_cli.data.datasets import augment, to_tensor
+from sr_cli.data.arrays import augment, to_tensor
 from sr_cli.data.images import _to_rgb8, image_size, list_images, open_image
 from sr_cli.errors import ConfigError, DataError
 

@@ -8,7 +8,7 @@ layouts to this project's, and loads it with an error message that says what wen
 Containers understood:
 
 * BasicSR / Real-ESRGAN: ``{"params_ema": sd}`` or ``{"params": sd}`` (the EMA is preferred);
-* Lightning checkpoints of :mod:`sr_cli.engine.lit`: ``{"state_dict": {"generator.*", "generator_ema.*",
+* Lightning checkpoints of :mod:`sr_cli.train.lit`: ``{"state_dict": {"generator.*", "generator_ema.*",
   "discriminator.*", ...}}`` (the EMA generator is preferred when present; ``module.`` and
   ``n_averaged`` from :class:`torch.optim.swa_utils.AveragedModel` are handled);
 * ``{"state_dict": sd}``, ``{"model": sd}``, ``{"net": sd}``, ``{"generator": sd}`` and bare state dicts;

@@ -391,7 +391,7 @@ def log_to_wandb(res: MosResults, out_dir: Path, project: str = "sr-cli") -> str
     """The score table and per-run summaries to wandb (offline unless WANDB_MODE says
     otherwise). Returns the run's folder, or ``None`` when logging failed (a warning)."""
     try:
-        from sr_cli.engine.training import setup_environment
+        from sr_cli.environment import setup_environment
 
         setup_environment()  # WANDB_MODE=offline unless configured, never a login prompt
         import wandb

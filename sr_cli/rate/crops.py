@@ -2,7 +2,7 @@
 
 The LQ of every image is made as ``sr-eval`` makes it: the first checkpoint's stored
 degradation (sr-eval's fallback: MATLAB bicubic, quantized), seeded per image with
-``make_lq`` of :mod:`sr_cli.engine.compare` (the ``val_degradation`` stream), or the LR images of a benchmark folder. So the SR rated
+``make_lq`` of :mod:`sr_cli.evaluate.compare` (the ``val_degradation`` stream), or the LR images of a benchmark folder. So the SR rated
 here is the SR sr-eval scores.
 
 Regions: for every pair of runs and every image, the ``n_diff`` windows where the two SRs
@@ -70,8 +70,8 @@ def run_name(arg: str | Path, ckpt: Path) -> str:
 
 def load_runs(paths: list[str], prefer_ema: bool = True) -> list[RateRun]:
     """Load every run (a run folder or a ``.ckpt``); names made unique with ``#2``, ``#3``..."""
-    from sr_cli.engine.compare import unique_labels
-    from sr_cli.engine.inference import load_generator, resolve_checkpoint
+    from sr_cli.evaluate.compare import unique_labels
+    from sr_cli.evaluate.inference import load_generator, resolve_checkpoint
 
     if len(paths) < 1:
         raise ConfigError("no run given: sr-rate RUN_OR_CKPT [RUN_OR_CKPT ...]")
@@ -113,7 +113,7 @@ def image_set(set_arg: str) -> Path:
 def lq_degradation(runs: list[RateRun]):
     """The LQ degradation sr-eval uses: the first checkpoint's (rebuilt through the allow-list),
     else quantized MATLAB bicubic."""
-    from sr_cli.engine.compare import default_lq_config
+    from sr_cli.evaluate.compare import default_lq_config
     from sr_cli.rebuild import rebuild
 
     cfg = runs[0].degradation_config or default_lq_config(runs[0].scale)
@@ -126,8 +126,8 @@ def super_resolve_set(
 ) -> list[tuple[str, Tensor, list[Tensor]]]:
     """``[(image name, GT (1,3,H,W), [SR of each run])]`` for the images of ``folder``."""
     from sr_cli.data.datasets import open_eval_dataset
-    from sr_cli.engine.compare import make_lq
-    from sr_cli.engine.inference import super_resolve
+    from sr_cli.evaluate.compare import make_lq
+    from sr_cli.evaluate.inference import super_resolve
 
     scale = runs[0].scale
     dataset = open_eval_dataset(folder, scale)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import EVAL_MODELS, PRESETS, SECTIONS, alternate, stats
+from bench.measure import alternate, stats
+from bench.run import PRESETS, SECTIONS
+from bench.sections.eval import EVAL_MODELS
 
 REPO = Path(__file__).resolve().parent.parent.parent
 

@@ -99,7 +99,7 @@ def test_bad_files_in_benchmark_are_named_or_skipped(tmp_path):
 
 def test_benchmark_validates_under_its_own_name(tiny_cfg, val_subset, tmp_path):
     """A benchmark-layout folder in data.extra_val_dirs logs val/set5/<metric> during training."""
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     set5 = make_benchmark(tmp_path / "Set5", scales=(4,), size=(48, 48), n=1)
     out = tmp_path / "run"

@@ -11,9 +11,9 @@ from PIL import Image
 
 from sr_cli.data.images import ImageConversionWarning
 from sr_cli.data.paired import PairedFolderDataset
-from sr_cli.engine.lit.datamodule import SRDataModule
 from sr_cli.errors import DataError
 from sr_cli.pixels import to_uint8
+from sr_cli.train.lit.datamodule import SRDataModule
 
 S = 4
 
@@ -217,7 +217,7 @@ def test_empty_or_missing_folders_fail_in_setup(tmp_path, which):
 
 
 def test_bad_validation_folder_fails_before_training(tiny_cfg, tmp_path):
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     out = tmp_path / "run"
     cfg = tiny_cfg("loss=[l1]", f"+data.extra_val_dirs.set5={tmp_path / 'nope'}", out=out)
@@ -229,8 +229,8 @@ def test_bad_validation_folder_fails_before_training(tiny_cfg, tmp_path):
 
 def test_paired_config_trains_end_to_end(tiny_cfg, val_subset, tmp_path, monkeypatch):
     """``data=paired``: training batches carry their own LQ, which the module uses as is."""
-    from sr_cli.engine.lit.module import SRModule
-    from sr_cli.engine.training import train
+    from sr_cli.train.lit.module import SRModule
+    from sr_cli.train.training import train
 
     hr_dir, lr_dir = make_pairs(tmp_path, [("a", 12, 12), ("b", 10, 11)])
     cfg = tiny_cfg(

@@ -24,8 +24,8 @@ from sr_cli.data.streaming import (
     decode_image,
     open_shard_set,
 )
-from sr_cli.engine.training import train
 from sr_cli.errors import ConfigError, DataError
+from sr_cli.train.training import train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -266,7 +266,7 @@ def test_sr_train_ddp_two_processes_on_shards(shards_2, tmp_path):
     """2 gloo processes x 2 workers read the 6 shards through the installed sr-train."""
     from PIL import Image
 
-    from tests.cli.test_sr_train import TINY_CLI, run_cli
+    from tests.commands.test_sr_train import TINY_CLI, run_cli
 
     val = tmp_path / "val"  # an image for each rank's validation shard
     val.mkdir()

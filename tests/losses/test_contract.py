@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sr_cli.engine.training import train
 from sr_cli.losses.base import AdversarialTerm, ExtraPass, LossInputs, LossOutput, LossTerm
+from sr_cli.train.training import train
 
 
 class TinyCritic(nn.Module):
@@ -98,7 +98,7 @@ def test_d_start_step_is_respected(tiny_cfg, val_subset, tmp_path):
 
 
 def test_the_stage_runner_asks_the_terms(tiny_cfg):
-    from sr_cli.engine.stages import _adversarial_term
+    from sr_cli.train.stages import _adversarial_term
 
     cfg = tiny_cfg("loss=[l1]", "+loss.lsq._target_=tests.losses.test_contract.LeastSquaresTerm")
     assert _adversarial_term(cfg) == "lsq"

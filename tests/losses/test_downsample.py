@@ -68,7 +68,7 @@ def test_bicubic_replays_everything_silently_and_exactly(caplog):
 
 
 def test_training_with_realesrgan_logs_the_warning_once(tiny_cfg, caplog):
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     cfg = tiny_cfg("loss=[downsample]", "degradation=realesrgan", "val.save_images=0")
     with caplog.at_level(logging.WARNING, logger=LOGGER):

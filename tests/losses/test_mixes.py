@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tests.cli.test_sr_train import TINY_CLI, run_cli
+from tests.commands.test_sr_train import TINY_CLI, run_cli
 
 
 def test_l1_perceptual_gan_translational_trains(tiny_cfg, val_subset, vgg_cache):
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     metrics, objects = train(
         tiny_cfg(
@@ -38,7 +38,7 @@ def test_missing_vgg_weights_fail_before_training(tmp_path):
 
 def test_realesrgan_degradation_with_perceptual_gan(tiny_cfg, val_subset, vgg_cache):
     """The issue's `degradation=realesrgan model=esrgan loss=l1+perceptual+gan` (tiny budget)."""
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     metrics, objects = train(
         tiny_cfg(

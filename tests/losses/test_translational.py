@@ -112,7 +112,7 @@ def test_options_are_validated():
 
 
 def test_trains_with_second_pass_l1(tiny_cfg, val_subset):
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     metrics, _ = train(
         tiny_cfg(

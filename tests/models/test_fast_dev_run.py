@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sr_cli.config import group_options
-from sr_cli.engine.training import train
+from sr_cli.train.training import train
 
 SCALE_FOR = {"lapsrn": 4, "dbpn": 4}
 

@@ -37,7 +37,7 @@ def test_every_conv_is_spectrally_normalised():
 
 
 def test_gan_term_config_trains(tiny_cfg, val_subset, tmp_path):
-    from sr_cli.engine.training import train
+    from sr_cli.train.training import train
 
     cfg = tiny_cfg(
         "loss=[l1,multiscale_patchgan]",

@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from sr_cli.engine.inference import load_generator, super_resolve
 from sr_cli.errors import CheckpointError, ConfigError
+from sr_cli.evaluate.inference import load_generator, super_resolve
 from sr_cli.models.community import FAMILIES
 from sr_cli.models.edsr import edsr
 from sr_cli.models.pretrained import load_pretrained, rescale_img_range

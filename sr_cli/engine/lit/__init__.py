@@ -1,1 +1,0 @@
-"""LightningModules and the datamodule (they use models, losses, degradations, metrics, data)."""

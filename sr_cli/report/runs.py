@@ -1,0 +1,64 @@
+"""The runs a report compares: each run folder's checkpoint, resolved config and metrics.csv."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Run:
+    """A training run: its label, checkpoint, resolved config and metrics.csv (if any)."""
+
+    label: str
+    path: Path
+    checkpoint: Path
+    config: dict = field(default_factory=dict)
+    metrics_csv: Path | None = None
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run directory (or a bare ``.ckpt``)."""
+    from omegaconf import OmegaConf
+
+    from sr_cli.evaluate.inference import resolve_checkpoint
+
+    p = Path(path).expanduser()
+    ckpt = resolve_checkpoint(p)
+    run_dir = (
+        p
+        if p.is_dir()
+        else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
+    )
+    config: dict = {}
+    cfg_file = run_dir / "config_resolved.yaml"
+    if cfg_file.is_file():
+        config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False) or {}
+    metrics = run_dir / "metrics.csv"
+    return Run(
+        label=run_dir.name if p.is_dir() else ckpt.stem,
+        path=run_dir,
+        checkpoint=ckpt,
+        config=config,
+        metrics_csv=metrics if metrics.is_file() else None,
+    )
+
+
+def read_metrics_csv(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """``{column: [(step, value), ...]}`` from a Lightning CSV log (empty cells skipped)."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                step = float(row.get("step") or "nan")
+            except ValueError:
+                continue
+            for key, value in row.items():
+                if key in ("step", "epoch") or not value:
+                    continue
+                try:
+                    series.setdefault(key, []).append((step, float(value)))
+                except ValueError:
+                    continue
+    return series

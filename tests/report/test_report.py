@@ -1,0 +1,86 @@
+"""sr-report: a self-contained page, rendered headless in Chromium with every image loaded."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from sr_cli.commands.report import main
+from sr_cli.report.figures import radial_power_spectrum
+from sr_cli.report.page import build_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def report(trained_run, eval_images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    # The same run twice (labels made unique) plus --images: two runs, three images.
+    page = build_report([trained_run, trained_run], out, images=eval_images, crop=32)
+    return page
+
+
+def test_page_is_self_contained(report):
+    text = report.read_text()
+    srcs = re.findall(r'<img src="([^"]+)"', text)
+    # Per image: context, LQ, bicubic, 2 runs, GT (6 crops) + 3 difference maps + 1 spectrum;
+    # plus the training curves.
+    assert len(srcs) == 3 * (6 + 3 + 1) + 1
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    png = base64.b64decode(srcs[0].split(",", 1)[1])
+    assert png.startswith(b"\x89PNG")
+    for word in ("Metrics", "Training curves", "Difference maps", "Error spectrum", "bicubic"):
+        assert word in text
+    assert "tiny#2" in text  # second copy of the run, made unique
+    pngs = list(report.parent.glob("*.png"))
+    assert len(pngs) == len(srcs)  # written next to the page too
+    assert "http://" not in text and "https://" not in text  # nothing fetched
+
+
+def test_spectrum_of_noise_is_flat():
+    import torch
+
+    img = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    freq, power = radial_power_spectrum(img)
+    assert freq.min() > 0 and freq.max() <= 0.5
+    assert power.max() / power.min() < 10  # white noise: no frequency dominates
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
+def test_renders_in_headless_chromium(report, tmp_path):
+    res = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            report.resolve().as_uri(),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    m = re.search(r'data-images-loaded="(\d+)/(\d+)"', res.stdout)
+    assert m, f"load marker missing; stderr: {res.stderr[-2000:]}"
+    loaded, total = int(m.group(1)), int(m.group(2))
+    assert total == 31 and loaded == total
+
+
+def test_cli_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "no-such-run"), "-o", str(tmp_path / "r")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith("sr-report: error:")
