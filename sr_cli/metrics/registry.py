@@ -123,6 +123,9 @@ class MetricSpec:
         label: table header.
         decimals: digits shown in tables.
         higher_is_better: the arrow in the header (↑ or ↓).
+        target: for a metric whose GT value is a target rather than an extreme (a power ratio
+            whose GT value is 1, a level in dB whose GT value is 0): the target. The header then
+            shows ``→target`` instead of an arrow, and studies tabulate ``|value - target|``.
         fn: ``MetricInputs -> (B,)`` per-image values.
         weight_files: file names it loads from ``<torch hub dir>/checkpoints``.
         build: makes the module passed as ``MetricInputs.module`` (once per evaluation),
@@ -140,9 +143,12 @@ class MetricSpec:
     build: Callable[[], nn.Module] | None = None
     group: str = "extra"
     validation: bool = False
+    target: float | None = None
 
     @property
     def header(self) -> str:
+        if self.target is not None:
+            return f"{self.label} →{self.target:g}"
         return f"{self.label} {'↑' if self.higher_is_better else '↓'}"
 
     def format(self, value: float | None) -> str:
@@ -287,6 +293,33 @@ def _checkerboard(x: MetricInputs) -> Tensor:
     return _ratio(lattice_energy(sr, x.scale), lattice_energy(gt, x.scale), "lattice")
 
 
+def _db(fn: Callable[[MetricInputs], Tensor]) -> Callable[[MetricInputs], Tensor]:
+    """``10 log10`` of a power ratio: 0 dB is GT's power; averages over images stay meaningful
+    where ratios of a near-empty band in GT would let one image dominate a mean."""
+
+    def db(x: MetricInputs) -> Tensor:
+        return 10.0 * torch.log10(fn(x).clamp_min(1e-12))
+
+    return db
+
+
+def _haarpsi(x: MetricInputs) -> Tensor:
+    """HaarPSI (Reisenhofer et al., Signal Processing: Image Communication 2018) from piq, on
+    the 8-bit SR and GT, border cropped: a full-reference perceptual similarity with no learned
+    weights (1 = identical)."""
+    import piq
+
+    sr, gt = x.cropped()
+    return piq.haarpsi(sr, gt, data_range=1.0, reduction="none")
+
+
+def _l1_rgb(x: MetricInputs) -> Tensor:
+    """Mean absolute error of the 8-bit SR against GT on RGB in ``[0, 1]``, border cropped: the
+    L1 validation loss."""
+    sr, gt = x.cropped()
+    return (sr.double() - gt.double()).abs().flatten(1).mean(1)
+
+
 def translation_inconsistency(
     upscale: Callable[[Tensor], Tensor], lq: Tensor, scale: int, shift: int = TRANSLATION_SHIFT
 ) -> Tensor:
@@ -376,8 +409,12 @@ for _spec in (
     # piq.brisque loads its SVM from the v0.4.0 release asset (piq.brisque._score_svr).
     MetricSpec("brisque", "BRISQUE", 2, False, _brisque, ("brisque_svm_weights.pt",)),
     # Spectral and consistency metrics of the studies (sr-study); 1 = like GT for the ratios.
-    MetricSpec("hf_ratio", "HF ratio (GT=1)", 3, True, _hf_ratio),
-    MetricSpec("checkerboard", "Checkerboard (GT=1)", 3, False, _checkerboard),
+    MetricSpec("hf_ratio", "HF ratio (GT=1)", 3, True, _hf_ratio, target=1.0),
+    MetricSpec("checkerboard", "Checkerboard (GT=1)", 3, False, _checkerboard, target=1.0),
+    MetricSpec("hf_db", "HF power vs GT (dB)", 2, True, _db(_hf_ratio), target=0.0),
+    MetricSpec("lattice_db", "Lattice power vs GT (dB)", 2, False, _db(_checkerboard), target=0.0),
+    MetricSpec("haarpsi", "HaarPSI", 4, True, _haarpsi),
+    MetricSpec("l1_rgb", "L1 (RGB)", 4, False, _l1_rgb),
     MetricSpec("translation_inconsistency", "Transl. incons.", 3, False, _translation),
 ):
     register_metric(_spec)

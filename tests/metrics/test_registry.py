@@ -41,6 +41,8 @@ def test_every_entry_is_complete():
         spec = get_metric(name)
         assert spec.label and spec.decimals in (2, 3, 4) and callable(spec.fn)
     assert header("psnr_y") == "PSNR_Y ↑" and header("lpips") == "LPIPS ↓"
+    # A ratio whose GT value is 1 has a target, not a direction.
+    assert header("hf_ratio") == "HF ratio (GT=1) →1" and header("lattice_db").endswith("→0")
     assert get_metric("ssim_y").format(0.123456) == "0.1235"
     assert get_metric("ssim_y").format(float("nan")) == "n/a"
 

@@ -107,3 +107,32 @@ def test_translation_inconsistency():
     assert value("translation_inconsistency", gt, gt, lq=lq, upscale=mean_fill) == expected
     with pytest.raises(MetricNotApplicable, match="no generator"):
         get_metric("translation_inconsistency")(MetricInputs(gt, gt, lq, 4))
+
+
+def test_db_forms_are_ten_log10_of_the_ratios():
+    # The sinusoid of test_hf_ratio_is_the_power_ratio_of_a_high_frequency_sinusoid: ratio 4.
+    y, x = grid(N)
+    low = 0.15 * torch.cos(2 * math.pi * 2 * (x - S) / 64)
+    high = torch.cos(2 * math.pi * 24 * (y - S) / 64)
+    gt = gray(0.5 + low + 0.08 * high)
+    sr = gray(0.5 + 0.5 * low + 0.16 * high)
+    assert value("hf_db", gt, gt) == pytest.approx(0.0, abs=1e-9)
+    assert value("hf_db", sr, gt) == pytest.approx(10 * math.log10(4.0), abs=0.1)
+    base = (
+        0.5 + 0.1 * torch.cos(2 * math.pi * (x - S) / 4) + 0.1 * torch.cos(2 * math.pi * 5 * y / 64)
+    )
+    checker = 0.1 * (-1.0) ** (x + y)
+    assert value("lattice_db", gray(base + checker), gray(base)) == pytest.approx(
+        10 * math.log10(3.0), abs=0.1
+    )
+
+
+def test_l1_rgb_and_haarpsi_on_known_pairs():
+    y, x = grid(N)
+    gt = gray(0.3 + 0.2 * torch.cos(2 * math.pi * 3 * x / 64))
+    shifted = gt + 10 / 255  # every pixel 10 levels brighter, still inside [0, 1]
+    assert value("l1_rgb", shifted, gt) == pytest.approx(10 / 255, abs=1e-7)  # float32 rounding
+    assert value("haarpsi", gt, gt) == pytest.approx(1.0, abs=1e-6)
+    torch.manual_seed(0)
+    noisy = gray(0.3 + 0.2 * torch.cos(2 * math.pi * 3 * x / 64) + 0.05 * torch.randn(N, N))
+    assert value("haarpsi", noisy, gt) < value("haarpsi", gt, gt)
