@@ -132,7 +132,7 @@ def test_l1_rgb_and_haarpsi_on_known_pairs():
     gt = gray(0.3 + 0.2 * torch.cos(2 * math.pi * 3 * x / 64))
     shifted = gt + 10 / 255  # every pixel 10 levels brighter, still inside [0, 1]
     assert value("l1_rgb", shifted, gt) == pytest.approx(10 / 255, abs=1e-7)  # float32 rounding
-    assert value("haarpsi", gt, gt) == pytest.approx(1.0, abs=1e-6)
+    assert value("haarpsi", gt, gt) == pytest.approx(1.0, abs=1e-5)  # piq computes in float32
     torch.manual_seed(0)
     noisy = gray(0.3 + 0.2 * torch.cos(2 * math.pi * 3 * x / 64) + 0.05 * torch.randn(N, N))
     assert value("haarpsi", noisy, gt) < value("haarpsi", gt, gt)
