@@ -47,6 +47,7 @@ NAME_EXCLUDED = (
     "hparams_search",
     "name",
     "resume",
+    "init_from",
     "hydra",
     "trainer",
     "logger",

@@ -151,7 +151,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     fresh = rundir.is_unused(output_dir)
     try:
         check_options(cfg)
-        plan = rundir.plan_resume(cfg.get("resume"), output_dir)
+        if cfg.get("init_from"):
+            from sr_cli.train.fork import plan_fork
+
+            plan = plan_fork(cfg.init_from, output_dir, cfg.get("resume"))
+        else:
+            plan = rundir.plan_resume(cfg.get("resume"), output_dir)
         if plan.output_dir != output_dir:
             with open_dict(cfg):
                 cfg.paths.output_dir = str(plan.output_dir)
@@ -173,7 +178,10 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     from sr_cli.train import rundir
     from sr_cli.train.lit.callbacks import GracefulStop, TrainingInterrupted, run_checkpoints
 
-    if plan.checkpoint:
+    from sr_cli.train.fork import check_fork_compatible, is_fork
+
+    forked = is_fork(plan)
+    if plan.checkpoint and not forked:
         rundir.check_resume_compatible(plan, cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -181,15 +189,18 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # bad folders and images fail here, before any model is built
     module = build_module(cfg, datamodule.val_names, output_dir)
-    kept = rundir.trim_metrics(output_dir, plan.iteration) if plan.checkpoint else None
+    if forked:
+        check_fork_compatible(plan, module, cfg)
+    kept = rundir.trim_metrics(output_dir, plan.iteration) if plan.checkpoint and not forked else None
     trainer = build_trainer(cfg, module, output_dir, kept)
-    rundir.write_config_record(output_dir, resolved, resumed=plan.checkpoint is not None)
+    rundir.write_config_record(output_dir, resolved, resumed=plan.checkpoint is not None and not forked)
     provenance = write_provenance(output_dir, cfg.seed)
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, "provenance": provenance})
     rundir.define_wandb_summaries(trainer, cfg)
     if plan.checkpoint:
-        log.info("resuming from %s (iteration %d)", plan.checkpoint, plan.iteration)
+        what = "continuing the state of" if forked else "resuming from"
+        log.info("%s %s (iteration %d)", what, plan.checkpoint, plan.iteration)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint)
     finally:
