@@ -176,9 +176,8 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     import pytorch_lightning as pl
 
     from sr_cli.train import rundir
-    from sr_cli.train.lit.callbacks import GracefulStop, TrainingInterrupted, run_checkpoints
-
     from sr_cli.train.fork import check_fork_compatible, is_fork
+    from sr_cli.train.lit.callbacks import GracefulStop, TrainingInterrupted, run_checkpoints
 
     forked = is_fork(plan)
     if plan.checkpoint and not forked:
@@ -191,9 +190,13 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     module = build_module(cfg, datamodule.val_names, output_dir)
     if forked:
         check_fork_compatible(plan, module, cfg)
-    kept = rundir.trim_metrics(output_dir, plan.iteration) if plan.checkpoint and not forked else None
+    kept = (
+        rundir.trim_metrics(output_dir, plan.iteration) if plan.checkpoint and not forked else None
+    )
     trainer = build_trainer(cfg, module, output_dir, kept)
-    rundir.write_config_record(output_dir, resolved, resumed=plan.checkpoint is not None and not forked)
+    rundir.write_config_record(
+        output_dir, resolved, resumed=plan.checkpoint is not None and not forked
+    )
     provenance = write_provenance(output_dir, cfg.seed)
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, "provenance": provenance})

@@ -92,8 +92,6 @@ def test_a_fork_cannot_add_a_network_nor_change_the_generator(tiny_cfg, val_subs
         )
     with pytest.raises(ConfigError, match="cannot be combined"):
         train(
-            tiny_cfg(
-                "loss=[l1]", *common, f"init_from={base}", "resume=auto", out=tmp_path / "f3"
-            )
+            tiny_cfg("loss=[l1]", *common, f"init_from={base}", "resume=auto", out=tmp_path / "f3")
         )
     assert not (tmp_path / "f1").exists() and not (tmp_path / "f2").exists()
