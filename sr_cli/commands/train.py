@@ -101,12 +101,24 @@ def train_main() -> None:
         print(problem, file=sys.stderr)
         sys.exit(2)
     sys.argv = [sys.argv[0], *args]
+    if "hydra/sweeper=study" in args:
+        register_study_sweeper()
     if "-m" in args or "--multirun" in args:
         import os
 
         os.environ[SWEEP_KEYS_ENV] = ",".join(sweep_keys(args))
     with exit_on_hydra_user_error():
         _train_task()
+
+
+def register_study_sweeper() -> None:
+    """Register sr-study's sweeper with Hydra by hand: Hydra discovers plugins by scanning the
+    ``hydra_plugins`` namespace, which an editable install's import hook does not expose."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.sr_cli_study_sweeper.study_sweeper import StudySweeper
+
+    Plugins.instance().register(StudySweeper)
 
 
 if __name__ == "__main__":  # python -m sr_cli.commands.train
