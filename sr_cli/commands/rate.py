@@ -105,11 +105,24 @@ def results(args: argparse.Namespace) -> Path:
     return csv_path
 
 
+def expand_study(args: argparse.Namespace) -> None:
+    """``sr-rate <study folder>``: rate the study's arms on its evaluation images, with the votes
+    in the study's own ``rate/`` folder (where ``sr-study`` finds them for the MOS column)."""
+    from sr_cli.study.rating import is_study_folder, study_rating_inputs
+
+    if len(args.runs) == 1 and is_study_folder(args.runs[0]):
+        runs, image_set, out = study_rating_inputs(args.runs[0])
+        args.runs, args.output = runs, str(out)
+        if args.set == "samples":
+            args.set = image_set
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``sr-rate RUN_OR_CKPT...`` serves the rating page; ``sr-rate --results`` scores it."""
     args = build_parser().parse_args(argv)
     with exit_on_user_error("sr-rate"):
         _check_args(args)
+        expand_study(args)
         if args.results:
             results(args)
             return

@@ -300,8 +300,9 @@ def statuses_of(plan: planning.StudyPlan) -> dict[str, dict[int, str]]:
 
 
 # ---------------------------------------------------------------------------- MOS
-def mos_scores(root: Path) -> dict[str, dict[str, float]] | None:
-    """``{arm: {score, lo, hi, votes}}`` from the study's rating session, when it has votes."""
+def mos_scores(root: Path, arms: Mapping[str, str]) -> dict[str, dict[str, float]] | None:
+    """``{arm: {score, lo, hi, votes}}`` from the study's rating session, when it has votes
+    (``arms``: ``{arm: checkpoint}`` of the rated generators)."""
     db_path = root / "rate" / "votes.db"
     if not db_path.is_file():
         return None
@@ -316,15 +317,18 @@ def mos_scores(root: Path) -> dict[str, dict[str, float]] | None:
         res = summarize(engine, sessions[-1]["id"])
     except ConfigError:
         return None  # no vote yet
-    return {
-        name.split("/seed_")[0]: {
-            "score": float(res.score[k]),
-            "lo": float(res.ci_low[k]),
-            "hi": float(res.ci_high[k]),
-            "votes": int(res.votes_per_run[k]),
-        }
-        for k, name in enumerate(res.names)
-    }
+    by_ckpt = {str(Path(c).resolve()): arm for arm, c in arms.items()}
+    out = {}
+    for k, run in enumerate(res.runs):
+        arm = by_ckpt.get(str(Path(str(run.get("checkpoint", ""))).resolve()))
+        if arm is not None:
+            out[arm] = {
+                "score": float(res.score[k]),
+                "lo": float(res.ci_low[k]),
+                "hi": float(res.ci_high[k]),
+                "votes": int(res.votes_per_run[k]),
+            }
+    return out or None
 
 
 # ---------------------------------------------------------------------------- the study
@@ -403,7 +407,7 @@ def run_study(
         "plan": planning.as_mapping(plan),
         "warm_starts": _warm_summary(plan, study),
         "protocol": _protocol(study, preset, plan),
-        "mos": mos_scores(plan.root),
+        "mos": mos_scores(plan.root, _first_seed_checkpoints(plan, items)),
         "command": shlex.join(
             ["sr-study", str(name), f"preset={preset}"]
             + ([f"seeds={seeds}"] if seeds is not None else [])
@@ -413,6 +417,8 @@ def run_study(
         ),
         "report": os.path.relpath(report, plan.root) if report else "",
         "sweep_statuses": statuses,
+        "results_dir": str(plan.root),
+        "rating_runs": _first_seed_checkpoints(plan, items),
     }
     write_results(info, plan.root)
     say(f"verdict: {verdict}" + (f" ({note})" if note else ""))
@@ -463,12 +469,18 @@ def _protocol(study: Study, preset: str, plan: planning.StudyPlan) -> dict[str, 
     }
 
 
-def _report(plan, items, sets, study, preset, say) -> Path | None:
-    """An sr-report page with one generator per arm (the first seed's final generator)."""
-    firsts: dict[str, Path] = {}
+def _first_seed_checkpoints(plan, items) -> dict[str, str]:
+    """``{arm: last.ckpt}`` of the first seed: what the report shows and raters compare."""
+    firsts: dict[str, str] = {}
     for arm, seed, ckpt in items:
         if arm not in firsts and seed == min(plan.seeds):
-            firsts[arm] = ckpt
+            firsts[arm] = str(ckpt)
+    return firsts
+
+
+def _report(plan, items, sets, study, preset, say) -> Path | None:
+    """An sr-report page with one generator per arm (the first seed's final generator)."""
+    firsts = {arm: Path(c) for arm, c in _first_seed_checkpoints(plan, items).items()}
     if not firsts:
         return None
     from sr_cli.report.page import build_report
