@@ -11,6 +11,10 @@ statuses) and a ``margin``, the smallest difference that counts as the claimed e
       margin: 0.5                 # dB
       relative: false             # true: the difference as a fraction of the right side
 
+``>=`` and ``<=`` claim *non-inferiority*: the left side is not worse than the right by more
+than ``margin`` (the difference's interval must lie above ``-margin``); ``>`` and ``<`` claim
+an improvement of at least ``margin``.
+
 An operand is ``{arm, metric}`` (``arm: bicubic`` is the bicubic baseline; ``distance_from: c``
 takes ``|value - c|`` per image), ``{value: constant}``, or ``{arm, status: true}`` (the run's
 status: ``finished``, ``failed``, ``diverged``...). ``run`` is accepted for ``arm``.
@@ -250,8 +254,9 @@ def judge(crit: Mapping, values: Values, statuses: Statuses) -> Verdict:
         [sign * (sum(ds) / len(ds)) / scale for ds in image_diffs.values()]
     )
     v.seed_interval, v.image_interval = asdict(seed_iv), asdict(image_iv)
-    v.verdict = decide(seed_iv, image_iv, margin)
-    v.why = _why(seed_iv, image_iv, margin, relative)
+    threshold = -margin if op in (">=", "<=") else margin  # non-inferiority vs improvement
+    v.verdict = decide(seed_iv, image_iv, threshold)
+    v.why = _why(seed_iv, image_iv, threshold, relative)
     return v
 
 

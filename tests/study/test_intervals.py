@@ -156,3 +156,19 @@ def test_overall_verdict():
     assert overall([v(PASS), v(FAIL)], [v(PASS)]) == "did not hold"
     assert overall([v(PASS), v(STRADDLE)], [v(PASS)]) == "inconclusive"
     assert overall([v(PASS)], [v(STRADDLE)]) == "inconclusive"
+
+
+def test_at_least_as_good_is_non_inferiority_within_the_margin():
+    crit = {
+        "id": "n",
+        "left": {"arm": "a", "metric": "psnr_y"},
+        "op": ">=",
+        "right": {"arm": "b", "metric": "psnr_y"},
+        "margin": 0.5,
+    }
+    b = [[20.0, 30.0, 25.0, 28.0]] * 3
+    slightly_worse = [[19.9, 29.9, 24.9, 27.9], [19.8, 29.9, 24.9, 27.8], [19.9, 29.8, 24.8, 27.9]]
+    assert judge(crit, _values({"a": slightly_worse, "b": b}), {}).verdict == PASS
+    much_worse = [[x - 1.0 for x in row] for row in slightly_worse]
+    assert judge(crit, _values({"a": much_worse, "b": b}), {}).verdict == FAIL
+    assert judge({**crit, "op": ">"}, _values({"a": slightly_worse, "b": b}), {}).verdict == FAIL
