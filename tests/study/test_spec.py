@@ -156,3 +156,19 @@ def test_every_job_of_every_preset_composes_and_passes_sr_train_checks(study, tm
                 cfg = compose_train(job.overrides)
                 check_options(cfg)
                 assert cfg.run_name == job.name and cfg.seed == job.seed
+
+
+def test_the_readme_example_study_loads_and_composes(tmp_path):
+    from tests.conftest import compose_train
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Your own study") :]
+    block = section[
+        section.index("```yaml") + len("```yaml") : section.index(
+            "```\n", section.index("```yaml") + 7
+        )
+    ]
+    study = load_study(write(tmp_path, block, "my_study.yaml"))
+    plan = make_plan(study, "cpu", tmp_path)
+    assert len(plan.jobs) == 6 and plan.seeds == [0, 1, 2]
+    compose_train(plan.jobs["arm:charbonnier:0"].overrides)
