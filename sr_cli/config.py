@@ -10,8 +10,9 @@ from omegaconf import OmegaConf
 
 from sr_cli.data import demo_weights, sample_dir
 
-#: Config groups that may select several members at once (``loss=[l1,gan]``).
-LIST_GROUPS = ("loss",)
+#: Config groups that may select several members at once (``loss=[l1,gan]``,
+#: ``logger=[wandb,tensorboard]``).
+LIST_GROUPS = ("loss", "logger")
 
 
 #: The configs ship inside the package (``sr_cli/conf``; the repository's top-level ``conf`` is a
