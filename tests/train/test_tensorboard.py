@@ -31,6 +31,7 @@ def _csv_curve(run: Path, metric: str) -> dict[int, float]:
         return {int(r["step"]): float(r[metric]) for r in csv.DictReader(f) if r.get(metric)}
 
 
+@pytest.mark.slow  # (about 25 s on 2 cores; the next test covers the same in short)
 def test_tensorboard_gets_scalars_images_and_hparams(tiny_cfg, val_subset, tmp_path):
     from sr_cli.train.training import train
 
@@ -81,7 +82,10 @@ def test_wandb_and_tensorboard_together(tiny_cfg, val_subset, tmp_path):
     run = tmp_path / "run"
     train(tiny_cfg("logger=[wandb,tensorboard]", f"data.val_dir={val_subset}"))
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb")), "wandb wrote no run"
-    assert {e.step for e in _events(run).Scalars(METRIC)} == {1}
+    acc = _events(run)
+    assert {e.step: e.value for e in acc.Scalars(METRIC)} == pytest.approx(_csv_curve(run, METRIC))
+    assert [i.step for i in acc.Images("val/camera")] == [1]
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
     assert (run / "metrics.csv").is_file()  # the CSV logger is always on
 
 
