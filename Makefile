@@ -93,12 +93,12 @@ test-all: $(STAMP) ## Run every test
 	$(BIN)/python -m pytest -m 'slow or not slow' $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Lint with ruff
-	$(BIN)/ruff check sr_cli tests bench
-	$(BIN)/ruff format --check sr_cli tests bench
+	$(BIN)/ruff check sr_cli hydra_plugins tests bench
+	$(BIN)/ruff format --check sr_cli hydra_plugins tests bench
 
 format: $(STAMP) ## Format with ruff
-	$(BIN)/ruff format sr_cli tests bench
-	$(BIN)/ruff check --fix sr_cli tests bench
+	$(BIN)/ruff format sr_cli hydra_plugins tests bench
+	$(BIN)/ruff check --fix sr_cli hydra_plugins tests bench
 
 bench: $(STAMP) ## Benchmarks (BENCH=quick|full|smoke); writes bench/results.md and .json
 	$(BIN)/python -m bench.run --preset $(BENCH) --out $(BENCH_OUT) $(BENCH_ARGS)

@@ -207,7 +207,7 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint)
     finally:
-        rundir.finish_wandb(trainer)
+        rundir.finish_loggers(trainer)
 
     metrics = {
         k: float(v)
