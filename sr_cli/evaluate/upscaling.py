@@ -26,7 +26,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sr_cli.errors import ConfigError, DataError, SrCliError
+from sr_cli.errors import (
+    ConfigError,
+    DataError,
+    OutOfMemory,
+    SrCliError,
+    is_out_of_memory,
+    out_of_memory_summary,
+)
 from sr_cli.models.common import final_output
 from sr_cli.pixels import quantize_array
 
@@ -357,6 +364,23 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def _memory_hint(tile: int, overlap: int, precision: str, device: torch.device) -> str:
+    """What needs less memory: smaller tiles, then half precision on CUDA."""
+    if tile > 0:
+        half = max(1, tile // 2)
+        hints = [
+            f"lower --tile (now {tile}), e.g. --tile {half}"
+            if half > overlap
+            else f"lower --tile (now {tile}) and --overlap (now {overlap}), e.g. --tile {half} "
+            f"--overlap {half // 4}"
+        ]
+    else:
+        hints = ["upscale on tiles: --tile 256 (now 0, the whole image at once)"]
+    if precision == "fp32" and device.type == "cuda":
+        hints.append("use --precision bf16 (or fp16)")
+    return ", or ".join(hints)
+
+
 def upscale_files(
     checkpoint: str | Path,
     inputs: Sequence[str | Path],
@@ -396,7 +420,16 @@ def upscale_files(
         for src, dst in pairs:
             bar.describe(src.name)
             pic = read_picture(src, max_pixels)
-            out = upscale_picture(pic, forward, loaded.scale, tile, overlap)
+            try:
+                out = upscale_picture(pic, forward, loaded.scale, tile, overlap)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise OutOfMemory(
+                    f"{out_of_memory_summary(exc)} while upscaling {str(src)!r}; "
+                    + _memory_hint(tile, overlap, precision, target)
+                    + f"; {len(written)} image(s) written before it, none partly."
+                ) from exc
             write_array(out, dst, quality)
             written.append(dst)
             bar.update(1)
