@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sr_cli.errors import ConfigError, DataError
+from sr_cli.errors import (
+    ConfigError,
+    DataError,
+    OutOfMemory,
+    is_out_of_memory,
+    out_of_memory_summary,
+)
 from sr_cli.evaluate.picture_io import (
     DEFAULT_QUALITY,
     LUMA,
@@ -201,6 +207,23 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def _memory_hint(tile: int, overlap: int, precision: str, device: torch.device) -> str:
+    """What needs less memory: smaller tiles, then half precision on CUDA."""
+    if tile > 0:
+        half = max(1, tile // 2)
+        hints = [
+            f"lower --tile (now {tile}), e.g. --tile {half}"
+            if half > overlap
+            else f"lower --tile (now {tile}) and --overlap (now {overlap}), e.g. --tile {half} "
+            f"--overlap {half // 4}"
+        ]
+    else:
+        hints = ["upscale on tiles: --tile 256 (now 0, the whole image at once)"]
+    if precision == "fp32" and device.type == "cuda":
+        hints.append("use --precision bf16 (or fp16)")
+    return ", or ".join(hints)
+
+
 def upscale_files(
     checkpoint: str | Path,
     inputs: Sequence[str | Path],
@@ -240,7 +263,16 @@ def upscale_files(
         for src, dst in pairs:
             bar.describe(src.name)
             pic = read_picture(src, max_pixels)
-            out = upscale_picture(pic, forward, loaded.scale, tile, overlap)
+            try:
+                out = upscale_picture(pic, forward, loaded.scale, tile, overlap)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise OutOfMemory(
+                    f"{out_of_memory_summary(exc)} while upscaling {str(src)!r}; "
+                    + _memory_hint(tile, overlap, precision, target)
+                    + f"; {len(written)} image(s) written before it, none partly."
+                ) from exc
             write_array(out, dst, quality, icc=pic.icc, exif=pic.exif)
             written.append(dst)
             bar.update(1)
