@@ -43,6 +43,19 @@ class NonFiniteLossError(SrCliError, FloatingPointError):
         self.checkpoint = checkpoint
 
 
+def one_line(exc: BaseException | str) -> str:
+    """The whole message of ``exc`` on one line (newlines and runs of blanks become one space);
+    the exception's type name when it has no message, so a reason is never empty. Nothing is
+    cut: a state-dict error keeps every key it lists."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, BaseException):
+        if not text:
+            return type(exc).__name__
+        if isinstance(exc, (KeyError, IndexError, EOFError)):
+            return f"{type(exc).__name__}: {text}"
+    return text
+
+
 def find_user_error(exc: BaseException | None) -> SrCliError | None:
     """The :class:`SrCliError` behind ``exc``, also when Hydra's ``instantiate`` wrapped it."""
     seen = set()
