@@ -92,13 +92,13 @@ def check_output_dir(folder: str | Path, what: str = "output folder") -> Path:
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
-        reason = (
-            "read-only" if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else exc.strerror
-        )
-        where = "" if probe == folder else f" ({str(probe)!r} is where it would be created)"
-        raise ConfigError(
-            f"cannot write to {what} {str(folder)!r}{where}: {reason}; choose a writable folder."
-        ) from None
+        read_only = exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+        reason = "read-only" if read_only else f"not writable ({exc.strerror})"
+        if probe == folder:
+            message = f"cannot write to {what} {str(folder)!r}: it is {reason}"
+        else:
+            message = f"cannot create {what} {str(folder)!r}: {str(probe)!r} is {reason}"
+        raise ConfigError(f"{message}; choose a writable folder.") from None
     return folder
 
 
