@@ -48,7 +48,10 @@ def test_atomic_writes_refuse_what_is_not_a_regular_file(specials, name):
     with pytest.raises(ConfigError, match="not a regular file"):
         atomic_write_text(target, "text")
     after = os.lstat(target)  # the same object, not replaced by a regular file
-    assert (after.st_ino, stat.S_IFMT(after.st_mode)) == (before.st_ino, stat.S_IFMT(before.st_mode))
+    assert (after.st_ino, stat.S_IFMT(after.st_mode)) == (
+        before.st_ino,
+        stat.S_IFMT(before.st_mode),
+    )
     assert not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -112,9 +115,7 @@ def test_symlink_to_a_device_is_not_called_missing(specials, tmp_path):
     with pytest.raises(CheckpointError) as info:
         safe_torch_load(specials["dev_zero"])
     assert "does not exist" not in str(info.value)
-    assert "symbolic link to '/dev/zero', a character device, not a regular file" in str(
-        info.value
-    )
+    assert "symbolic link to '/dev/zero', a character device, not a regular file" in str(info.value)
     assert file_problem(tmp_path / "nothing") == "does not exist"
     assert "a folder" in file_problem(specials["folder"])
     assert "not a regular file" in is_readable_checkpoint(specials["dev_zero"])
