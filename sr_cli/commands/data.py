@@ -130,21 +130,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 #: Every numeric option of sr-data -> its default, for the message. All must be positive,
-#: except the two whose 0 has a documented meaning (:data:`ZERO_ALLOWED`).
+#: except ``--thresh-size``, whose 0 is the documented default (no extra border crop).
+#: ``--max-pixels`` (0 = no limit) is checked by :func:`sr_cli.data.images.check_max_pixels`.
 NUMERIC = {
     "crop_size": "480",
     "step": "240",
     "thresh_size": "0",
     "lr_scales": None,
     "workers": "1",
-    "max_pixels": "100000000",
     "shard_size": "1000",
     "shard_bytes": "1e9",
     "timeout": "10",
     "max_unpacked_bytes": "50e9",
 }
-#: ``--thresh-size 0``: no extra crop at the border; ``--max-pixels 0``: no limit.
-ZERO_ALLOWED = ("thresh_size", "max_pixels")
+ZERO_ALLOWED = ("thresh_size",)
 
 
 def check_numbers(args: argparse.Namespace) -> None:

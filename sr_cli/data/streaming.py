@@ -52,7 +52,7 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sr_cli.data.arrays import augment, to_tensor
-from sr_cli.data.images import _to_rgb8, image_size, list_images, open_image
+from sr_cli.data.images import _to_rgb8, check_max_pixels, image_size, list_images, open_image
 from sr_cli.errors import ConfigError, DataError
 
 # Lightning warns that an IterableDataset's length may be wrong with several workers; each
@@ -120,8 +120,11 @@ def write_shards(
     """
     import webdataset as wds
 
+    check_max_pixels(max_pixels, "--max-pixels")
     if shard_size < 1:
         raise ConfigError(f"--shard-size {shard_size}: use at least 1 image per shard.")
+    if not shard_bytes > 0:
+        raise ConfigError(f"--shard-bytes {shard_bytes:g}: use a positive size, e.g. 1e9.")
     src, out = Path(src).expanduser(), Path(out).expanduser()
     files = list_images(src, what="source folder")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
