@@ -132,6 +132,9 @@ def write_shards(
             f"output folder {str(out)!r} is inside the source folder {str(src)!r}; "
             "write the shards to a folder of their own."
         )
+    from sr_cli.serialization import atomic_write_text, check_output_dir, check_output_file
+
+    check_output_dir(out, "output folder")  # before anything is read
     if out.exists() and any(out.iterdir()):
         if not force and (out / MANIFEST).exists():
             raise ConfigError(
@@ -143,7 +146,10 @@ def write_shards(
                 f"output folder {str(out)!r} is not empty; choose a new folder (or --force to "
                 "write into it, replacing any shard-*.tar)."
             )
-        for old in [*out.glob("shard-*.tar"), *out.glob("shard-*.tar.partial"), out / MANIFEST]:
+        olds = [*out.glob("shard-*.tar"), *out.glob("shard-*.tar.partial"), out / MANIFEST]
+        for old in olds:  # --force replaces files, never a folder, FIFO or device
+            check_output_file(old, "--force would replace", folder=False)
+        for old in olds:
             old.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -217,9 +223,7 @@ def write_shards(
         "source": str(src),
         "shards": shards,
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return ShardReport(
         images=written,
         shards=len(shards),
