@@ -358,16 +358,16 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
     missing, unexpected, shapes, causes = diagnose(model, sd)
     if missing or unexpected or shapes:
         msg = (
-            f"checkpoint {path} does not fit {type(model).__name__}.\n"
-            f"  missing keys: {_summary(missing)}\n"
-            f"  unexpected keys: {_summary(unexpected)}\n"
-            f"  shape mismatches: {_summary(shapes, 5)}\n"
-            f"  likely cause: {'; '.join(causes)}"
+            f"checkpoint {path} does not fit {type(model).__name__}: "
+            f"missing keys: {_summary(missing)}; "
+            f"unexpected keys: {_summary(unexpected)}; "
+            f"shape mismatches: {_summary(shapes, 5)}; "
+            f"likely cause: {'; '.join(causes)}"
         )
         if strict:
             raise CheckpointError(msg)
         log.warning(
-            "%s\n  loading the %d matching tensors only (strict=False).",
+            "%s; loading the %d matching tensors only (strict=False).",
             msg,
             len(sd) - len(unexpected),
         )
