@@ -120,9 +120,14 @@ def test_a_user_study_file_loads_and_expands(tmp_path):
 
 
 def test_the_psnr_warm_start_is_shared_by_two_studies(tmp_path):
+    # Same config (the smoke presets share their body): one folder; another upsampler (the cpu
+    # presets: pixel shuffle for downsample, nearest+conv for translational): another hash.
+    a = make_plan(load_study("downsample"), "smoke", tmp_path, [], None, lambda f: False)
+    b = make_plan(load_study("translational"), "smoke", tmp_path, [], None, lambda f: False)
+    assert a.jobs["warm:psnr:0"].run_dir == b.jobs["warm:psnr:0"].run_dir
     a = make_plan(load_study("downsample"), "cpu", tmp_path, [], None, lambda f: False)
     b = make_plan(load_study("translational"), "cpu", tmp_path, [], None, lambda f: False)
-    assert a.jobs["warm:psnr:0"].run_dir == b.jobs["warm:psnr:0"].run_dir
+    assert a.jobs["warm:psnr:0"].run_dir != b.jobs["warm:psnr:0"].run_dir
 
 
 def test_unknown_study_preset_arm_and_criterion_are_one_line_errors(tmp_path):
