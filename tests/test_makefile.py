@@ -136,6 +136,12 @@ def test_pretrain_demo(clone, tmp_path):
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert any(k.startswith("body.") or k.startswith("conv_first") for k in load_file(weights))
+    # it says what it is (issue 26): the small preset's RRDBNet, read back from its metadata
+    from sr_cli.models.detect import load_weights
+
+    loaded = load_weights(weights)
+    assert loaded.model_config["detected_from"] == "metadata" and loaded.scale == 4
+    assert loaded.model_config["preset"] == "small"
 
 
 def test_bench_on_a_fresh_clone(clone, tmp_path):
