@@ -41,7 +41,10 @@ def clone(tmp_path_factory) -> Path:
     ).stdout.split("\0")  # fmt: skip
     for f in filter(None, files):
         src = REPO / f
-        if src.is_file():
+        if src.is_symlink():  # conf -> sr_cli/conf
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.readlink(src), dest / f)
+        elif src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
     assert not (dest / "bench" / "results.md").exists()

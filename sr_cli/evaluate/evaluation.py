@@ -33,7 +33,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sr_cli.errors import ConfigError
+from sr_cli.errors import ConfigError, OutOfMemory, is_out_of_memory, out_of_memory_summary
 from sr_cli.evaluate.compare import (
     Comparison,
     checkpoint_rows,
@@ -217,6 +217,20 @@ def _degradation_for(cfg_node: Any, what: str, source: Path | None = None) -> nn
         raise ConfigError(f"cannot build the {what} degradation from {cfg_node}: {exc}") from exc
 
 
+def _tiling(cfg: DictConfig) -> tuple[int, int]:
+    """``tile`` / ``tile_overlap`` of the eval config, checked (one line naming the option)."""
+    tile, overlap = cfg.get("tile") or 0, cfg.get("tile_overlap", 16)
+    for key, value in (("tile", tile), ("tile_overlap", overlap)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{key}={value!r} must be a whole number of LQ pixels >= 0")
+    if tile and overlap >= tile:
+        raise ConfigError(
+            f"tile_overlap={overlap} must be smaller than tile={tile}; e.g. tile=256 "
+            "tile_overlap=16"
+        )
+    return tile, overlap
+
+
 def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     """Evaluate ``cfg.checkpoints`` on ``cfg.datasets``. Returns ``(results, objects)``.
 
@@ -290,18 +304,38 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
     trainer_kwargs.pop("_target_", None)
     output_dir = Path(cfg.output_dir)
-    results, trainer, module = compare(
-        rows,
-        datasets,
-        lq_degradation,
-        selection.metrics,
-        scale,
-        protocol=protocol,
-        unavailable=selection.unavailable,
-        seed=int(cfg.get("seed", 0)),
-        num_workers=int(cfg.get("num_workers", 0)),
-        trainer_kwargs={"default_root_dir": str(output_dir), **trainer_kwargs},
-    )
+    tile, overlap = _tiling(cfg)
+    try:
+        results, trainer, module = compare(
+            rows,
+            datasets,
+            lq_degradation,
+            selection.metrics,
+            scale,
+            protocol=protocol,
+            unavailable=selection.unavailable,
+            seed=int(cfg.get("seed", 0)),
+            num_workers=int(cfg.get("num_workers", 0)),
+            tile=tile,
+            tile_overlap=overlap,
+            trainer_kwargs={"default_root_dir": str(output_dir), **trainer_kwargs},
+        )
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        half = max(1, tile // 2)
+        if not tile:
+            hint = "super-resolve on tiles with tile=256 (tile_overlap=16)"
+        elif half > overlap:
+            hint = f"lower tile (now {tile}), e.g. tile={half}"
+        else:
+            hint = f"lower tile and tile_overlap (now {tile}, {overlap}), e.g. tile={half} " + (
+                f"tile_overlap={half // 4}"
+            )
+        raise OutOfMemory(
+            f"{out_of_memory_summary(exc)} while evaluating; {hint}, or evaluate fewer "
+            f"checkpoints at once (now {len(paths)}); nothing was written."
+        ) from exc
     results.output_dir = output_dir
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)

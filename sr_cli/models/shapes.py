@@ -118,18 +118,25 @@ def _image_upsampler(sd: SD, in_feat: int, out_ch: int) -> tuple[str, tuple[int,
 def _rrdbnet(sd: SD) -> Inferred:
     if "conv_up3.weight" in sd:
         raise NotThis("an x8 RRDBNet (conv_up3), which sr-cli's RRDBNet does not build")
-    c_in, nf, out = _w(sd, "conv_first.weight")[1], _w(sd, "conv_first.weight")[0], None
+    nf, c_in = _w(sd, "conv_first.weight")[:2]
     out = _w(sd, "conv_last.weight")[0]
+    up = (_w(sd, "conv_up1.weight")[0], _w(sd, "conv_up2.weight")[0])
     args = {
         "num_feat": nf,
         "num_block": len(_idx(sd, r"^body\.(\d+)\.rdb1\.conv1\.weight$")),
         "num_grow_ch": _w(sd, "body.0.rdb1.conv1.weight")[0],
         "num_out_ch": out,
+        "upsampler": "nearest+conv" if up == (nf, nf) else "pixelshuffle",
     }
+    if up not in ((nf, nf), (4 * nf, 4 * nf), (9 * nf, nf)):
+        raise NotThis(f"conv_up1/conv_up2 make {up} features from {nf}: no upsampler of RRDBNet")
     for scale, fold in ((1, 16), (2, 4)):  # pixel-unshuffle folds the input (Real-ESRGAN x2)
-        if c_in == fold * out:
+        if c_in == fold * out and up[0] != 9 * nf:
             return Inferred({**args, "num_in_ch": out}, (scale,), assumed=("padding_mode",))
-    return Inferred({**args, "num_in_ch": c_in}, (3, 4), assumed=("padding_mode",), default_scale=4)
+    args["num_in_ch"] = c_in
+    if up != (nf, nf):  # a pixel shuffle stores its factors: x3 then x1, or x2 twice
+        return Inferred(args, (3 if up[0] == 9 * nf else 4,), assumed=("padding_mode",))
+    return Inferred(args, (3, 4), assumed=("padding_mode",), default_scale=4)
 
 
 def _msrresnet(sd: SD) -> Inferred:

@@ -1,4 +1,4 @@
-"""The votes database: sessions, runs, items (regions to rate), raters and votes.
+"""The votes database: sessions, runs, items (regions to rate), raters, votes and access tokens.
 
 Any database SQLAlchemy supports works (``--db postgresql://...``); the default is a SQLite
 file. Every vote is written in its own transaction, so a crash or a closed tab loses at most
@@ -7,6 +7,9 @@ in the schema, so two identical votes arriving at once store one and refuse the 
 
 On SQLite the connection runs in WAL mode and every transaction starts with
 ``BEGIN IMMEDIATE``: concurrent writers queue on the busy timeout instead of failing.
+
+Access tokens (invite links, admin pages: :mod:`sr_cli.rate.invites`) are stored as their
+SHA-256 digests only; the links themselves are printed once, when they are made.
 """
 
 from __future__ import annotations
@@ -110,6 +113,23 @@ votes = Table(
         "(choice IS NULL AND rating BETWEEN 1 AND 5)",
         name="vote_is_choice_or_rating",
     ),
+)
+
+
+#: Invite links (role ``rater``) and admin pages (role ``admin``): a token's SHA-256 digest, the
+#: rater it belongs to, and when it was revoked (a new link for the same rater, or the end of
+#: the ``sr-rate`` process that made an admin link).
+tokens = Table(
+    "rate_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("session_id", Integer, ForeignKey("rate_sessions.id"), nullable=False),
+    Column("role", String(8), nullable=False),
+    Column("name", String(MAX_NAME), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("created", Float, nullable=False),
+    Column("revoked", Float, nullable=True),
+    CheckConstraint("role IN ('rater', 'admin')", name="token_role"),
 )
 
 
@@ -356,3 +376,24 @@ def session_votes(engine: Engine, sid: int) -> list[Vote]:
             .order_by(votes.c.id)
         ).all()
         return [Vote(*r) for r in rows]
+
+
+def votes_per_rater(engine: Engine, sid: int) -> dict[str, int]:
+    """``{rater: number of votes}`` of a session (raters without a vote are absent)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(raters.c.name, func.count(votes.c.id))
+            .join(votes, votes.c.rater_id == raters.c.id)
+            .where(votes.c.session_id == sid)
+            .group_by(raters.c.name)
+        ).all()
+        return {name: int(n) for name, n in rows}
+
+
+def count_votes(engine: Engine, sid: int) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(votes).where(votes.c.session_id == sid)
+            ).scalar()
+        )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sr_cli.errors import ConfigError
 from sr_cli.rate import db
-from sr_cli.rate.server import RateApp
+from sr_cli.rate.app import RateApp
 
 
 def open_session(
@@ -34,7 +34,7 @@ def open_session(
     show_gt: bool = False,
 ) -> RateApp:
     """Load the runs, create or resume the session (in the votes database at ``url``) and write
-    its crops to ``output``: a :class:`~sr_cli.rate.server.RateApp` to serve."""
+    its crops to ``output``: a :class:`~sr_cli.rate.app.RateApp` to serve."""
     from sr_cli.rate import crops as C
 
     if not runs:

@@ -161,6 +161,8 @@ CASES = [
     ("esrgan", RRDBNet, dict(scale=4, num_feat=24, num_block=3, num_grow_ch=12), "x.pth",
      [esrgan_original, old_rrdb]),
     ("esrgan_x2", RRDBNet, dict(scale=2, num_feat=16, num_block=1, num_grow_ch=8), "x.pth", []),
+    ("esrgan_shuffle", RRDBNet, dict(scale=3, num_feat=16, num_block=1, num_grow_ch=8,
+                                     upsampler="pixelshuffle"), "x.pth", []),
     ("srcnn", SRCNN, dict(scale=3, n1=10, n2=6, f1=7, f2=3, f3=3), "srcnn_x3.pth", []),
     ("vdsr", VDSR, dict(scale=2, num_feat=10, num_layers=5), "vdsr_x2.pth", [twtygqyy_vdsr]),
     ("espcn", ESPCN, dict(scale=3, n1=10, n2=6), "x.pth", [yjn870_espcn]),
@@ -177,7 +179,7 @@ CASES = [
 
 NAMES = {
     "msrresnet": "MSRResNet", "edsr": "EDSR", "rcan": "RCAN", "esrgan": "ESRGAN",
-    "esrgan_x2": "ESRGAN", "srcnn": "SRCNN", "vdsr": "VDSR", "espcn": "ESPCN",
+    "esrgan_x2": "ESRGAN", "esrgan_shuffle": "ESRGAN", "srcnn": "SRCNN", "vdsr": "VDSR", "espcn": "ESPCN",
     "fsrcnn": "FSRCNN", "lapsrn": "LapSRN", "dbpn": "D-DBPN", "swinir": "SwinIR",
     "swinir_light": "SwinIR",
 }  # fmt: skip
