@@ -69,11 +69,12 @@ pretrain-demo: $(STAMP) ## Rebuild the warm start of `make train` (L1, bundled i
 	  print(export_generator(*sys.argv[1:]))' $(PRETRAIN_DIR)/checkpoints/last.ckpt $(DEMO_WEIGHTS)
 
 AUX_WEIGHTS := sr_cli/data/weights/auxnet_samples.safetensors
+AUX_STEPS := 2000
 
 pretrain-aux: $(STAMP) ## Rebuild the auxiliary perceptual network (AuxNet, source-image task) into $(AUX_WEIGHTS)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -c 'import sys; \
 	  from sr_cli.data import sample_dir; from sr_cli.train.auxiliary import pretrain_auxnet; \
-	  pretrain_auxnet(sample_dir("train"), sys.argv[1])' $(AUX_WEIGHTS)
+	  pretrain_auxnet(sample_dir("train"), sys.argv[1], steps=int(sys.argv[2]))' $(AUX_WEIGHTS) $(AUX_STEPS)
 
 # Headless Chromium renders the sr-report page and, driven by selenium through chromedriver,
 # rates an sr-rate session in the tests (Debian packages; root on CI).

@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from sr_cli.data import demo_weights, sample_dir
@@ -279,3 +280,31 @@ def unknown_list_members(args: list[str], groups: tuple[str, ...] = LIST_GROUPS)
 def rewrite_overrides(args: list[str]) -> list[str]:
     """Apply :func:`rewrite_list_override` to every command-line override."""
     return [rewrite_list_override(a) for a in args]
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback (``conf/hydra/default.yaml``): before Hydra creates the run folder
+    (``hydra.run.dir``) or the sweep folder (``hydra.sweep.dir``), check that it can be created
+    and written. Hydra's own ``mkdir`` would fail with a traceback before sr-train's (or
+    sr-eval's) task runs; here a read-only place is one line naming the folder, exit status 2,
+    and nothing is created."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config, key: str) -> None:
+        from sr_cli.errors import exit_on_user_error
+        from sr_cli.serialization import check_output_dir
+
+        try:
+            folder = OmegaConf.select(config, key)
+            prog = f"sr-{OmegaConf.select(config, 'hydra.job.config_name') or 'train'}"
+        except Exception:  # noqa: BLE001 - Hydra reports a folder it cannot resolve itself
+            return
+        if folder:
+            with exit_on_user_error(prog):
+                check_output_dir(str(folder), key)

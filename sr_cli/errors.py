@@ -73,6 +73,19 @@ def out_of_memory_summary(exc: BaseException) -> str:
     return f"{head} (tried to allocate {tried.group(1)})" if tried else head
 
 
+def one_line(exc: BaseException | str) -> str:
+    """The whole message of ``exc`` on one line (newlines and runs of blanks become one space);
+    the exception's type name when it has no message, so a reason is never empty. Nothing is
+    cut: a state-dict error keeps every key it lists."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, BaseException):
+        if not text:
+            return type(exc).__name__
+        if isinstance(exc, (KeyError, IndexError, EOFError)):
+            return f"{type(exc).__name__}: {text}"
+    return text
+
+
 def find_user_error(exc: BaseException | None) -> SrCliError | None:
     """The :class:`SrCliError` behind ``exc``, also when Hydra's ``instantiate`` wrapped it."""
     seen = set()

@@ -61,7 +61,7 @@ def make(clone: Path, *args: str, timeout: int = 900) -> subprocess.CompletedPro
 
 
 def test_every_target_has_a_quick_form():
-    covered = {"help", "install", "train", "pretrain-demo", "lint", "bench", "gpu-check"} | DRY_RUN
+    covered = {"help", "install", "train", "pretrain-demo", "pretrain-aux", "lint", "bench", "gpu-check"} | DRY_RUN
     assert set(documented_targets()) <= covered, "add the new target's quick form to this file"
 
 
@@ -145,6 +145,19 @@ def test_pretrain_demo(clone, tmp_path):
     loaded = load_weights(weights)
     assert loaded.model_config["detected_from"] == "metadata" and loaded.scale == 4
     assert loaded.model_config["preset"] == "small"
+
+
+def test_pretrain_aux(clone, tmp_path):
+    """The AuxNet recipe, three steps long, written where AUX_WEIGHTS says with its metadata."""
+    from safetensors import safe_open
+
+    weights = tmp_path / "aux.safetensors"
+    r = make(clone, "pretrain-aux", "AUX_STEPS=3", f"AUX_WEIGHTS={weights}")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    with safe_open(weights, "pt") as f:
+        meta = f.metadata()
+        assert f.keys()
+    assert meta and int(meta["steps"]) == 3, meta
 
 
 def test_bench_on_a_fresh_clone(clone, tmp_path):

@@ -165,9 +165,17 @@ def prepare(args: argparse.Namespace):
 
 
 def results(args: argparse.Namespace) -> Path:
-    from sr_cli.rate.aggregate import log_to_wandb, markdown, summarize, write_results
+    from sr_cli.rate.aggregate import (
+        check_results_destination,
+        log_to_wandb,
+        markdown,
+        summarize,
+        write_results,
+    )
     from sr_cli.rate.session import pick_session
 
+    out = Path(args.output)
+    check_results_destination(out)  # before anything is fitted
     url = db_url(args)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
         raise ConfigError(
@@ -176,7 +184,6 @@ def results(args: argparse.Namespace) -> Path:
     engine = db.open_engine(url)
     sid = pick_session(engine, url, args.session, args.runs)
     res = summarize(engine, sid, n_boot=args.bootstrap, seed=args.seed)
-    out = Path(args.output)
     csv_path, md_path = write_results(res, out)
     print(markdown(res))
     print(f"sr-rate: wrote {csv_path} and {md_path}", file=sys.stderr)

@@ -52,7 +52,7 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sr_cli.data.arrays import augment, to_tensor
-from sr_cli.data.images import _to_rgb8, image_size, list_images, open_image
+from sr_cli.data.images import _to_rgb8, check_max_pixels, image_size, list_images, open_image
 from sr_cli.errors import ConfigError, DataError
 
 # Lightning warns that an IterableDataset's length may be wrong with several workers; each
@@ -120,8 +120,11 @@ def write_shards(
     """
     import webdataset as wds
 
+    check_max_pixels(max_pixels, "--max-pixels")
     if shard_size < 1:
         raise ConfigError(f"--shard-size {shard_size}: use at least 1 image per shard.")
+    if not shard_bytes > 0:
+        raise ConfigError(f"--shard-bytes {shard_bytes:g}: use a positive size, e.g. 1e9.")
     src, out = Path(src).expanduser(), Path(out).expanduser()
     files = list_images(src, what="source folder")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
@@ -129,6 +132,9 @@ def write_shards(
             f"output folder {str(out)!r} is inside the source folder {str(src)!r}; "
             "write the shards to a folder of their own."
         )
+    from sr_cli.serialization import atomic_write_text, check_output_dir, check_output_file
+
+    check_output_dir(out, "output folder")  # before anything is read
     if out.exists() and any(out.iterdir()):
         if not force and (out / MANIFEST).exists():
             raise ConfigError(
@@ -140,7 +146,10 @@ def write_shards(
                 f"output folder {str(out)!r} is not empty; choose a new folder (or --force to "
                 "write into it, replacing any shard-*.tar)."
             )
-        for old in [*out.glob("shard-*.tar"), *out.glob("shard-*.tar.partial"), out / MANIFEST]:
+        olds = [*out.glob("shard-*.tar"), *out.glob("shard-*.tar.partial"), out / MANIFEST]
+        for old in olds:  # --force replaces files, never a folder, FIFO or device
+            check_output_file(old, "--force would replace", folder=False)
+        for old in olds:
             old.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -214,9 +223,7 @@ def write_shards(
         "source": str(src),
         "shards": shards,
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return ShardReport(
         images=written,
         shards=len(shards),

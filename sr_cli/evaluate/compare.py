@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from sr_cli.degradations.base import DegradationNotInvertible
-from sr_cli.errors import ConfigError, is_out_of_memory
+from sr_cli.errors import ConfigError, is_out_of_memory, one_line
 from sr_cli.metrics.aggregate import PerImageTable, image_mean
 from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS
 from sr_cli.metrics.registry import (
@@ -295,7 +295,7 @@ class CompareModule(pl.LightningModule):
             if isinstance(exc, (MetricNotApplicable, DegradationNotInvertible)):
                 self.notes.setdefault(name, f"skipped for {label}: {exc}")
             else:
-                self.notes.setdefault(name, f"could not be computed: {str(exc).splitlines()[0]}")
+                self.notes.setdefault(name, f"could not be computed: {one_line(exc)}")
 
         skip = (DegradationNotInvertible, ValueError, AssertionError, RuntimeError)
         return compute_metrics(self.metrics, inputs, dict(self.built), on_skip, skip)

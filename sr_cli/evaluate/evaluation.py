@@ -25,6 +25,7 @@ the ``val_degradation`` stream (:mod:`sr_cli.streams`), as validation during tra
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -81,10 +82,23 @@ def as_dataset_dict(datasets: Any) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- outputs
+#: The files sr-eval writes into its output folder.
+RESULT_FILES = ("results.csv", "results_per_image.csv", "results.md")
+
+
+def _write_rows(path: Path, fill) -> None:
+    """A CSV written atomically (never into a FIFO or over a device: see serialization)."""
+    from sr_cli.serialization import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    fill(csv.writer(buf))
+    atomic_write_text(path, buf.getvalue())
+
+
 def write_csv(results: Comparison, path: Path) -> None:
     cols = ["dataset", "model", "arch", "checkpoint", "iteration", "ema", "images"]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
+
+    def fill(writer) -> None:
         writer.writerow([*cols, *results.metrics])
         for row in results.rows:
             cells = []
@@ -95,16 +109,19 @@ def write_csv(results: Comparison, path: Path) -> None:
                 )
             writer.writerow([row.get(c, "") for c in cols] + cells)
 
+    _write_rows(path, fill)
+
 
 def write_per_image_csv(results: Comparison, path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
+    def fill(writer) -> None:
         writer.writerow(["dataset", "image", "model", *results.metrics])
         for row in results.per_image:
             writer.writerow(
                 [row["dataset"], row["image"], row["model"]]
                 + ["" if row.get(m) is None else f"{row[m]:.6f}" for m in results.metrics]
             )
+
+    _write_rows(path, fill)
 
 
 def markdown(results: Comparison) -> str:
@@ -242,6 +259,7 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     from sr_cli.environment import setup_environment
     from sr_cli.evaluate.inference import resolve_checkpoint
     from sr_cli.metrics.protocol import PROTOCOLS
+    from sr_cli.serialization import atomic_write_text, check_output_dir, check_output_file
 
     setup_environment()
     protocol = str(cfg.get("protocol", "paper"))
@@ -305,6 +323,9 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     trainer_kwargs.pop("_target_", None)
     output_dir = Path(cfg.output_dir)
     tile, overlap = _tiling(cfg)
+    check_output_dir(output_dir, "output_dir")  # before anything is computed
+    for name in RESULT_FILES:
+        check_output_file(output_dir / name, "output_dir", folder=False)
     try:
         results, trainer, module = compare(
             rows,
@@ -341,7 +362,7 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_csv(results, output_dir / "results.csv")
         write_per_image_csv(results, output_dir / "results_per_image.csv")
-        (output_dir / "results.md").write_text(markdown(results))
+        atomic_write_text(output_dir / "results.md", markdown(results))
         print_results(results)
         if (cfg.get("logger") or {}).get("wandb"):
             log_to_wandb(results, cfg, output_dir)

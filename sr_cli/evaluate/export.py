@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from sr_cli.errors import ConfigError
+from sr_cli.errors import ConfigError, one_line
 from sr_cli.evaluate.inference import load_generator, resolve_checkpoint
 from sr_cli.models.common import final_output
 
@@ -115,16 +115,16 @@ def export_weights(
         for key in ("detected_by", "detected_from", "published", "layout"):
             described.pop(key, None)
         metadata = generator_metadata(described, scale)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":
-        atomic_save_safetensors(sd, path, metadata)
+        atomic_save_safetensors({k: v.contiguous() for k, v in sd.items()}, path, metadata)
     else:
         atomic_torch_save({"params": sd, PTH_KEY: metadata} if metadata else sd, path)
     report = ExportReport(path=path, scale=scale, layout=layout)
     if not check:
         report.skipped = "--no-check"
         return report
-    loaded = load_weights(path, scale=scale)
+    # read back as the format written, whatever the file's suffix
+    loaded = load_weights(path, scale=scale, safetensors=fmt == "safetensors")
     if loaded.scale != scale:
         raise ConfigError(f"{str(path)!r} is read back as x{loaded.scale}, not x{scale}")
     how = loaded.model_config.get("detected_from")
@@ -217,12 +217,14 @@ def export_onnx(generator: nn.Module, path: str | Path, opset: int = OPSET) -> P
     """Export ``generator`` (eval mode, CPU) to ONNX with dynamic batch/height/width axes,
     through ``torch.export`` and the dynamo-based ONNX exporter (onnxscript); the weights are
     stored inside the one ``.onnx`` file."""
+    from sr_cli.serialization import check_output_file
+
     if opset < MIN_OPSET:
         raise ConfigError(
             f"--opset {opset}: the ONNX exporter (torch.onnx, dynamo) writes opset {MIN_OPSET} "
             f"or newer; use --opset {OPSET}"
         )
-    path = Path(path)
+    path = check_output_file(Path(path), "the ONNX output", folder=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = ExportWrapper(generator).eval().cpu()
     program = _capture(model, type(generator).__name__)
@@ -299,14 +301,18 @@ def export(
 ) -> ExportReport:
     """Export a checkpoint's generator; validate with onnx / onnxruntime when installed
     (``fmt="onnx"``) or by spandrel detection (``fmt="pth"``/``"safetensors"``)."""
+    from sr_cli.serialization import check_output_file
+
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
     ckpt = resolve_checkpoint(checkpoint)
+    path = Path(output) if output else ckpt.with_suffix(f".{fmt}")
+    # -o names a file: an existing folder, device or FIFO is refused before anything runs.
+    check_output_file(path, "-o" if output else "the output file (next to the checkpoint)")
+    if path.resolve() == ckpt.resolve():
+        raise ConfigError(f"-o {str(path)!r} would overwrite the checkpoint; pick another name")
     loaded = load_generator(ckpt, prefer_ema=prefer_ema)
     if fmt != "onnx":
-        path = Path(output) if output else ckpt.with_suffix(f".{fmt}")
-        if path.resolve() == ckpt.resolve():
-            raise ConfigError(f"-o {str(path)!r} would overwrite the checkpoint; pick another name")
         return export_weights(
             loaded.generator, loaded.scale, path, fmt, check, atol, loaded.model_config
         )
@@ -316,14 +322,13 @@ def export(
             f"sr-export needs {' and '.join(missing)} to write ONNX files (torch's dynamo-based "
             "exporter): pip install 'sr-cli[onnx]' (or: pip install onnx onnxscript onnxruntime)"
         )
-    path = Path(output) if output else ckpt.with_suffix(".onnx")
     try:
         export_onnx(loaded.generator, path, opset)
     except ConfigError:
         raise
     except Exception as exc:  # unsupported operator, ...
         raise ConfigError(
-            f"ONNX export of {type(loaded.generator).__name__} failed: {_reason(exc)}"
+            f"ONNX export of {type(loaded.generator).__name__} failed: {one_line(exc)}"
         ) from exc
     report = ExportReport(path=path, scale=loaded.scale)
     if not check:

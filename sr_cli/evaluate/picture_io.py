@@ -267,6 +267,9 @@ def write_array(
         arr = np.round(arr / 257.0).astype(np.uint8)
     icc, exif = output_metadata(path, fmt, arr.shape[2], icc, exif)
     meta = {k: v for k, v in (("icc_profile", icc), ("exif", exif)) if v}
+    from sr_cli.serialization import check_output_file
+
+    check_output_file(path, folder=False)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         if arr.dtype == np.uint16 and arr.shape[2] != 1:

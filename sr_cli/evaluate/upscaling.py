@@ -195,6 +195,17 @@ def plan_outputs(
     return pairs
 
 
+def check_destinations(pairs: Sequence[tuple[Path, Path]], what: str = "output") -> None:
+    """Before any image is decoded: every output is a new or a regular file (never a device, a
+    FIFO or a folder) in a folder that can be written (created if needed)."""
+    from sr_cli.serialization import check_output_dir, check_output_file
+
+    for folder in sorted({dst.parent for _, dst in pairs}):
+        check_output_dir(folder, f"{what} folder")
+    for _, dst in pairs:
+        check_output_file(dst, what, folder=False)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -254,6 +265,7 @@ def upscale_files(
         )
     loaded = load_generator(resolve_checkpoint(checkpoint), prefer_ema=prefer_ema)
     pairs = plan_outputs(inputs, output, loaded.scale, suffix, fmt)
+    check_destinations(pairs, "-o" if output else "output")
     for src, _ in pairs:  # every header first: a bomb or a broken file fails before any output
         image_size(src, max_pixels)
     generator = loaded.generator.to(target)

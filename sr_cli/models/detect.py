@@ -352,16 +352,18 @@ def load_weights(
     prefer_ema: bool = True,
     raw: dict | None = None,
     scale: int | None = None,
+    safetensors: bool | None = None,
 ) -> LoadedGenerator:
     """A :class:`~sr_cli.models.pretrained.LoadedGenerator` for any weights file, ready for
     inference (``sr-upscale``, ``sr-eval``, ``sr-export``, ``sr-report``, ``sr-rate``).
 
-    ``scale`` (the command's, if it has one) settles the scale of weights that do not state it.
+    ``scale`` (the command's, if it has one) settles the scale of weights that do not state it;
+    ``safetensors`` reads the file as safetensors (or not) whatever its suffix.
     """
     path = Path(path)
     file_meta = None
     if raw is None:
-        raw, file_meta = read_weights(path)
+        raw, file_meta = read_weights(path, safetensors)
     source = repr(str(path))
     sd = extract_state_dict(raw, prefer_ema)
     meta_raw = metadata_of(raw, file_meta)

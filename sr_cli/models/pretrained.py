@@ -70,41 +70,57 @@ class LoadedGenerator:
     name: str | None = None
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The raw object stored in a weight file (a dict), read without executing pickled code."""
+def read_checkpoint(path: str | Path, safetensors: bool | None = None) -> dict:
+    """The raw object stored in a weight file (a dict), read without executing pickled code;
+    as safetensors when ``safetensors`` (``None``: when the suffix is ``.safetensors``)."""
+    from sr_cli.errors import one_line
+    from sr_cli.serialization import file_problem
+
     path = Path(path).expanduser()
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem is not None:
+        what = "checkpoint file not found" if problem == "does not exist" else "checkpoint file"
         raise CheckpointError(
-            f"checkpoint file not found: {path}. Check model.pretrained / the path you passed."
+            f"{what}: {path} {problem}. Check model.pretrained / the path you passed."
         )
-    if path.suffix == ".safetensors":
+    if safetensors is None:
+        safetensors = path.suffix == ".safetensors"
+    if safetensors:
         from safetensors.torch import load_file
 
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"could not read safetensors file {path}: empty file (0 bytes)")
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:  # noqa: BLE001 - safetensors raises several types
-            raise CheckpointError(f"could not read safetensors file {path}: {e}") from e
+            raise CheckpointError(f"could not read safetensors file {path}: {one_line(e)}") from e
     obj = safe_torch_load(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict.")
     return dict(obj)
 
 
-def read_weights(path: str | Path) -> tuple[dict, dict[str, str] | None]:
+def read_weights(
+    path: str | Path, safetensors: bool | None = None
+) -> tuple[dict, dict[str, str] | None]:
     """``(raw object, safetensors metadata)`` of a weight file, read without executing code;
-    the metadata is ``None`` for torch files (theirs is inside the raw object)."""
+    as safetensors when ``safetensors`` (``None``: when the suffix is ``.safetensors``). The
+    metadata is ``None`` for torch files (theirs is inside the raw object)."""
+    from sr_cli.errors import one_line
+    from sr_cli.serialization import file_problem
+
     path = Path(path).expanduser()
-    if path.suffix != ".safetensors":
-        return read_checkpoint(path), None
-    if not path.is_file():
-        return read_checkpoint(path), None  # the not-found error
+    if safetensors is None:
+        safetensors = path.suffix == ".safetensors"
+    if not safetensors or file_problem(path) is not None or path.stat().st_size == 0:
+        return read_checkpoint(path, safetensors), None  # a torch file, or the error in words
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     except Exception as e:  # noqa: BLE001 - safetensors raises several types
-        raise CheckpointError(f"could not read safetensors file {path}: {e}") from e
+        raise CheckpointError(f"could not read safetensors file {path}: {one_line(e)}") from e
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -192,7 +208,13 @@ def source_img_range(raw: Mapping) -> float:
     meta = raw.get("sr_cli")
     if isinstance(meta, Mapping) and isinstance(meta.get("model"), Mapping):
         gen = meta["model"].get("generator") or {}
-        return float(gen.get("img_range", 1.0) or 1.0)
+        value = gen.get("img_range", 1.0) or 1.0
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CheckpointError(
+                f"the stored model.generator.img_range {value!r} is not a number; the checkpoint "
+                "is damaged or was not written by sr-train."
+            )
+        return float(value)
     return PUBLISHED_IMG_RANGE
 
 
@@ -319,16 +341,16 @@ def load_state(
     missing, unexpected, shapes, causes = diagnose(model, sd)
     if missing or unexpected or shapes:
         msg = (
-            f"checkpoint {source} does not fit {type(model).__name__}.\n"
-            f"  missing keys: {_summary(missing)}\n"
-            f"  unexpected keys: {_summary(unexpected)}\n"
-            f"  shape mismatches: {_summary(shapes, 5)}\n"
-            f"  likely cause: {'; '.join(causes)}"
+            f"checkpoint {source} does not fit {type(model).__name__}: "
+            f"missing keys: {_summary(missing)}; "
+            f"unexpected keys: {_summary(unexpected)}; "
+            f"shape mismatches: {_summary(shapes, 5)}; "
+            f"likely cause: {'; '.join(causes)}"
         )
         if strict:
             raise CheckpointError(msg)
         log.warning(
-            "%s\n  loading the %d matching tensors only (strict=False).",
+            "%s; loading the %d matching tensors only (strict=False).",
             msg,
             len(sd) - len(unexpected),
         )

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sr_cli.errors import CheckpointError, ConfigError
+from sr_cli.errors import CheckpointError, ConfigError, one_line
 from sr_cli.models.pretrained import PUBLISHED_IMG_RANGE, extract_state_dict, read_checkpoint
 
 #: File types accepted as published weights.
@@ -63,24 +63,23 @@ _SIZE = re.compile(
 _KEYS = re.compile(r"(Missing|Unexpected) key\(s\) in state_dict: ((?:\"[^\"]+\"(?:, )?)+)")
 
 
-def describe_error(exc: BaseException, n: int = 3) -> str:
-    """``exc``'s message on one line, whole. A ``load_state_dict`` error (one line per key) is
-    summarised: its first ``n`` size mismatches and missing/unexpected keys, with counts."""
-    text = str(exc) or type(exc).__name__
+def describe_error(exc: BaseException) -> str:
+    """``exc``'s message on one line, whole (as :func:`sr_cli.errors.one_line`). A
+    ``load_state_dict`` error (one line per key) is rewritten in words: every size mismatch
+    (the file's shape vs the model's) and every missing/unexpected key, nothing cut."""
+    text = one_line(exc)
     if m := _LOAD_ERROR.search(text):
         parts = []
         sizes = _SIZE.findall(text)
         if sizes:
-            shown = [f"{k} ({a}) in the file vs ({b}) in the model" for k, a, b in sizes[:n]]
-            more = f" and {len(sizes) - n} more" if len(sizes) > n else ""
-            parts.append("size mismatch for " + ", ".join(shown) + more)
+            shown = [f"{k} ({a}) in the file vs ({b}) in the model" for k, a, b in sizes]
+            parts.append("size mismatch for " + ", ".join(shown))
         for kind, keys in _KEYS.findall(text):
             names = re.findall(r'"([^"]+)"', keys)
-            more = f" and {len(names) - n} more" if len(names) > n else ""
-            parts.append(f"{kind.lower()} keys {', '.join(names[:n])}{more}")
+            parts.append(f"{kind.lower()} keys {', '.join(names)}")
         if parts:
             return f"{m[1]} does not load these tensors: {'; '.join(parts)}"
-    return " ".join(text.split())
+    return text
 
 
 def spandrel_detect(

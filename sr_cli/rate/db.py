@@ -38,9 +38,15 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
-from sr_cli.errors import ConfigError, SrCliError
+from sr_cli.errors import ConfigError, SrCliError, one_line
 
 MODES = ("pairwise", "absolute")
 #: Pairwise choices, relative to the item's stored runs ``run_a`` / ``run_b``.
@@ -162,8 +168,31 @@ def default_url(path: str) -> str:
     return f"sqlite:///{path}"
 
 
+def sqlite_file(url: str) -> str | None:
+    """The database file of an ``sqlite:///PATH`` URL (``None``: in memory or another server)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    return path if path and path != ":memory:" else None
+
+
 def open_engine(url: str) -> Engine:
-    """An engine for ``url`` with the schema created; SQLite tuned for concurrent writers."""
+    """An engine for ``url`` with the schema created; SQLite tuned for concurrent writers.
+
+    Raises:
+        ConfigError: one line naming the URL (and the file, for SQLite): not a URL SQLAlchemy
+            can open, a file that is not an SQLite database (left untouched), a folder that
+            cannot be written, a server that does not answer.
+    """
+    from sr_cli.serialization import file_problem
+
+    path = sqlite_file(url)
+    if path is not None:
+        problem = file_problem(path)
+        if problem not in (None, "does not exist"):
+            raise ConfigError(
+                f"--db {url!r}: the database file {path!r} {problem}; pass another --db (or -o)."
+            )
     try:
         is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
@@ -194,8 +223,16 @@ def open_engine(url: str) -> Engine:
         metadata.create_all(engine)
     except OperationalError as exc:
         raise ConfigError(
-            f"cannot open the votes database {url!r}: {str(exc.orig).splitlines()[0]}. "
+            f"cannot open the votes database {url!r}: {one_line(exc.orig)}. "
             "Check the path (its folder must exist and be writable) or the server."
+        ) from exc
+    except DatabaseError as exc:  # e.g. "file is not a database"
+        if path is None:
+            raise
+        engine.dispose()
+        raise ConfigError(
+            f"--db {url!r}: {path!r} is not an SQLite database ({one_line(exc.orig)}); it is left "
+            "untouched. Pass the votes database sr-rate wrote (or another --db / -o)."
         ) from exc
     return engine
 

@@ -22,6 +22,11 @@ def md(text: Any) -> str:
     return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
+def _code(line: str) -> str:
+    """A command line inside a fenced block: no backtick can close the fence early."""
+    return str(line).replace("`", "'").replace("\n", " ")
+
+
 def metric_targets(metrics: Sequence[str]) -> dict[str, float]:
     """Metrics whose GT value is a target (shown as the distance ``|x - target|``)."""
     from sr_cli.metrics.registry import get_metric
@@ -178,9 +183,9 @@ def results_markdown(info: Mapping[str, Any]) -> str:
     notes += [f"{m}: {why}" for m, why in (info.get("metric_notes") or {}).items()]
     if notes:
         lines += ["## Notes", "", *[f"- {md(n)}" for n in notes], ""]
-    lines += ["## Commands", "", "```bash", info["command"]]
+    lines += ["## Commands", "", "```bash", _code(info["command"])]
     for cmd in (info.get("protocol") or {}).get("commands", {}).values():
-        lines.append(cmd)
+        lines.append(_code(cmd))
     lines += ["```", ""]
     if info.get("report"):
         lines += [f"Report with crops: [{md(info['report'])}]({info['report']})", ""]

@@ -30,7 +30,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sr_cli.errors import CheckpointError, ConfigError
-from sr_cli.serialization import atomic_write, is_readable_checkpoint, safe_torch_load
+from sr_cli.serialization import (
+    atomic_write,
+    file_problem,
+    is_readable_checkpoint,
+    safe_torch_load,
+)
 
 log = logging.getLogger(__name__)
 
@@ -264,9 +269,10 @@ def plan_resume(resume: str | None, output_dir: Path) -> ResumePlan:
                 + (": " + "; ".join(problems) if problems else "")
             )
         path = ckpt
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem is not None:
         raise CheckpointError(
-            f"resume checkpoint {str(path)!r} does not exist. Pass the path of a .ckpt written by "
+            f"resume checkpoint {str(path)!r} {problem}. Pass the path of a .ckpt written by "
             "sr-train (e.g. outputs/<name>/<time>/checkpoints/last.ckpt), a run folder, or resume=auto."
         )
     reason = is_readable_checkpoint(path)

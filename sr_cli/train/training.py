@@ -76,11 +76,20 @@ def check_options(cfg: DictConfig) -> None:
                 "fall between optimizer updates (exact resume)."
             )
     steps = OmegaConf.select(cfg, "trainer.max_steps")
-    if not isinstance(steps, int) or isinstance(steps, bool) or (steps < 1 and steps != -1):
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ConfigError(
-            f"trainer.max_steps must be a positive number of iterations (or -1: no limit), got "
-            f"{steps!r}. Set e.g. `trainer.max_steps=400000`."
+            f"trainer.max_steps must be a positive number of iterations, got {steps!r} (-1 would "
+            "train forever). Set e.g. `trainer.max_steps=400000`."
         )
+    workers = OmegaConf.select(cfg, "data.num_workers")
+    if workers is not None and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
+    ):
+        raise ConfigError(
+            f"data.num_workers must be an integer >= 0, got {workers!r}. Set e.g. "
+            "`data.num_workers=4` (0: load in the main process)."
+        )
+    check_loss_weights(cfg)
     for role in ("generator", "discriminator"):
         node = OmegaConf.select(cfg, f"optim.{role}")
         if not node:
@@ -100,7 +109,7 @@ def check_options(cfg: DictConfig) -> None:
             continue
         for key in ("start_step", "d_start_step"):
             start = node.get(key)
-            if isinstance(start, int) and steps != -1 and start >= steps:
+            if isinstance(start, int) and start >= steps:
                 log.warning(
                     "loss.%s.%s=%d is not below trainer.max_steps=%d: %s will never run. Lower "
                     "loss.%s.%s or raise trainer.max_steps.",
@@ -139,6 +148,26 @@ def out_of_memory_error(exc: BaseException, cfg: DictConfig, trainer, module) ->
         f"{out_of_memory_summary(exc)} while {where} at iteration {module.iteration}; "
         f"{', or '.join(fixes)}; {outcome}; {then}."
     )
+
+
+def check_loss_weights(cfg: DictConfig) -> None:
+    """A negative ``loss.<term>.weight`` turns the term into gradient ascent: refused unless the
+    run opts in with ``allow_negative_loss_weights=true`` (on the command line)."""
+    allowed = OmegaConf.select(cfg, "allow_negative_loss_weights", default=False)
+    if not isinstance(allowed, bool):
+        raise ConfigError(f"allow_negative_loss_weights must be true or false, got {allowed!r}")
+    for name, node in (cfg.get("loss") or {}).items():
+        if not node or "weight" not in node:
+            continue
+        weight = node.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight != weight:
+            raise ConfigError(f"loss.{name}.weight must be a number, got {weight!r}")
+        if weight < 0 and not allowed:
+            raise ConfigError(
+                f"loss.{name}.weight={weight} is negative: the {name} term would be maximised "
+                f"(gradient ascent). Use a weight >= 0 (0 switches the term off), or pass "
+                "allow_negative_loss_weights=true if you mean it."
+            )
 
 
 def write_provenance(output_dir: Path, seed: int) -> dict:

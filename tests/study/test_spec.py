@@ -172,3 +172,53 @@ def test_the_readme_example_study_loads_and_composes(tmp_path):
     plan = make_plan(study, "cpu", tmp_path)
     assert len(plan.jobs) == 6 and plan.seeds == [0, 1, 2]
     compose_train(plan.jobs["arm:charbonnier:0"].overrides)
+
+
+def test_results_markdown_escapes_what_a_study_file_says():
+    from sr_cli.study.results import results_markdown
+
+    evil = "<script>alert(1)</script>|x"
+    info = {
+        "study": "s",
+        "preset": "cpu",
+        "claim": evil,
+        "verdict": "inconclusive",
+        "verdict_note": "",
+        "date": "d",
+        "host": evil,
+        "cpus": 2,
+        "wall_seconds": 60.0,
+        "fresh": True,
+        "seeds": [0],
+        "eval_sets": {"heldout": "/x"},
+        "images": 1,
+        "metrics": ["psnr_y"],
+        "unavailable": {},
+        "metric_notes": {},
+        "notes": [evil],
+        "table": [{"arm": "a", "seeds": 1, "metrics": {}}],
+        "statuses": {},
+        "criteria": [
+            {
+                "id": "c",
+                "says": evil,
+                "left": evil,
+                "op": ">",
+                "right": "r",
+                "margin": 0.0,
+                "verdict": "pass",
+                "why": evil,
+                "relative": False,
+                "seed_interval": None,
+                "image_interval": None,
+            }
+        ],
+        "sanity": [],
+        "warm_starts": [],
+        "command": "sr-study s",
+        "protocol": {},
+        "report": "",
+    }
+    md = results_markdown(info)
+    assert "<script>" not in md and "&lt;script&gt;" in md and "\\|x" in md
+    assert md.count("```") == 2  # the command's backticks cannot close the code block

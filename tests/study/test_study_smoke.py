@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sr_cli.study.plan import make_plan
+from sr_cli.study.runner import weights_cached
 from sr_cli.study.spec import load_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def test_study_smoke_runs_reports_and_resumes(study, tmp_path):
     first = sr_study(study, "preset=smoke", f"out={tmp_path}")
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     root = tmp_path / study / "smoke"
-    plan = make_plan(load_study(study), "smoke", tmp_path)
+    plan = make_plan(load_study(study), "smoke", tmp_path, cached=weights_cached)
     info = results(root)
     for job in plan.jobs.values():
         run = Path(job.run_dir)
