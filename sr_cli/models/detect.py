@@ -118,10 +118,10 @@ def _build(gen: dict[str, Any], source: str, meta: bool) -> nn.Module:
     try:
         with torch.device("meta"):
             return rebuild(gen, _plain(source), "model")
-    except CheckpointError:
-        raise
-    except RuntimeError as exc:  # spandrel's HAT/DAT call .item() while building
-        if "meta" not in str(exc):
+    except (CheckpointError, RuntimeError) as exc:
+        # spandrel's HAT/DAT call .item() while building (rebuild wraps that error): build on CPU
+        why = exc.__cause__ if isinstance(exc, CheckpointError) else exc
+        if not isinstance(why, RuntimeError) or "meta" not in str(why):
             raise
         return rebuild(gen, _plain(source), "model")
 
