@@ -61,7 +61,16 @@ def make(clone: Path, *args: str, timeout: int = 900) -> subprocess.CompletedPro
 
 
 def test_every_target_has_a_quick_form():
-    covered = {"help", "install", "train", "pretrain-demo", "pretrain-aux", "lint", "bench", "gpu-check"} | DRY_RUN
+    covered = {
+        "help",
+        "install",
+        "train",
+        "pretrain-demo",
+        "pretrain-aux",
+        "lint",
+        "bench",
+        "gpu-check",
+    } | DRY_RUN
     assert set(documented_targets()) <= covered, "add the new target's quick form to this file"
 
 
