@@ -61,7 +61,16 @@ def make(clone: Path, *args: str, timeout: int = 900) -> subprocess.CompletedPro
 
 
 def test_every_target_has_a_quick_form():
-    covered = {"help", "install", "train", "pretrain-demo", "pretrain-aux", "lint", "bench", "gpu-check"} | DRY_RUN
+    covered = {
+        "help",
+        "install",
+        "train",
+        "pretrain-demo",
+        "pretrain-aux",
+        "lint",
+        "bench",
+        "gpu-check",
+    } | DRY_RUN
     assert set(documented_targets()) <= covered, "add the new target's quick form to this file"
 
 
@@ -139,6 +148,12 @@ def test_pretrain_demo(clone, tmp_path):
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert any(k.startswith("body.") or k.startswith("conv_first") for k in load_file(weights))
+    # it says what it is (issue 26): the small preset's RRDBNet, read back from its metadata
+    from sr_cli.models.detect import load_weights
+
+    loaded = load_weights(weights)
+    assert loaded.model_config["detected_from"] == "metadata" and loaded.scale == 4
+    assert loaded.model_config["preset"] == "small"
 
 
 def test_pretrain_aux(clone, tmp_path):

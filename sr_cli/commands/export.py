@@ -27,7 +27,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--format",
         choices=FORMATS,
         default="onnx",
-        help="onnx (default), or pth/safetensors: weights in the layout spandrel detects",
+        help="onnx (default), or pth/safetensors: weights in the published layout, with "
+        "sr-cli's description as metadata",
     )
     parser.add_argument("--opset", type=int, default=OPSET)
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check")
@@ -47,9 +48,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if report.layout:
         print(f"sr-export: wrote {report.path} (x{report.scale}, {report.layout})")
         if report.detected:
-            print(f"sr-export: spandrel detects {report.detected} x{report.scale}")
+            print(f"sr-export: sr-cli reads it back as {report.detected} x{report.scale}")
         for (h, w), diff in report.max_abs_diff.items():
-            print(f"sr-export: spandrel vs sr-cli at {h}x{w}: max abs diff {diff:.2e}")
+            print(f"sr-export: read back vs exported at {h}x{w}: max abs diff {diff:.2e}")
+        if report.spandrel_loads:
+            print(
+                f"sr-export: spandrel detects {report.spandrel} "
+                f"(max abs diff {report.spandrel_diff:.2e} from sr-cli's output)"
+            )
+        elif report.spandrel:
+            print(f"sr-export: spandrel (chaiNNer) does not load it: {report.spandrel}")
         if report.skipped:
             print(f"sr-export: check skipped: {report.skipped}")
         return

@@ -85,7 +85,8 @@ def load_checkpoints(paths: Sequence[Path], prefer_ema: bool = True, scale: int 
     ``(loaded, scale)``; ``scale=None`` takes the first checkpoint's."""
     from sr_cli.evaluate.inference import load_generator
 
-    loaded = [load_generator(p, prefer_ema=prefer_ema) for p in paths]
+    hint = int(scale) if scale else None
+    loaded = [load_generator(p, prefer_ema=prefer_ema, scale=hint) for p in paths]
     scale = int(scale) if scale else loaded[0].scale
     for lg in loaded:
         if lg.scale != scale:

@@ -1,9 +1,12 @@
 """Export a checkpoint's generator for ``sr-export``: as ONNX (or as community weights), checked.
 
-``--format pth|safetensors`` writes the generator's weights as a bare state dict in the layout
-published checkpoints of its family use (:func:`sr_cli.models.published.published_state_dict`),
-so spandrel, chaiNNer and the other community tools load it; the written file is read back
-through spandrel detection and its output compared with sr-cli's (``--atol``).
+``--format pth|safetensors`` writes the generator's weights in the layout published checkpoints
+of its family use (:func:`sr_cli.models.published.published_state_dict`), with the generator's
+description as metadata (:mod:`sr_cli.models.metadata`; ``.pth``: BasicSR's
+``{"params": ...}`` container), so sr-cli rebuilds it exactly and spandrel, chaiNNer and the
+other community tools load it where they know the architecture. The written file is read back
+through :mod:`sr_cli.models.detect` and its output compared with sr-cli's (``--atol``), and
+whether spandrel loads it (with the same output) is reported.
 
 The graph takes ``lq`` ``(N, 3, H, W)`` in ``[0, 1]`` and returns ``sr``
 ``(N, 3, H * scale, W * scale)`` clamped to ``[0, 1]`` (pyramid models: the finest level),
@@ -18,12 +21,14 @@ abs difference below ``--atol``, 1e-4).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,50 +70,85 @@ class ExportReport:
     max_abs_diff: dict[tuple[int, ...], float] = field(default_factory=dict)
     skipped: str | None = None
     layout: str | None = None
+    #: How sr-cli reads the written file back: "<architecture> (from its <metadata|shapes>)".
     detected: str | None = None
+    #: What spandrel (chaiNNer, ...) makes of it: its architecture name, or why it does not
+    #: load it; ``spandrel_diff``: the largest output difference when it does.
+    spandrel: str | None = None
+    spandrel_loads: bool = False
+    spandrel_diff: float | None = None
+
+
+def _max_diff(a: nn.Module, b: nn.Module, h: int, w: int, seed: int) -> float:
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return float((final_output(a(x)).clamp(0, 1) - final_output(b(x)).clamp(0, 1)).abs().max())
 
 
 def export_weights(
-    generator: nn.Module, scale: int, path: Path, fmt: str, check: bool = True, atol: float = 1e-4
+    generator: nn.Module,
+    scale: int,
+    path: Path,
+    fmt: str,
+    check: bool = True,
+    atol: float = 1e-4,
+    model_config: dict[str, Any] | None = None,
 ) -> ExportReport:
-    """Write ``generator`` as a community ``.pth``/``.safetensors`` and read it back with
-    spandrel detection (architecture, scale, outputs on two input sizes)."""
-    from safetensors.torch import load_file
-
-    from sr_cli.models.published import load_published, published_state_dict
+    """Write ``generator`` as a community ``.pth``/``.safetensors`` with its description
+    (``model_config``: the model config it was built from) as metadata, read it back through
+    sr-cli's detector (outputs on two input sizes) and report what spandrel makes of it."""
+    from sr_cli.models.detect import load_weights
+    from sr_cli.models.metadata import PTH_KEY, generator_metadata
+    from sr_cli.models.published import (
+        describe_error,
+        published_generator_overrides,
+        published_state_dict,
+        spandrel_detect,
+    )
     from sr_cli.serialization import atomic_save_safetensors, atomic_torch_save
 
     sd, layout = published_state_dict(generator)
+    metadata = None
+    if model_config and isinstance(model_config.get("generator"), dict):
+        described = copy.deepcopy(dict(model_config))
+        described["generator"].update(published_generator_overrides(generator))
+        for key in ("detected_by", "detected_from", "published", "layout"):
+            described.pop(key, None)
+        metadata = generator_metadata(described, scale)
     if fmt == "safetensors":
-        atomic_save_safetensors({k: v.contiguous() for k, v in sd.items()}, path)
+        atomic_save_safetensors({k: v.contiguous() for k, v in sd.items()}, path, metadata)
     else:
-        atomic_torch_save(sd, path)
+        atomic_torch_save({"params": sd, PTH_KEY: metadata} if metadata else sd, path)
     report = ExportReport(path=path, scale=scale, layout=layout)
     if not check:
         report.skipped = "--no-check"
         return report
-    try:  # read back as the format written, whatever the file's suffix
-        raw = load_file(str(path)) if fmt == "safetensors" else None
-        loaded = load_published(path, raw=raw)
-    except Exception as exc:  # noqa: BLE001 - spandrel cannot represent this configuration
-        report.skipped = f"spandrel does not detect this configuration: {one_line(exc)}"
-        return report
+    # read back as the format written, whatever the file's suffix
+    loaded = load_weights(path, scale=scale, safetensors=fmt == "safetensors")
     if loaded.scale != scale:
-        raise ConfigError(f"{str(path)!r} is detected as x{loaded.scale}, not x{scale}")
-    report.detected = str(loaded.model_config.get("name"))
+        raise ConfigError(f"{str(path)!r} is read back as x{loaded.scale}, not x{scale}")
+    how = loaded.model_config.get("detected_from")
+    name = loaded.model_config.get("name" if how == "spandrel" else "architecture")
+    report.detected = f"{name} (from its {how})"
     ref = ExportWrapper(generator).eval().cpu()
-    gen = torch.Generator().manual_seed(0)
-    for h, w in CHECK_SIZES:
-        x = torch.rand(1, 3, h, w, generator=gen)
-        with torch.no_grad():
-            diff = (ref(x) - final_output(loaded.generator(x)).clamp(0, 1)).abs().max()
-        report.max_abs_diff[(h, w)] = float(diff)
+    for i, (h, w) in enumerate(CHECK_SIZES):
+        report.max_abs_diff[(h, w)] = _max_diff(ref, loaded.generator, h, w, i)
     worst = max(report.max_abs_diff.values())
     if worst >= atol:
         raise ConfigError(
-            f"spandrel's {report.detected} from {str(path)!r} differs from sr-cli's output by "
-            f"{worst:.2e} (>= {atol:g}); the exported weights are not faithful."
+            f"sr-cli's {name} read back from {str(path)!r} differs from the exported generator "
+            f"by {worst:.2e} (>= {atol:g}); the exported weights are not faithful."
         )
+    try:
+        theirs, their_scale, info = spandrel_detect(sd, repr(str(path)))
+    except Exception as exc:  # noqa: BLE001 - spandrel cannot represent this configuration
+        report.spandrel = describe_error(exc).removeprefix(f"{str(path)!r}: ")
+        return report
+    report.spandrel, report.spandrel_loads = f"{info['name']} x{their_scale}", True
+    theirs.eval()
+    report.spandrel_diff = max(
+        _max_diff(ref, theirs, h, w, i) for i, (h, w) in enumerate(CHECK_SIZES)
+    )
     return report
 
 
@@ -273,7 +313,9 @@ def export(
         raise ConfigError(f"-o {str(path)!r} would overwrite the checkpoint; pick another name")
     loaded = load_generator(ckpt, prefer_ema=prefer_ema)
     if fmt != "onnx":
-        return export_weights(loaded.generator, loaded.scale, path, fmt, check, atol)
+        return export_weights(
+            loaded.generator, loaded.scale, path, fmt, check, atol, loaded.model_config
+        )
     missing = [m for m in ("onnx", "onnxscript") if not have(m)]
     if missing:
         raise ConfigError(

@@ -2,9 +2,10 @@
 
 A checkpoint written by ``sr-train`` carries, under ``checkpoint["sr_cli"]``, the resolved
 ``model`` and ``degradation`` configs and the scale, so nothing else is needed to use it. The
-EMA generator is preferred when the run kept one. A published weights file (``.pth``, ``.pt``,
-``.safetensors``: BasicSR, Real-ESRGAN, OpenModelDB models) is accepted everywhere a checkpoint
-is: its architecture and scale are detected by :mod:`sr_cli.models.published` (spandrel).
+EMA generator is preferred when the run kept one. Any other weights file (``.pth``, ``.pt``,
+``.safetensors``: sr-cli's generator snapshots and exports, BasicSR, Real-ESRGAN, OpenModelDB
+models) is accepted everywhere a checkpoint is: :mod:`sr_cli.models.detect` reads what it
+holds from its metadata, its keys and shapes, or spandrel.
 """
 
 from __future__ import annotations
@@ -46,33 +47,32 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_generator(
-    path: str | Path, prefer_ema: bool = True, map_location: Any = "cpu"
+    path: str | Path, prefer_ema: bool = True, map_location: Any = "cpu", scale: int | None = None
 ) -> LoadedGenerator:
     """Build the generator described by an sr-train checkpoint and load its weights (safely).
 
     The stored model config is rebuilt through the allow-list of :mod:`sr_cli.rebuild`
-    (never Hydra's ``instantiate``), and the stored degradation config is checked against it
-    too, so a crafted checkpoint is refused before anything is built.
+    (never Hydra's ``instantiate``), and only if it names a generator; the stored degradation
+    config is checked too, so a crafted checkpoint is refused before anything is built. Other
+    weights files go to :func:`sr_cli.models.detect.load_weights` (``scale``: the command's,
+    for weights that do not state theirs).
 
     Raises:
         CheckpointError: missing/unsafe file, a checkpoint without the sr-cli model config, or
             a stored config naming anything but sr-cli's own models and degradations.
     """
+    from sr_cli.models.detect import check_generator_config, load_weights
     from sr_cli.rebuild import check_stored_config, rebuild
 
     path = Path(path)
-    if path.suffix == ".safetensors":  # published weights: architecture detected by spandrel
-        from sr_cli.models.published import load_published
-
-        return load_published(path, prefer_ema)
+    if path.suffix == ".safetensors":
+        return load_weights(path, prefer_ema, scale=scale)
     ckpt = safe_torch_load(path, map_location=map_location)
     meta = ckpt.get("sr_cli") if isinstance(ckpt, dict) else None
     if not meta or "model" not in meta:
-        from sr_cli.models.published import load_published
-
         if not isinstance(ckpt, dict):
             raise CheckpointError(f"{str(path)!r} holds a {type(ckpt).__name__}, not weights.")
-        return load_published(path, prefer_ema, raw=ckpt)
+        return load_weights(path, prefer_ema, raw=ckpt, scale=scale)
     model_cfg = meta["model"]
     if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("generator"), dict):
         raise CheckpointError(
@@ -85,6 +85,7 @@ def load_generator(
 
         generator = generator_from_state_dict(extract_state_dict(ckpt, prefer_ema), repr(str(path)))
     else:
+        check_generator_config(model_cfg["generator"], path)
         generator = rebuild(model_cfg["generator"], path, "model")
     state = extract_state_dict(ckpt, prefer_ema)
     used_ema = prefer_ema and any(

@@ -14,17 +14,10 @@ Containers understood:
 * ``{"state_dict": sd}``, ``{"model": sd}``, ``{"net": sd}``, ``{"generator": sd}`` and bare state dicts;
 * ``module.`` prefixes left by ``DataParallel``/``DistributedDataParallel``.
 
-Key layouts converted:
-
-* the original ESRGAN release (``RRDB_ESRGAN_x4.pth``: ``model.0``, ``model.1.sub.{i}.RDB{j}.conv{k}.0``,
-  ``model.1.sub.{N}``, ``model.3``, ``model.6``, ``model.8``, ``model.10``) to
-  :class:`~sr_cli.models.rrdbnet.RRDBNet`;
-* the original EDSR release (``head.0``, ``body.{i}.body.{0,2}``, ``body.{N}``, ``tail.0.{j}``,
-  ``tail.1``; the ``sub_mean``/``add_mean`` constants are dropped) to
-  :class:`~sr_cli.models.edsr.EDSR`. The original EDSR and BasicSR EDSR/RCAN weights work on
-  ``[0, 255]`` images: build the model with ``img_range=255`` to reproduce their outputs;
-* official SwinIR files: the derivable buffers ``relative_position_index`` and ``attn_mask``
-  are dropped.
+Key layouts: the published ones (original ESRGAN, EDSR and RCAN releases, old BasicSR, the
+common ports of SRCNN-era models, official SwinIR buffers) are renamed to sr-cli's by
+:mod:`sr_cli.models.layouts`. What a file holds (architecture, hyper-parameters, scale) is
+read by :mod:`sr_cli.models.detect`, which ``sr-train``'s ``model.pretrained=`` goes through.
 
 Input range. Published EDSR and RCAN weights (BasicSR's zoo, the original EDSR release) were
 trained on ``[0, 255]`` images (``img_range=255``: ``x = (x - mean) * 255``, body,
@@ -32,8 +25,8 @@ trained on ``[0, 255]`` images (``img_range=255``: ``x = (x - mean) * 255``, bod
 biases are scaled (ReLU, convolutions, residual sums, pixel shuffle; RCAN's channel attention
 keeps its gate by the inverse scaling of its first 1x1 convolution), so
 :func:`rescale_img_range` converts such weights *exactly* to the ``img_range`` of the model they
-are loaded into. :func:`load_pretrained` does this for every file that is not an sr-cli
-checkpoint (those store their own ``img_range``), so ``model=edsr_baseline
+are loaded into. :func:`load_state` does this for every file that does not say its own
+``img_range`` (sr-cli checkpoints and weights files do), so ``model=edsr_baseline
 model.pretrained=EDSR_Mx4_f64b16_DIV2K_official.pth`` gives the published outputs.
 """
 
@@ -49,13 +42,17 @@ from typing import Any
 from torch import Tensor, nn
 
 from sr_cli.errors import CheckpointError
+from sr_cli.models.layouts import (  # noqa: F401 - converters kept importable from here
+    convert_edsr_original,
+    convert_esrgan_original,
+    to_sr_cli_layout,
+)
+from sr_cli.models.metadata import generator_metadata
 from sr_cli.serialization import safe_torch_load
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
-
-_DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
 
 
 @dataclass
@@ -73,8 +70,9 @@ class LoadedGenerator:
     name: str | None = None
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The raw object stored in a weight file (a dict), read without executing pickled code."""
+def read_checkpoint(path: str | Path, safetensors: bool | None = None) -> dict:
+    """The raw object stored in a weight file (a dict), read without executing pickled code;
+    as safetensors when ``safetensors`` (``None``: when the suffix is ``.safetensors``)."""
     from sr_cli.errors import one_line
     from sr_cli.serialization import file_problem
 
@@ -85,7 +83,9 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(
             f"{what}: {path} {problem}. Check model.pretrained / the path you passed."
         )
-    if path.suffix == ".safetensors":
+    if safetensors is None:
+        safetensors = path.suffix == ".safetensors"
+    if safetensors:
         from safetensors.torch import load_file
 
         if path.stat().st_size == 0:
@@ -98,6 +98,29 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict.")
     return dict(obj)
+
+
+def read_weights(
+    path: str | Path, safetensors: bool | None = None
+) -> tuple[dict, dict[str, str] | None]:
+    """``(raw object, safetensors metadata)`` of a weight file, read without executing code;
+    as safetensors when ``safetensors`` (``None``: when the suffix is ``.safetensors``). The
+    metadata is ``None`` for torch files (theirs is inside the raw object)."""
+    from sr_cli.errors import one_line
+    from sr_cli.serialization import file_problem
+
+    path = Path(path).expanduser()
+    if safetensors is None:
+        safetensors = path.suffix == ".safetensors"
+    if not safetensors or file_problem(path) is not None or path.stat().st_size == 0:
+        return read_checkpoint(path, safetensors), None  # a torch file, or the error in words
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types
+        raise CheckpointError(f"could not read safetensors file {path}: {one_line(e)}") from e
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -141,68 +164,10 @@ def extract_state_dict(obj: Mapping, prefer_ema: bool = True) -> dict[str, Tenso
     )
 
 
-_ESRGAN_RDB = re.compile(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$")
-_ESRGAN_TRUNK = re.compile(r"^model\.1\.sub\.(\d+)\.(weight|bias)$")
-_ESRGAN_TOP = {
-    "model.0": "conv_first",
-    "model.3": "conv_up1",
-    "model.6": "conv_up2",
-    "model.8": "conv_hr",
-    "model.10": "conv_last",
-}
-
-
-def convert_esrgan_original(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Original ESRGAN (``model.*``) keys -> RRDBNet keys."""
-    out = {}
-    for k, v in sd.items():
-        if m := _ESRGAN_RDB.match(k):
-            out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = v
-        elif m := _ESRGAN_TRUNK.match(k):
-            out[f"conv_body.{m[2]}"] = v
-        else:
-            base, _, param = k.rpartition(".")
-            out[f"{_ESRGAN_TOP.get(base, base)}.{param}"] = v
-    return out
-
-
-_EDSR_BLOCK = re.compile(r"^body\.(\d+)\.body\.([02])\.(weight|bias)$")
-_EDSR_TRUNK = re.compile(r"^body\.(\d+)\.(weight|bias)$")
-_EDSR_UP = re.compile(r"^tail\.0\.(\d+)\.(weight|bias)$")
-
-
-def convert_edsr_original(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Original EDSR (``head``/``body``/``tail``) keys -> EDSR keys; mean-shift constants dropped."""
-    out = {}
-    for k, v in sd.items():
-        if k.startswith(("sub_mean.", "add_mean.")):
-            continue
-        if m := _EDSR_BLOCK.match(k):
-            out[f"body.{m[1]}.conv{1 if m[2] == '0' else 2}.{m[3]}"] = v
-        elif m := _EDSR_TRUNK.match(k):
-            out[f"conv_after_body.{m[2]}"] = v
-        elif m := _EDSR_UP.match(k):
-            out[f"upsample.{m[1]}.{m[2]}"] = v
-        elif k.startswith("head.0."):
-            out["conv_first." + k[len("head.0.") :]] = v
-        elif k.startswith("tail.1."):
-            out["conv_last." + k[len("tail.1.") :]] = v
-        else:
-            out[k] = v
-    return out
-
-
 def convert_layout(sd: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
-    """Rename a known foreign key layout to ``model``'s and drop derivable buffers."""
-    sd = dict(sd)
-    if any(k.startswith("module.") for k in sd) and all(k.startswith("module.") for k in sd):
-        sd = _strip(sd, "module.")
-    if "model.0.weight" in sd and any(k.startswith("model.1.sub.") for k in sd):
-        sd = convert_esrgan_original(sd)
-    elif "head.0.weight" in sd and "tail.1.weight" in sd:
-        sd = convert_edsr_original(sd)
-    own = model.state_dict()
-    return {k: v for k, v in sd.items() if k in own or not k.endswith(_DERIVED_BUFFERS)}
+    """Rename a known foreign key layout (:mod:`sr_cli.models.layouts`) to ``model``'s and drop
+    the derivable buffers ``model`` does not store."""
+    return to_sr_cli_layout(sd, keep=model.state_dict())[0]
 
 
 #: ``img_range`` of published EDSR/RCAN weights (BasicSR's zoo and the original EDSR code).
@@ -330,7 +295,10 @@ def _summary(keys: list[str], n: int = 10) -> str:
 
 
 def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> None:
-    """Load the generator weights in ``path`` into ``model`` (in place).
+    """Load the generator weights in ``path`` into ``model`` (in place), by key.
+
+    ``sr-train``'s ``model.pretrained=`` goes through :func:`sr_cli.models.detect.load_into`,
+    which first checks that the file's architecture and hyper-parameters are ``model``'s.
 
     Args:
         model: the generator to fill.
@@ -348,17 +316,32 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
         >>> load_pretrained(net, "RealESRGAN_x4plus.pth")  # doctest: +SKIP
     """
     raw = read_checkpoint(path)
-    sd = convert_layout(extract_state_dict(raw), model)
+    load_state(model, extract_state_dict(raw), path, strict, raw=raw)
+
+
+def load_state(
+    model: nn.Module,
+    sd: Mapping[str, Tensor],
+    source: str | Path,
+    strict: bool = True,
+    src_img_range: float | None = None,
+    raw: Mapping | None = None,
+) -> None:
+    """Load the state dict ``sd`` (read from ``source``) into ``model``: foreign layouts
+    renamed, EDSR/RCAN weights converted from ``src_img_range`` (``None``: what ``raw``, the
+    file's container, says; see :func:`source_img_range`) to the model's."""
+    sd = convert_layout(sd, model)
     arch = _img_range_arch(model)
     if arch is not None:
-        src, dst = source_img_range(raw), float(model.img_range)
+        src = src_img_range if src_img_range is not None else source_img_range(raw or {})
+        dst = float(model.img_range)
         if src != dst:
-            log.info("%s: converting %s weights from img_range=%g to %g", path, arch, src, dst)
+            log.info("%s: converting %s weights from img_range=%g to %g", source, arch, src, dst)
             sd = rescale_img_range(sd, src, dst, arch)
     missing, unexpected, shapes, causes = diagnose(model, sd)
     if missing or unexpected or shapes:
         msg = (
-            f"checkpoint {path} does not fit {type(model).__name__}: "
+            f"checkpoint {source} does not fit {type(model).__name__}: "
             f"missing keys: {_summary(missing)}; "
             f"unexpected keys: {_summary(unexpected)}; "
             f"shape mismatches: {_summary(shapes, 5)}; "
@@ -377,19 +360,24 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
 
 
 def export_generator(checkpoint: str | Path, out: str | Path, prefer_ema: bool = True) -> Path:
-    """Write the generator weights of ``checkpoint`` (any container above) to a ``.safetensors`` file.
+    """Write the generator weights of ``checkpoint`` (any container above) to a ``.safetensors``
+    file, with the checkpoint's model description as metadata
+    (:mod:`sr_cli.models.metadata`) when it stores one.
 
     Used by ``make pretrain-demo`` to turn the warm-start run's ``last.ckpt`` into the small
     file that ships with the repo and that ``model.pretrained`` reads back.
     """
-    from safetensors.torch import save_file
+    from sr_cli.serialization import atomic_save_safetensors
 
     out = Path(out)
     if out.suffix != ".safetensors":
         raise CheckpointError(f"export_generator writes .safetensors files; got {str(out)!r}")
-    sd = extract_state_dict(read_checkpoint(checkpoint), prefer_ema=prefer_ema)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(tmp))
-    tmp.replace(out)
+    raw = read_checkpoint(checkpoint)
+    sd = extract_state_dict(raw, prefer_ema=prefer_ema)
+    stored = raw.get("sr_cli") if isinstance(raw.get("sr_cli"), Mapping) else {}
+    metadata = None
+    if isinstance(stored.get("model"), Mapping) and stored.get("scale") is not None:
+        metadata = generator_metadata(dict(stored["model"]), int(stored["scale"]))
+    tensors = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+    atomic_save_safetensors(tensors, out, metadata)
     return out

@@ -1,40 +1,31 @@
-"""Use any published SR checkpoint: architecture and scale detected by spandrel.
+"""Published SR checkpoints of the architectures sr-cli does not build, through spandrel.
 
 The community publishes thousands of generator weights (BasicSR and Real-ESRGAN releases,
 OpenModelDB) as bare ``.pth``/``.pt``/``.safetensors`` state dicts. `spandrel
-<https://github.com/chaiNNer-org/spandrel>`_ (MIT) recognises their architectures (ESRGAN,
-SwinIR, HAT, DAT, SPAN, RealPLKSR, Compact, OmniSR, RCAN, ...) and hyperparameters from the
-state dict alone. :func:`load_published` reads a file **without executing anything in it**
-(``torch.load(weights_only=True)`` or safetensors, through
-:func:`sr_cli.models.pretrained.read_checkpoint`; spandrel's own file reader, which would run
-TorchScript for ``.pt``, is never used), hands the state dict to spandrel, and returns the
-detected network ready for ``sr-eval``, ``sr-upscale``, ``sr-report`` and ``sr-export``.
-
-EDSR, which spandrel does not know, is recognised here in its BasicSR and original layouts and
-built as :class:`sr_cli.models.edsr.EDSR` with the published ``img_range=255``.
+<https://github.com/chaiNNer-org/spandrel>`_ (MIT) recognises their architectures (HAT, DAT,
+SPAN, RealPLKSR, Compact, OmniSR, ...) and hyperparameters from the state dict alone.
+:func:`spandrel_detect` is the last step of :mod:`sr_cli.models.detect`, after a file's sr-cli
+metadata and sr-cli's own architectures: it only ever receives tensors read **without executing
+anything** (``torch.load(weights_only=True)`` or safetensors; spandrel's own file reader, which
+would run TorchScript for ``.pt``, is never used).
 
 :func:`spandrel_generator` is the ``model=spandrel`` factory: the detected ``nn.Module`` itself
 (with a ``scale`` attribute), so ``sr-train model=spandrel model.pretrained=PATH`` fine-tunes
-any supported published model with any loss mix.
+any supported published model with any loss mix. :func:`published_state_dict` writes a
+generator in the layout published checkpoints of its family use (``sr-export``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from sr_cli.errors import CheckpointError, ConfigError, one_line
-from sr_cli.models.pretrained import (
-    PUBLISHED_IMG_RANGE,
-    convert_edsr_original,
-    extract_state_dict,
-    read_checkpoint,
-)
+from sr_cli.models.pretrained import PUBLISHED_IMG_RANGE, extract_state_dict, read_checkpoint
 
 #: File types accepted as published weights.
 PUBLISHED_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -64,48 +55,42 @@ class PadToMultiple(nn.Module):
         return out[..., : h * self.scale, : w * self.scale]
 
 
-def _edsr_from_state_dict(sd: Mapping[str, Tensor]) -> nn.Module | None:
-    """EDSR in BasicSR's or the original release's layout (``img_range=255``), else ``None``."""
-    from sr_cli.models.edsr import EDSR
-
-    if "head.0.weight" in sd and "tail.1.weight" in sd:
-        sd = convert_edsr_original(sd)
-    needed = (
-        "conv_first.weight",
-        "conv_after_body.weight",
-        "upsample.0.weight",
-        "conv_last.weight",
-    )
-    if not all(k in sd for k in needed) or "body.0.conv1.weight" not in sd:
-        return None
-    num_feat = int(sd["conv_first.weight"].shape[0])
-    blocks = {int(m[1]) for k in sd if (m := re.match(r"^body\.(\d+)\.conv1\.weight$", k))}
-    ups = sorted(int(m[1]) for k in sd if (m := re.match(r"^upsample\.(\d+)\.weight$", k)))
-    ratio = int(sd["upsample.0.weight"].shape[0]) // num_feat
-    scale = 3 if ratio == 9 else 2 ** len(ups)
-    # The published EDSR (32 blocks x 256 features) uses residual scaling 0.1; the baseline 1.
-    res_scale = 0.1 if num_feat >= 256 else 1.0
-    net = EDSR(
-        scale=scale,
-        num_in_ch=int(sd["conv_first.weight"].shape[1]),
-        num_out_ch=int(sd["conv_last.weight"].shape[0]),
-        num_feat=num_feat,
-        num_block=len(blocks),
-        res_scale=res_scale,
-        img_range=PUBLISHED_IMG_RANGE,
-    )
-    missing, unexpected = net.load_state_dict(dict(sd), strict=False)
-    if missing or unexpected:
-        return None
-    return net
+_LOAD_ERROR = re.compile(r"Error\(s\) in loading state_dict for (\w+)")
+_SIZE = re.compile(
+    r"size mismatch for ([\w.]+): copying a param with shape torch.Size\(\[([\d, ]*)\]\) "
+    r"from checkpoint, the shape in current model is torch.Size\(\[([\d, ]*)\]\)"
+)
+_KEYS = re.compile(r"(Missing|Unexpected) key\(s\) in state_dict: ((?:\"[^\"]+\"(?:, )?)+)")
 
 
-def detect(sd: Mapping[str, Tensor], source: str = "state dict") -> tuple[nn.Module, int, dict]:
-    """``(network, scale, description)`` for a published state dict.
+def describe_error(exc: BaseException) -> str:
+    """``exc``'s message on one line, whole (as :func:`sr_cli.errors.one_line`). A
+    ``load_state_dict`` error (one line per key) is rewritten in words: every size mismatch
+    (the file's shape vs the model's) and every missing/unexpected key, nothing cut."""
+    text = one_line(exc)
+    if m := _LOAD_ERROR.search(text):
+        parts = []
+        sizes = _SIZE.findall(text)
+        if sizes:
+            shown = [f"{k} ({a}) in the file vs ({b}) in the model" for k, a, b in sizes]
+            parts.append("size mismatch for " + ", ".join(shown))
+        for kind, keys in _KEYS.findall(text):
+            names = re.findall(r'"([^"]+)"', keys)
+            parts.append(f"{kind.lower()} keys {', '.join(names)}")
+        if parts:
+            return f"{m[1]} does not load these tensors: {'; '.join(parts)}"
+    return text
+
+
+def spandrel_detect(
+    sd: Mapping[str, Tensor], source: str = "state dict"
+) -> tuple[nn.Module, int, dict]:
+    """``(network, scale, description)`` of a published state dict, by spandrel.
 
     Raises:
-        CheckpointError: spandrel does not recognise the architecture, or it is not a 3-channel
-            image-to-image model.
+        CheckpointError: spandrel does not recognise the architecture (the message says "not
+            recognised"), or cannot build it (the whole reason, on one line), or it is not a
+            3-channel image-to-image model.
     """
     from spandrel import (
         ImageModelDescriptor,
@@ -118,20 +103,11 @@ def detect(sd: Mapping[str, Tensor], source: str = "state dict") -> tuple[nn.Mod
     try:
         desc = ModelLoader().load_from_state_dict(sd)
     except UnsupportedModelError:
-        net = _edsr_from_state_dict(sd)
-        if net is None:
-            keys = ", ".join(list(sd)[:6])
-            raise CheckpointError(
-                f"{source}: the architecture of these weights is not recognised (keys: {keys}, "
-                "...). sr-cli detects published models with spandrel (ESRGAN, SwinIR, HAT, DAT, "
-                "SPAN, RealPLKSR, Compact, OmniSR, RCAN, ...) and EDSR; for another "
-                "architecture pick its config with model=<name> model.pretrained=PATH."
-            ) from None
-        info = {"name": "EDSR", "architecture": "EDSR", "detected_by": "sr-cli", "tags": []}
-        return net, net.scale, info
+        raise CheckpointError(f"{source}: not recognised by spandrel") from None
     except Exception as exc:  # a recognised family whose tensors do not fit
         raise CheckpointError(
-            f"{source}: spandrel recognised the keys but could not build the model: {one_line(exc)}"
+            f"{source}: spandrel recognised the keys but could not build the model: "
+            f"{describe_error(exc)}"
         ) from exc
     if not isinstance(desc, ImageModelDescriptor):
         raise CheckpointError(
@@ -165,31 +141,6 @@ def for_inference(net: nn.Module, scale: int, info: Mapping[str, Any]) -> nn.Mod
     return net
 
 
-def load_published(path: str | Path, prefer_ema: bool = True, raw: Mapping | None = None):
-    """A :class:`~sr_cli.models.pretrained.LoadedGenerator` for a published weights file.
-
-    ``model_config`` names the detected architecture (``name``, spandrel's ``architecture``
-    id and tags); the file carries no degradation, so ``degradation_config`` is ``None``.
-    """
-    from sr_cli.models.pretrained import LoadedGenerator
-
-    path = Path(path)
-    if raw is None:
-        raw = read_checkpoint(path)
-    sd = extract_state_dict(raw, prefer_ema)
-    net, scale, info = detect(sd, repr(str(path)))
-    generator = for_inference(net, scale, info).eval().requires_grad_(False)
-    return LoadedGenerator(
-        generator=generator,
-        scale=scale,
-        model_config={**info, "published": True},
-        degradation_config=None,
-        source=path,
-        used_ema=prefer_ema and "params_ema" in raw,
-        iteration=None,
-    )
-
-
 def spandrel_generator(pretrained: str | None = None, scale: int | None = None) -> nn.Module:
     """``model=spandrel``: the network detected in the weights file ``pretrained``.
 
@@ -202,7 +153,7 @@ def spandrel_generator(pretrained: str | None = None, scale: int | None = None) 
             ".safetensors) whose architecture spandrel detects."
         )
     raw = read_checkpoint(pretrained)
-    net, detected, info = detect(extract_state_dict(raw), repr(str(pretrained)))
+    net, detected, info = spandrel_detect(extract_state_dict(raw), repr(str(pretrained)))
     if scale is not None and int(scale) != detected:
         raise ConfigError(
             f"model.pretrained={pretrained!r} is a x{detected} {info['name']} model but "
@@ -213,17 +164,19 @@ def spandrel_generator(pretrained: str | None = None, scale: int | None = None) 
 
 def generator_from_state_dict(sd: Mapping[str, Tensor], source: str) -> nn.Module:
     """Rebuild a ``model=spandrel`` generator from the weights in an sr-train checkpoint."""
-    net, _, _ = detect(sd, source)
+    net, _, _ = spandrel_detect(sd, source)
     return net
 
 
 __all__ = [
     "PUBLISHED_SUFFIXES",
     "PadToMultiple",
-    "detect",
+    "describe_error",
     "for_inference",
     "generator_from_state_dict",
-    "load_published",
+    "published_generator_overrides",
+    "published_state_dict",
+    "spandrel_detect",
     "spandrel_generator",
 ]
 
@@ -283,3 +236,14 @@ def published_state_dict(generator: nn.Module) -> tuple[dict[str, Tensor], str]:
     if isinstance(generator, SwinIR):
         return {**sd, **_swinir_buffers(generator)}, "official SwinIR layout"
     return sd, f"BasicSR {type(generator).__name__} layout"
+
+
+def published_generator_overrides(generator: nn.Module) -> dict[str, Any]:
+    """Generator arguments that :func:`published_state_dict` changes: EDSR/RCAN weights are
+    written at ``img_range=255``, so a description of the written file says so."""
+    from sr_cli.models.edsr import EDSR
+    from sr_cli.models.rcan import RCAN
+
+    if isinstance(generator, PadToMultiple):
+        generator = generator.net
+    return {"img_range": PUBLISHED_IMG_RANGE} if isinstance(generator, (EDSR, RCAN)) else {}

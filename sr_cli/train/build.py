@@ -75,9 +75,9 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
 
     generator = instantiate(cfg.model.generator, _convert_="all")
     if cfg.model.get("pretrained"):
-        from sr_cli.models.pretrained import load_pretrained
+        from sr_cli.models.detect import load_into
 
-        load_pretrained(generator, cfg.model.pretrained, strict=cfg.model.get("strict_load", True))
+        load_into(generator, cfg.model.pretrained, strict=cfg.model.get("strict_load", True))
     degradation = instantiate(cfg.degradation, _convert_="all")
     losses = build_losses(cfg.loss)
     check_scales(cfg.scale, generator, degradation, cfg.data.scale)

@@ -73,8 +73,8 @@ def test_edsr_export_is_basicsr_layout_at_img_range_255(tmp_path):
     forward (written independently) and sr-cli's published loader reproduce."""
     ckpt = fake_run_checkpoint(tmp_path, "edsr_baseline", 2, "small")
     report = export(ckpt, tmp_path / "edsr.pth", fmt="pth")
-    assert report.detected == "EDSR" and "img_range=255" in report.layout
-    sd = torch.load(report.path, weights_only=True)
+    assert report.detected == "EDSR (from its metadata)" and "img_range=255" in report.layout
+    sd = torch.load(report.path, weights_only=True)["params"]  # BasicSR's container
     x = torch.rand(1, 3, 10, 12)
     ref = reference_edsr(sd, [2], x, num_block=2, img_range=255.0)
     ours = load_generator(ckpt).generator
@@ -94,12 +94,14 @@ def test_cli_export_and_spandrel_detection_message(tmp_path, capsys):
         export(ckpt, ckpt, fmt="pth")
 
 
-def test_small_esrgan_is_written_but_spandrel_cannot_represent_it(trained_run, tmp_path):
-    """spandrel's ESRGAN assumes 32 growth channels; the small preset (16) is reported, not hidden."""
+def test_small_esrgan_is_read_back_although_spandrel_cannot_represent_it(trained_run, tmp_path):
+    """spandrel's ESRGAN assumes 32 growth channels; the small preset (16) is read back by
+    sr-cli (from its metadata, with its edge padding) and spandrel's refusal is reported, whole."""
     report = export(trained_run, tmp_path / "e.pth", fmt="pth")
-    assert report.path.is_file() and report.detected is None
-    assert "spandrel does not detect" in report.skipped
-    sd = torch.load(report.path, weights_only=True)
+    assert report.path.is_file() and report.detected == "ESRGAN (from its metadata)"
+    assert max(report.max_abs_diff.values()) == 0.0
+    assert not report.spandrel_loads and "size mismatch" in report.spandrel
+    sd = torch.load(report.path, weights_only=True)["params"]
     net = load_generator(resolve_checkpoint(trained_run)).generator
     assert set(sd) == set(net.state_dict())
     x = torch.rand(1, 3, 8, 8)

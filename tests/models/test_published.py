@@ -15,9 +15,10 @@ from safetensors.torch import save_file
 from sr_cli.errors import CheckpointError, ConfigError
 from sr_cli.evaluate.inference import load_generator, super_resolve
 from sr_cli.models.community import FAMILIES
+from sr_cli.models.detect import load_weights
 from sr_cli.models.edsr import edsr
 from sr_cli.models.pretrained import load_pretrained, rescale_img_range
-from sr_cli.models.published import detect, load_published, spandrel_generator
+from sr_cli.models.published import spandrel_detect, spandrel_generator
 from sr_cli.models.rcan import rcan
 from tests.models.test_generators import CONF_DIR
 
@@ -162,7 +163,7 @@ def test_generated_weights_are_detected_with_identical_output(tmp_path, name):
     src.load_state_dict(random_state_dict(src, 1))
     path = tmp_path / f"2x-{name}.pth"
     torch.save({"params_ema": src.state_dict()}, path)
-    loaded = load_published(path)
+    loaded = load_weights(path)
     assert loaded.model_config["architecture"] == arch_id and loaded.scale == 2
     assert loaded.used_ema
     x = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(2))
@@ -194,7 +195,7 @@ def test_detect_refuses_grayscale_models():
 
     net = Compact(num_in_ch=1, num_out_ch=1, num_feat=8, num_conv=1, upscale=2)
     with pytest.raises(CheckpointError, match="RGB"):
-        detect(net.state_dict(), "gray.pth")
+        spandrel_detect(net.state_dict(), "gray.pth")
 
 
 # ------------------------------------------------------------------------------ safety

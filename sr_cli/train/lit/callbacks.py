@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
@@ -29,6 +28,7 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint
 
 from sr_cli.errors import ConfigError, NonFiniteLossError, is_out_of_memory
+from sr_cli.models.metadata import generator_metadata
 from sr_cli.serialization import atomic_link, atomic_save_safetensors
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,13 @@ def save_generator_weights(module: Any, path: Path, ema: bool = False) -> Path:
     net = module.generator_ema if ema else module.generator
     state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
     config = getattr(module, "config", {}) or {}
-    metadata = {
-        "format": "sr-cli generator",
-        "scale": str(module.scale),
-        "iteration": str(module.iteration),
-        "ema": str(bool(ema)).lower(),
-        "model": json.dumps(config.get("model", {}), sort_keys=True, default=str),
-        "name": str(config.get("name", "")),
-    }
+    metadata = generator_metadata(
+        config.get("model", {}),
+        module.scale,
+        iteration=module.iteration,
+        ema=str(bool(ema)).lower(),
+        name=config.get("name", ""),
+    )
     atomic_save_safetensors(state, path, metadata)
     return path
 
