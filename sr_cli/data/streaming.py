@@ -8,7 +8,15 @@ SHA-256. Training reads it with ``data=stream data.train_stream=LOCATION``: a lo
 ``manifest.json`` path or URL (``https://host/set/manifest.json``), or a ``pipe:`` command that
 prints the manifest (``pipe:aws s3 cp s3://bucket/set/manifest.json -``); the shards are found
 beside it (in a ``pipe:`` command, ``manifest.json`` is replaced by each shard's name). The
-shards are opened with ``webdataset`` (local files, http(s) through curl, ``pipe:`` commands).
+shards are read with ``webdataset`` (local files, http(s) through curl).
+
+A manifest is data, never code: each shard name in it must be a plain file name
+(:data:`SHARD_NAME`, e.g. ``shard-000000.tar``), or the set is refused before anything is read.
+A ``pipe:`` command is the user's own, from their command line: it is split into words once
+(``shlex``) and run as an argument list, without a shell, for the manifest and for every shard
+(each word with ``manifest.json`` in it gets the shard's name instead), so nothing read from a
+file is ever interpreted by a shell. A command that needs a shell says so itself
+(``pipe:sh -c '... manifest.json ...'``).
 
 Why WebDataset rather than ``litdata``: sr-cli keys the training sample stream on the
 iteration, so that a run resumed from any checkpoint sees exactly what the uninterrupted run
@@ -42,8 +50,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
+import subprocess
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -64,6 +76,9 @@ FORMAT = "sr-cli-webdataset-shards"
 SHARD_PATTERN = "shard-%06d.tar"
 #: Where the option lives, for error messages.
 OPTION = "data.train_stream"
+#: A shard name in a manifest: a plain file name beside the manifest (no folder, no leading dot).
+SHARD_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+SHARD_NAME_RULE = "[A-Za-z0-9._-]+, no leading dot, no /"
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,10 +247,15 @@ def write_shards(
 
 @dataclass(frozen=True)
 class Shard:
+    """One shard: where it is (``url``: a path, a URL, or ``pipe:`` and the command that prints
+    it), its count, size and hash from the manifest, and for a ``pipe:`` shard the command as
+    an argument list (``argv``), run without a shell."""
+
     url: str
     count: int
     bytes: int
     sha256: str
+    argv: tuple[str, ...] | None = None
 
 
 def _is_url(location: str) -> bool:
@@ -256,10 +276,65 @@ def _manifest_url(location: str) -> str:
     return location.rstrip("/") + "/" + MANIFEST
 
 
-def _shard_url(manifest_url: str, name: str) -> str:
-    if manifest_url.startswith("pipe:"):
-        return manifest_url.replace(MANIFEST, name)
-    return manifest_url.rsplit("/", 1)[0] + "/" + name if "/" in manifest_url else name
+def _pipe_argv(location: str) -> list[str]:
+    """The words of a ``pipe:`` command (run as an argument list, never by a shell)."""
+    try:
+        argv = shlex.split(location.removeprefix("pipe:"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{OPTION}={location!r}: cannot split the pipe: command into words ({exc}); check "
+            "its quotes."
+        ) from None
+    if not any(MANIFEST in word for word in argv):
+        raise ConfigError(f"{OPTION}={location!r}: no word of the pipe: command names {MANIFEST}.")
+    return argv
+
+
+def check_shard_name(name: object, manifest: str) -> str:
+    """``name`` if it is a plain file name (:data:`SHARD_NAME`); else a one-line error naming
+    the manifest, the name and the rule."""
+    if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
+        shown = repr(name) if len(repr(name)) <= 200 else repr(name)[:200] + "..."
+        raise DataError(
+            f"shard manifest {manifest}: the shard name {shown} is not a plain file name "
+            f"({SHARD_NAME_RULE}); a manifest names files beside it and nothing else. Rewrite "
+            "the set with `sr-data shard`."
+        )
+    return name
+
+
+def _shard_of(murl: str, argv: list[str] | None, entry: object) -> Shard:
+    """The shard that a manifest entry describes (its name checked first)."""
+    if not isinstance(entry, dict) or not {"name", "count", "bytes", "sha256"} <= set(entry):
+        raise DataError(
+            f"shard manifest {murl}: an entry is not a shard (name, count, bytes, sha256); "
+            "rewrite the set with `sr-data shard`."
+        )
+    name = check_shard_name(entry["name"], murl)
+    try:
+        count, size, sha = int(entry["count"]), int(entry["bytes"]), str(entry["sha256"])
+    except (TypeError, ValueError):
+        raise DataError(
+            f"shard manifest {murl}: shard {name} has a count or size that is not a number; "
+            "rewrite the set with `sr-data shard`."
+        ) from None
+    if argv is not None:
+        words = tuple(word.replace(MANIFEST, name) for word in argv)
+        return Shard("pipe:" + shlex.join(words), count, size, sha, argv=words)
+    url = murl.rsplit("/", 1)[0] + "/" + name if "/" in murl else name
+    return Shard(url, count, size, sha)
+
+
+def _read_manifest(murl: str, argv: list[str] | None) -> bytes:
+    import webdataset as wds
+
+    if argv is None:
+        with wds.gopen(murl, "rb") as fh:
+            return fh.read()
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, check=False)
+    if done.returncode != 0:
+        raise OSError(f"`{shlex.join(argv)}` exited with status {done.returncode}")
+    return done.stdout
 
 
 def open_shard_set(location: str, skip_bad: bool = False) -> list[Shard]:
@@ -270,35 +345,31 @@ def open_shard_set(location: str, skip_bad: bool = False) -> list[Shard]:
 
     Raises:
         ConfigError: no readable manifest at ``location``.
-        DataError: a local shard is missing or its size differs from the manifest's.
+        DataError: a shard name that is not a plain file name, a malformed entry, a local shard
+            that is missing or whose size differs from the manifest's.
     """
-    import webdataset as wds
-
     location = str(location)
     if not _is_url(location):
         location = str(Path(location.removeprefix("file://")).expanduser())
     murl = _manifest_url(location)
+    argv = _pipe_argv(murl) if murl.startswith("pipe:") else None
     fix = (
         f"write a shard set with `sr-data shard HR_FOLDER OUT` and set {OPTION}=OUT (a folder, "
         f"its {MANIFEST} as a path or URL, or pipe:CMD printing it)"
     )
     try:
-        with wds.gopen(murl, "rb") as fh:
-            raw = fh.read()
-        manifest = json.loads(raw)
+        manifest = json.loads(_read_manifest(murl, argv))
     except Exception as exc:  # noqa: BLE001 - any failure to fetch/parse is the same user error
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise ConfigError(f"{OPTION}={location!r}: cannot read {murl} ({reason}); {fix}.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ConfigError(f"{OPTION}={location!r}: {murl} is not an sr-cli shard manifest; {fix}.")
+    entries = manifest.get("shards")
+    if not isinstance(entries, list):
+        raise DataError(f"shard manifest {murl}: no list of shards; {fix}.")
+    listed = [_shard_of(murl, argv, entry) for entry in entries]  # every name checked first
     shards: list[Shard] = []
-    for entry in manifest["shards"]:
-        shard = Shard(
-            _shard_url(murl, entry["name"]),
-            int(entry["count"]),
-            int(entry["bytes"]),
-            entry["sha256"],
-        )
+    for shard in listed:
         if not _is_url(shard.url):
             path = Path(shard.url)
             size = path.stat().st_size if path.is_file() else None
@@ -340,19 +411,48 @@ def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.nd
         return np.ascontiguousarray(_to_rgb8(im, Path(name), warn=False))
 
 
+@contextmanager
+def _tar_sources(shard: Shard) -> Iterator[Iterator[dict]]:
+    """``{"url", "stream"}`` of one shard for webdataset's tar reader. A ``pipe:`` shard's
+    command runs as an argument list (no shell); its exit status is checked once the tar is
+    read, and it is stopped when the reader stops early."""
+    from webdataset.tariterators import url_opener
+
+    def reraise(exc: Exception) -> bool:
+        raise exc
+
+    if shard.argv is None:
+        yield url_opener([{"url": shard.url}], handler=reraise)
+        return
+    proc = subprocess.Popen(list(shard.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        yield iter([{"url": shard.url, "stream": proc.stdout}])
+        while proc.stdout.read(1 << 16):  # the rest of the tar's last record
+            pass
+        if proc.wait() != 0:
+            raise OSError(f"`{shlex.join(shard.argv)}` exited with status {proc.returncode}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.wait()
+
+
 def _shard_samples(shard: Shard, skip_bad: bool) -> Iterator[dict]:
     """The raw samples of one shard; a truncated or unreadable shard raises, or is cut short
     with a warning when ``skip_bad``."""
-    from webdataset.tariterators import tarfile_samples
+    from webdataset.tariterators import group_by_keys, tar_file_expander
 
     def reraise(exc: Exception) -> bool:
         raise exc
 
     count = 0
     try:
-        for sample in tarfile_samples([{"url": shard.url}], handler=reraise):
-            count += 1
-            yield sample
+        with _tar_sources(shard) as sources:
+            files = tar_file_expander(sources, handler=reraise)
+            for sample in group_by_keys(files, handler=reraise):
+                count += 1
+                yield sample
         if count != shard.count:
             raise DataError(f"it ended after {count} of its {shard.count} images")
     except Exception as exc:  # noqa: BLE001 - tar, pipe and network errors alike
