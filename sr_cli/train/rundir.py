@@ -2,9 +2,10 @@
 
 * :class:`RunLock`: one ``sr-train`` per run folder (``.lock`` holds the owner's pid and host;
   a lock whose process is gone is taken over with a warning).
-* :func:`plan_resume`: ``resume=auto`` continues the newest run of the same name (or this
-  folder) and says so when there is nothing to resume; ``resume=PATH`` continues in the folder
-  the checkpoint belongs to. Under SLURM, a requeued job continues its own folder as with
+* :func:`plan_resume`: ``resume=auto`` continues this folder, else the newest earlier run whose
+  recorded name and settings are this run's (:func:`continuable`; another run is never taken
+  over: it starts fresh in its own folder and says why), and says so when there is nothing to
+  resume; ``resume=PATH`` continues in the folder the checkpoint belongs to. Under SLURM, a requeued job continues its own folder as with
   ``resume=auto`` (:mod:`sr_cli.train.slurm`). An unreadable ``last.ckpt`` falls back to the
   newest readable state, with a warning naming both files.
 * :func:`check_resume_compatible`: a resume with another model, EMA setting or loss set is a
@@ -221,24 +222,99 @@ def readable_state(run_dir: Path) -> tuple[Path | None, list[str]]:
     return None, problems
 
 
-def plan_resume(resume: str | None, output_dir: Path) -> ResumePlan:
-    """Decide where the run writes and what it resumes from (see the module docstring)."""
+#: Keys of the config record that say how far or where a run goes, not what it trains: an
+#: earlier run that differs from this one only in these is the same run (``resume=auto``).
+RUN_CONTROL = (
+    "resume",
+    "paths",
+    "trainer.max_steps",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "logger",
+    "speed",
+)
+
+
+def _settings(record: dict) -> dict:
+    """The config record without its run-control keys (:data:`RUN_CONTROL`), and with its own
+    folder written ``<run folder>`` in the values derived from it (checkpoint folder, ...)."""
+    folder = str((record.get("paths") or {}).get("output_dir") or "") or None
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if folder and isinstance(value, str) and (value + "/").startswith(folder + "/"):
+            return "<run folder>" + value[len(folder) :]
+        return value
+
+    out = plain(record)
+    for key in RUN_CONTROL:
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
+def continuable(folder: Path, cfg: DictConfig) -> str | None:
+    """``None`` when the run in ``folder`` is this run (its recorded ``run_name`` and settings,
+    run-control keys aside, are ``cfg``'s), else why it is not, in a few words."""
+    try:
+        loaded = OmegaConf.load(folder / "config_resolved.yaml")
+        record = OmegaConf.to_container(loaded, resolve=False)  # data: never resolved
+    except Exception:  # missing, unreadable or not YAML: nothing says it is this run
+        record = None
+    if not isinstance(record, dict):
+        return "no readable config_resolved.yaml says what it trains"
+    current = OmegaConf.to_container(cfg, resolve=True)
+    if record.get("run_name") != current.get("run_name"):
+        return (
+            f"its run name is {record.get('run_name')!r}, this run's is {current.get('run_name')!r}"
+        )
+    old, new = _settings(record), _settings(current)
+    changes = [
+        change[1:]
+        for key in sorted(set(old) | set(new), key=str)
+        for change in _diff(old.get(key), new.get(key), f".{key}")
+    ]
+    if changes:
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        return "its settings differ: " + "; ".join(changes[:3]) + more
+    return None
+
+
+def plan_resume(resume: str | None, output_dir: Path, cfg: DictConfig | None = None) -> ResumePlan:
+    """Decide where the run writes and what it resumes from (see the module docstring).
+
+    ``cfg`` (this run's config) decides whether an earlier run of the same name is this run
+    (:func:`continuable`); without it, ``resume=auto`` looks at ``output_dir`` alone."""
     if not resume and _slurm_requeued(output_dir):
         resume = "auto"
     if not resume:
         return ResumePlan(output_dir)
     if resume == "auto":
+        earlier = [p for p in _sibling_runs(output_dir) if p != output_dir] if cfg else []
         folders = [output_dir] + sorted(
-            (p for p in _sibling_runs(output_dir) if p != output_dir),
+            earlier,
             key=lambda p: (
                 (p / "checkpoints").stat().st_mtime if (p / "checkpoints").is_dir() else 0
             ),
             reverse=True,
         )
+        passed: list[str] = []
         for folder in folders:
             ckpt, problems = readable_state(folder)
             if ckpt is None and not problems:
                 continue
+            if folder != output_dir:
+                why = continuable(folder, cfg)
+                if why is not None:
+                    passed.append(f"{folder} ({why})")
+                    continue
             if ckpt is None:
                 raise CheckpointError(
                     f"resume=auto: no readable checkpoint in {folder / 'checkpoints'}: "
@@ -249,10 +325,18 @@ def plan_resume(resume: str | None, output_dir: Path) -> ResumePlan:
             if folder != output_dir:
                 log.warning("resume=auto: continuing the run in %s", folder)
             return _with_meta(ResumePlan(folder, str(ckpt)))
+        if passed:
+            log.warning(
+                "resume=auto: not continuing %s: another run is never taken over; starting a "
+                "new run in %s",
+                ", ".join(passed),
+                output_dir,
+            )
+            return ResumePlan(output_dir)
         log.warning(
             "resume=auto: nothing to resume (no checkpoint in %s%s); starting a new run",
             output_dir,
-            " or in earlier runs of the same name" if _sibling_runs(output_dir) else "",
+            " or in earlier runs of the same name" if earlier else "",
         )
         return ResumePlan(output_dir)
     path = Path(resume).expanduser()

@@ -151,7 +151,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     fresh = rundir.is_unused(output_dir)
     try:
         check_options(cfg)
-        plan = rundir.plan_resume(cfg.get("resume"), output_dir)
+        plan = rundir.plan_resume(cfg.get("resume"), output_dir, cfg)
         if plan.output_dir != output_dir:
             with open_dict(cfg):
                 cfg.paths.output_dir = str(plan.output_dir)
