@@ -2,6 +2,10 @@
 
 * :class:`RunLock`: one ``sr-train`` per run folder (``.lock`` holds the owner's pid and host;
   a lock whose process is gone is taken over with a warning).
+* :class:`FolderStart`: what a run folder held before this process started in it (recorded
+  before Hydra sets the folder up, by :class:`RecordRunStart`), so that a start that fails
+  removes only what this process created, and only while it holds the folder's lock: a start
+  refused by the lock removes nothing.
 * :func:`plan_resume`: ``resume=auto`` continues this folder, else the newest earlier run whose
   recorded name and settings are this run's (:func:`continuable`; another run is never taken
   over: it starts fresh in its own folder and says why), and says so when there is nothing to
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sr_cli.errors import CheckpointError, ConfigError
@@ -36,7 +41,7 @@ from sr_cli.serialization import atomic_write, is_readable_checkpoint, safe_torc
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
-#: What Hydra puts in a new run folder before the task starts.
+#: What Hydra puts in a new run folder before the task starts (besides its ``*.log``).
 HYDRA_FILES = (".hydra",)
 
 
@@ -109,33 +114,98 @@ class RunLock:
 
 
 # --------------------------------------------------------------------------- folder state
-def is_unused(run_dir: Path) -> bool:
-    """True when the folder holds nothing but what Hydra creates before a run (and logs)."""
-    if not run_dir.is_dir():
-        return True
-    for entry in run_dir.iterdir():
-        if entry.name in HYDRA_FILES or entry.name == LOCK_NAME or entry.suffix == ".log":
-            continue
-        return False
-    return True
-
-
 def training_started(run_dir: Path) -> bool:
     return (run_dir / "checkpoints").is_dir() or (run_dir / "metrics.csv").is_file()
 
 
-def remove_if_unused(run_dir: Path) -> None:
-    """Delete a run folder that never got past the start (and empty parents up to ``outputs``)."""
-    if _rank() != 0 or not run_dir.is_dir() or not is_unused(run_dir):
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    parent = run_dir.parent
-    for _ in range(2):
+def _startup_file(entry: Path) -> bool:
+    return entry.name in HYDRA_FILES or entry.suffix == ".log"
+
+
+@dataclass
+class FolderStart:
+    """What a run folder held before this process started in it.
+
+    ``entries`` are the names it held (``None``: it did not exist) and ``top`` the outermost
+    folder this process created on the way to it (the run folder or a parent; ``None``: none).
+    """
+
+    folder: Path
+    entries: frozenset[str] | None
+    top: Path | None
+    cleared: bool = False
+
+    @classmethod
+    def now(cls, folder: str | Path) -> FolderStart:
+        folder = Path(os.path.abspath(folder))
+        if folder.is_dir():
+            return cls(folder, frozenset(os.listdir(folder)), None)
+        top = folder
+        while top.parent != top and not top.parent.exists():
+            top = top.parent
+        return cls(folder, None, top)
+
+    @classmethod
+    def of(cls, folder: str | Path) -> FolderStart:
+        """The record :class:`RecordRunStart` made before Hydra set ``folder`` up (so that
+        ``.hydra/`` and the log count as this process's), else the folder as it is now."""
+        return _STARTS.pop(os.path.abspath(folder), None) or cls.now(folder)
+
+    def remove_created(self) -> None:
+        """After a start that failed before training, *while holding the folder's lock*: remove
+        what this process created in the folder, provided that is only start-up files
+        (``.hydra/``, logs). The folders themselves go with :meth:`remove_folders`, once the
+        lock is released."""
+        if _rank() != 0 or not self.folder.is_dir():
+            return
+        created = [
+            e
+            for e in self.folder.iterdir()
+            if e.name != LOCK_NAME and (self.entries is None or e.name not in self.entries)
+        ]
+        if not all(_startup_file(e) for e in created):
+            return  # training wrote something: keep everything
+        for entry in created:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        self.cleared = True
+
+    def remove_folders(self) -> None:
+        """After :meth:`remove_created` and the lock's release: the folders this process created,
+        from the run folder up to :attr:`top`, each only while it is empty."""
+        if not self.cleared or self.top is None:
+            return
+        folder = self.folder
+        while True:
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                return
+            if folder == self.top:
+                return
+            folder = folder.parent
+
+
+#: :class:`FolderStart` records made before Hydra set up a run folder, by absolute path.
+_STARTS: dict[str, FolderStart] = {}
+
+
+class RecordRunStart(Callback):
+    """Hydra callback: the run folder as it was before Hydra created it and wrote ``.hydra/``
+    and the log into it (:class:`FolderStart`)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
         try:
-            parent.rmdir()  # only if empty
-        except OSError:
-            break
-        parent = parent.parent
+            HydraConfig.instance().set_config(config)  # as run_job does next, for ${hydra:...}
+            folder = str(OmegaConf.select(config, "hydra.run.dir"))
+        except Exception:  # the folder cannot be told: the task records it as it finds it
+            return
+        start = FolderStart.now(folder)
+        _STARTS[str(start.folder)] = start
 
 
 def check_writable(run_dir: Path) -> None:

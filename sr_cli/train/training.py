@@ -148,23 +148,29 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     setup_environment()
     output_dir = Path(cfg.paths.output_dir)
-    fresh = rundir.is_unused(output_dir)
+    start = rundir.FolderStart.of(output_dir)  # what was there before this process
     try:
-        check_options(cfg)
-        plan = rundir.plan_resume(cfg.get("resume"), output_dir, cfg)
-        if plan.output_dir != output_dir:
-            with open_dict(cfg):
-                cfg.paths.output_dir = str(plan.output_dir)
-            rundir.remove_if_unused(output_dir)
-            output_dir, fresh = plan.output_dir, False
         rundir.check_writable(output_dir)
-        with rundir.RunLock(output_dir):
-            return _train_in(cfg, output_dir, plan)
-    except Exception:
-        # A run that stopped before training (a user error) leaves no orphan folder behind.
-        if fresh and not rundir.training_started(output_dir):
-            rundir.remove_if_unused(output_dir)
-        raise
+        with rundir.RunLock(output_dir):  # refused: this process removes nothing
+            try:
+                check_options(cfg)
+                plan = rundir.plan_resume(cfg.get("resume"), output_dir, cfg)
+                if plan.output_dir == output_dir:
+                    return _train_in(cfg, output_dir, plan)
+            except Exception:
+                # A start that failed before training (a user error) leaves nothing behind
+                # that this process created; what others created stays.
+                if not rundir.training_started(output_dir):
+                    start.remove_created()
+                raise
+            start.remove_created()  # the run goes on in the folder it continues
+    finally:
+        start.remove_folders()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(plan.output_dir)
+    rundir.check_writable(plan.output_dir)
+    with rundir.RunLock(plan.output_dir):
+        return _train_in(cfg, plan.output_dir, plan)
 
 
 def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float], dict[str, Any]]:

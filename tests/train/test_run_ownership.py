@@ -6,12 +6,15 @@ temporary file is cleared by the next run of the folder. Real ``sr-train`` proce
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.commands.test_sr_train import TINY_CLI, run_cli
+from tests.commands.test_sr_train import SR_TRAIN, TINY_CLI, run_cli
 
 ARGS = [
     "experiment=demo",
@@ -125,3 +128,73 @@ def test_a_run_of_the_same_name_with_other_settings_is_not_continued(tiny_cfg, t
     assert "seed: 0 -> 5" in continuable(earlier, same)
     (earlier / "config_resolved.yaml").unlink()
     assert "no readable config_resolved.yaml" in continuable(earlier, same)
+
+
+# --------------------------------------------------------------------------- refused start
+def _start(tmp_path: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.Popen(
+        [SR_TRAIN, *ARGS, f"hydra.run.dir={run_dir}", *extra],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 240) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"sr-train ended early: {proc.communicate()[1][-2000:]}")
+        if time.monotonic() > end:
+            proc.kill()
+            raise AssertionError(f"{what} did not happen in {timeout} s")
+        time.sleep(0.1)
+
+
+def test_a_refused_start_removes_nothing_of_the_live_run(tmp_path, val_subset):
+    """The first sr-train holds the folder's lock and waits, before it writes anything of its
+    own, for its training data (a pipe: command that waits for a gate file); a second sr-train
+    into the folder is refused and must leave the first's .hydra/ and train.log alone. Then the
+    gate opens and the first finishes its run."""
+    from sr_cli.commands.data import main as sr_data
+    from sr_cli.data import SAMPLES_DIR
+
+    shards, gate = tmp_path / "shards", tmp_path / "gate"
+    assert sr_data(["shard", str(SAMPLES_DIR / "train"), str(shards), "--quiet"]) == 0
+    wait_then_print = f"while [ ! -e {gate} ]; do sleep 0.1; done; cat {shards}/manifest.json"
+    run = tmp_path / "busy"
+    first = _start(
+        tmp_path,
+        run,
+        f"data.val_dir={val_subset}",
+        "trainer.max_steps=2",
+        "data=stream",
+        f"data.train_stream='pipe:sh -c \"{wait_then_print}\"'",
+    )
+    lock = run / ".lock"
+
+    def holds_lock() -> bool:
+        try:
+            return json.loads(lock.read_text())["pid"] == first.pid
+        except (OSError, ValueError, KeyError):
+            return False
+
+    try:
+        _wait_until(holds_lock, first, "the first process taking the lock")
+        second = run_cli([*ARGS, f"data.val_dir={val_subset}", f"hydra.run.dir={run}"], tmp_path)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"in use by sr-train (pid {first.pid}" in second.stderr
+        assert (run / ".hydra" / "config.yaml").is_file() and (run / "train.log").is_file()
+        assert holds_lock()
+    finally:
+        gate.touch()
+        out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / "train.log").is_file()
+    assert not lock.exists()
