@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: A lock that reads empty or unreadable is another process's until it is this many seconds old:
+#: it is between its owner's exclusive create and the write of the owner's pid.
+LOCK_GRACE_S = 10.0
+
+
 class RunLock:
-    """Exclusive ownership of a run folder for the life of one training process (rank 0)."""
+    """Exclusive ownership of a run folder for the life of one training process (rank 0).
+
+    A lock is stale, and taken over with a warning, only when its owner's pid is not running
+    (on this host) or when it has been empty or unreadable for :data:`LOCK_GRACE_S` seconds; a
+    younger empty lock is being written by a process that is starting, and is in use.
+    """
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
@@ -74,26 +85,36 @@ class RunLock:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
+        for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                owner = self._owner()
-                if owner and owner.get("pid") == os.getpid():
+                owner, seen = self._owner()
+                if seen is None:
+                    continue  # gone between the create and the read: try again
+                if owner is None:
+                    age = time.time() - seen.st_mtime
+                    if age < LOCK_GRACE_S:
+                        raise ConfigError(
+                            f"run folder {self.path.parent} is in use: its lock is {age:.1f} s "
+                            "old and still being written by an sr-train that is starting; wait "
+                            "for it, or write elsewhere (hydra.run.dir=...). If no sr-train is "
+                            f"starting there, delete {self.path}."
+                        ) from None
+                    why = f"empty or unreadable for {age:.0f} s"
+                elif owner.get("pid") == os.getpid():
                     return self  # re-entered by the same process (stages)
-                if owner and (owner.get("host") != me["host"] or _pid_alive(int(owner["pid"]))):
+                elif owner.get("host") != me["host"] or _pid_alive(int(owner["pid"])):
                     raise ConfigError(
                         f"run folder {self.path.parent} is in use by sr-train (pid "
                         f"{owner.get('pid')} on {owner.get('host')}); wait for it to finish, stop "
                         f"it, or write elsewhere (hydra.run.dir=...). If that process is gone, "
                         f"delete {self.path}."
                     ) from None
-                log.warning(
-                    "taking over the stale lock %s (pid %s is not running)",
-                    self.path,
-                    owner.get("pid") if owner else "?",
-                )
-                self.path.unlink(missing_ok=True)
+                else:
+                    why = f"pid {owner.get('pid')} is not running"
+                log.warning("taking over the stale lock %s (%s)", self.path, why)
+                self._remove_if_unchanged(seen)
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
@@ -101,11 +122,32 @@ class RunLock:
             return self
         raise ConfigError(f"could not lock the run folder {self.path.parent}; delete {self.path}")
 
-    def _owner(self) -> dict | None:
+    def _owner(self) -> tuple[dict | None, os.stat_result | None]:
+        """The owner the lock names (``None``: empty or unreadable) and the lock file's stat
+        (``None``: there is no lock file)."""
         try:
-            return json.loads(self.path.read_text())
+            seen = self.path.stat()
+            owner = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None, None
         except (OSError, ValueError):
-            return None
+            return None, seen
+        if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+            return None, seen
+        return owner, seen
+
+    def _remove_if_unchanged(self, seen: os.stat_result) -> None:
+        """Remove the stale lock judged from ``seen`` unless another process replaced it since."""
+        try:
+            now = self.path.stat()
+        except FileNotFoundError:
+            return
+        if (now.st_ino, now.st_size, now.st_mtime_ns) == (
+            seen.st_ino,
+            seen.st_size,
+            seen.st_mtime_ns,
+        ):
+            self.path.unlink(missing_ok=True)
 
     def __exit__(self, *exc: Any) -> None:
         if self.held:

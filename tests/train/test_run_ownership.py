@@ -198,3 +198,25 @@ def test_a_refused_start_removes_nothing_of_the_live_run(tmp_path, val_subset):
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "train.log").is_file()
     assert not lock.exists()
+
+
+# --------------------------------------------------------------------------- lock takeover
+@pytest.mark.parametrize("content", ["", '{"pid": 12'], ids=["empty", "half-written"])
+def test_a_lock_being_written_is_in_use_until_it_is_old(content, tmp_path):
+    """Between another process's O_EXCL create and its write, the lock reads empty (or half
+    written): that lock is in use, not stale. Only once it is old is it taken over."""
+    from sr_cli.errors import ConfigError
+    from sr_cli.train.rundir import LOCK_GRACE_S, RunLock, _rank
+
+    assert _rank() == 0  # imports Lightning now, not while the lock's age is being judged
+    lock = tmp_path / ".lock"
+    lock.write_text(content)
+    with pytest.raises(ConfigError, match=r"run folder .* is in use: .*being written"):
+        with RunLock(tmp_path):
+            raise AssertionError("took a lock that is being written")
+    assert lock.read_text() == content  # left as it was
+    old = time.time() - LOCK_GRACE_S - 1
+    os.utime(lock, (old, old))
+    with RunLock(tmp_path) as taken:
+        assert taken.held and json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
