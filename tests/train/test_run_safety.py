@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from safetensors.torch import load_file
 
@@ -293,6 +294,47 @@ def test_skip_policy_skips_and_continues(tiny_cfg, val_subset, tmp_path):
     assert objects["module"].iteration == 4
     assert objects["module"].skipped_steps == 2
     assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 2
+
+
+class WeightRecorder(pl.Callback):
+    """The generator's weights at the start and after every batch (after its optimizer step)."""
+
+    def __init__(self) -> None:
+        self.start: list[torch.Tensor] = []
+        self.after: list[list[torch.Tensor]] = []
+
+    def on_train_start(self, trainer, module) -> None:
+        self.start = [p.detach().clone() for p in module.generator.parameters()]
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        self.after.append([p.detach().clone() for p in module.generator.parameters()])
+
+
+def test_skipped_steps_are_not_averaged_into_the_ema(tiny_cfg, val_subset, tmp_path):
+    """EMA (decay 0.5) over 4 iterations of which the NaN guard skips 1 and 2: it averages the
+    weights after iterations 0 and 3 only, from the initial weights."""
+    cfg = tiny_cfg(
+        *COMMON,
+        f"data.val_dir={val_subset}",
+        "trainer.max_steps=4",
+        "nan_guard.policy=skip",
+        "ema.enabled=true",
+        "ema.decay=0.5",
+        "+loss.twice._target_=tests.train.test_run_safety.NaNTwice",
+        "+callbacks.recorder._target_=tests.train.test_run_safety.WeightRecorder",
+        out=tmp_path / "ema_skip",
+    )
+    _, objects = train(cfg)
+    module = objects["module"]
+    assert module.skipped_steps == 2
+    rec = next(c for c in objects["trainer"].callbacks if isinstance(c, WeightRecorder))
+    assert len(rec.after) == 4
+    expected = [w.clone() for w in rec.start]
+    for iteration in (0, 3):
+        for e, w in zip(expected, rec.after[iteration]):
+            e.lerp_(w, 0.5)
+    for e, got in zip(expected, module.generator_ema.parameters()):
+        assert torch.allclose(e, got, atol=1e-7, rtol=0)
 
 
 def test_skip_policy_gives_up_after_k_in_a_row(tiny_cfg, val_subset, tmp_path):
