@@ -144,14 +144,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     Raises :class:`~sr_cli.train.lit.callbacks.TrainingInterrupted` after a stop signal, once the
     resumable checkpoint is written.
     """
-    from sr_cli.train import rundir
+    from sr_cli.train import ownership, rundir
 
     setup_environment()
     output_dir = Path(cfg.paths.output_dir)
-    start = rundir.FolderStart.of(output_dir)  # what was there before this process
+    start = ownership.FolderStart.of(output_dir)  # what was there before this process
     try:
-        rundir.check_writable(output_dir)
-        with rundir.RunLock(output_dir):  # refused: this process removes nothing
+        ownership.check_writable(output_dir)
+        with ownership.RunLock(output_dir):  # refused: this process removes nothing
             try:
                 check_options(cfg)
                 plan = rundir.plan_resume(cfg.get("resume"), output_dir, cfg)
@@ -160,7 +160,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             except Exception:
                 # A start that failed before training (a user error) leaves nothing behind
                 # that this process created; what others created stays.
-                if not rundir.training_started(output_dir):
+                if not ownership.training_started(output_dir):
                     start.remove_created()
                 raise
             start.remove_created()  # the run goes on in the folder it continues
@@ -168,8 +168,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         start.remove_folders()
     with open_dict(cfg):
         cfg.paths.output_dir = str(plan.output_dir)
-    rundir.check_writable(plan.output_dir)
-    with rundir.RunLock(plan.output_dir):
+    ownership.check_writable(plan.output_dir)
+    with ownership.RunLock(plan.output_dir):
         return _train_in(cfg, plan.output_dir, plan)
 
 

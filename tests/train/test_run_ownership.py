@@ -206,7 +206,7 @@ def test_a_lock_being_written_is_in_use_until_it_is_old(content, tmp_path):
     """Between another process's O_EXCL create and its write, the lock reads empty (or half
     written): that lock is in use, not stale. Only once it is old is it taken over."""
     from sr_cli.errors import ConfigError
-    from sr_cli.train.rundir import LOCK_GRACE_S, RunLock, _rank
+    from sr_cli.train.ownership import LOCK_GRACE_S, RunLock, _rank
 
     assert _rank() == 0  # imports Lightning now, not while the lock's age is being judged
     lock = tmp_path / ".lock"
