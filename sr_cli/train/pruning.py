@@ -34,7 +34,6 @@ Config (``conf/train.yaml``, turned on by ``conf/hparams_search/optuna.yaml``)::
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import warnings
@@ -44,6 +43,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from sr_cli.errors import ConfigError
+from sr_cli.metrics_csv import read_metrics_rows
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,13 @@ def read_curve(run_dir: Path, metric: str) -> dict[int, float]:
     curve: dict[int, float] = {}
     if not path.is_file():
         return curve
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            text, step = row.get(metric), row.get("step")
-            if not text or not step:
-                continue
-            try:
-                value, it = float(text), int(float(step))
-            except ValueError:
-                continue
-            if not math.isnan(value):
-                curve[it + 1] = value
+    for row in read_metrics_rows(path).rows:  # damaged rows left out, with a warning
+        text, step = row.get(metric), row.get("step")
+        if not text or not step or not math.isfinite(float(step)):
+            continue
+        value = float(text)
+        if not math.isnan(value):
+            curve[int(float(step)) + 1] = value
     return curve
 
 

@@ -21,6 +21,7 @@ import csv
 import io
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sr_cli.errors import CheckpointError
+from sr_cli.metrics_csv import read_metrics_rows
 from sr_cli.serialization import atomic_write, is_readable_checkpoint, safe_torch_load
 from sr_cli.train.ownership import _rank
 
@@ -310,21 +312,30 @@ def check_resume_compatible(plan: ResumePlan, cfg: DictConfig) -> None:
 def trim_metrics(run_dir: Path, iteration: int | None) -> tuple[list[str], str] | None:
     """Keep one ``metrics.csv`` across a resume: the rows of the iterations before the resumed
     state (a row's step is its iteration; later ones are logged again by the resumed run).
-    Returns ``(header, csv text)`` for :func:`restore_metrics`."""
+    Damaged rows are left out with a warning (:func:`~sr_cli.metrics_csv.read_metrics_rows`)
+    and the damaged file is kept aside as ``metrics.csv.damaged-<k>``. Returns ``(header, csv
+    text)`` for :func:`restore_metrics`."""
     path = run_dir / "metrics.csv"
     if _rank() != 0 or not path.is_file():
         return None
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
-        rows = list(reader)
+    table = read_metrics_rows(path)
+    if table.damaged:
+        k = 1
+        while (run_dir / f"metrics.csv.damaged-{k}").exists():
+            k += 1
+        aside = run_dir / f"metrics.csv.damaged-{k}"
+        shutil.copy2(path, aside)
+        log.warning("%s: the file as it was is kept as %s", path, aside.name)
+    if not table.header:
+        return None
+    rows = table.rows
     if iteration is not None:
         rows = [r for r in rows if not r.get("step") or float(r["step"]) < iteration]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=header)
+    writer = csv.DictWriter(buf, fieldnames=table.header)
     writer.writeheader()
     writer.writerows(rows)
-    return header, buf.getvalue()
+    return table.header, buf.getvalue()
 
 
 def restore_metrics(csv_logger, kept: tuple[list[str], str] | None) -> None:

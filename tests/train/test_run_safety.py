@@ -390,6 +390,44 @@ def test_resume_with_another_setup_is_a_one_line_error(
     assert (out / "config_resolved.yaml").read_text() == record
 
 
+def _damage_row(path: Path, row: int, byte: bytes) -> bytes:
+    """Replace the first byte of line ``row`` (1 = header) of ``path`` with ``byte``."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[row - 1] = byte + lines[row - 1][1:]
+    path.write_bytes(b"".join(lines))
+    return lines[row - 1]
+
+
+@pytest.mark.parametrize("byte", [b"\xff", b"\x00"], ids=["not-utf8", "nul"])
+def test_a_corrupt_byte_in_metrics_csv_costs_that_row_only(
+    byte, tiny_cfg, val_subset, tmp_path, caplog
+):
+    """resume=auto with a damaged row in metrics.csv: one warning naming the file and the row,
+    the readable rows kept, the damaged file kept aside, and the run goes on."""
+    import csv
+
+    out = tmp_path / "run"
+    common = [*COMMON, f"data.val_dir={val_subset}", "trainer.log_every_n_steps=1"]
+    train(tiny_cfg(*common, "trainer.max_steps=4", out=out))
+    metrics = out / "metrics.csv"
+    original = metrics.read_bytes()
+    rows = list(csv.DictReader(metrics.open()))
+    assert len(rows) >= 3
+    damaged = _damage_row(metrics, 2, byte)  # the first row after the header
+    with caplog.at_level(logging.WARNING):
+        _, objects = train(tiny_cfg(*common, "trainer.max_steps=6", "resume=auto", out=out))
+    assert objects["module"].iteration == 6
+    said = [r.getMessage() for r in caplog.records if "row 2" in r.getMessage()]
+    assert len(said) == 1 and str(metrics) in said[0], caplog.text
+    kept = list(csv.DictReader(metrics.open()))
+    steps = [float(r["step"]) for r in kept if r.get("step")]
+    # every readable row before the resumed state is still there, the damaged one is not
+    expected = [float(r["step"]) for r in rows[1:] if r.get("step") and float(r["step"]) < 4]
+    assert steps[: len(expected)] == expected and max(steps) >= 5
+    aside = out / "metrics.csv.damaged-1"
+    assert aside.read_bytes() == original.replace(original.splitlines(True)[1], damaged, 1)
+
+
 def test_resume_auto_with_nothing_to_resume_says_so(tiny_cfg, val_subset, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         train(tiny_cfg(*COMMON, f"data.val_dir={val_subset}", "resume=auto", out=tmp_path / "n"))
