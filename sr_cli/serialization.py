@@ -1,8 +1,10 @@
 """Safe, atomic reading and writing of torch files (a leaf module: no Lightning import).
 
-* Writes go to a temporary file in the target folder, are flushed and fsync'ed, then renamed
-  over the destination with ``os.replace``: a crash leaves either the old or the new file,
-  never a truncated one.
+* Writes go to a temporary file in the target folder (``.<name>.<8 random chars>.tmp``), are
+  flushed and fsync'ed, then renamed over the destination with ``os.replace``, and the folder is
+  fsync'ed so that the rename itself survives a power cut: a crash leaves either the old or the
+  new file, never a truncated one. A write killed mid-way leaves its temporary file, which
+  :func:`is_atomic_temporary` recognises (the next run of a folder removes them).
 * Reads use ``torch.load(weights_only=True)``: a checkpoint cannot execute code when loaded.
   Checkpoints written by sr-cli contain only tensors and plain Python values, so they load.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,33 @@ def _no_space(path: Path, exc: OSError) -> CheckpointError:
         "checkpoints are intact. Free some space (or point paths.output_dir elsewhere) and resume "
         "with resume=auto."
     )
+
+
+#: The name of :func:`atomic_write`'s temporary file: ``.<name>.`` + tempfile's 8 random
+#: characters + ``.tmp``.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def is_atomic_temporary(name: str) -> bool:
+    """Whether ``name`` is the temporary file of an :func:`atomic_write` (left by one that was
+    killed, once no process writes in that folder)."""
+    return _TEMPORARY.fullmatch(name) is not None
+
+
+def fsync_folder(folder: str | Path) -> None:
+    """fsync a folder, so that a rename in it is on disk; filesystems that refuse to fsync a
+    folder (EINVAL, and the like) are let be."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # a folder that cannot be opened (another platform): nothing more can be done
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | Path, write: Any) -> None:
@@ -51,6 +81,7 @@ def atomic_write(path: str | Path, write: Any) -> None:
         if full is not None:
             raise _no_space(path, full) from exc
         raise
+    fsync_folder(path.parent)
 
 
 def _disk_full(exc: BaseException | None) -> OSError | None:
@@ -94,6 +125,7 @@ def atomic_link(source: str | Path, dest: str | Path) -> None:
     except OSError:
         shutil.copyfile(source, tmp)
     os.replace(tmp, dest)
+    fsync_folder(dest.parent)
 
 
 def is_readable_checkpoint(path: str | Path) -> str | None:

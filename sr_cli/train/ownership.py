@@ -8,6 +8,9 @@
   before Hydra sets the folder up, by the :class:`RecordRunStart` callback), so that a start
   that fails removes only what this process created, and only while it holds the folder's lock:
   a start refused by the lock removes nothing.
+* :func:`remove_stale_temporaries`: the temporary files of checkpoint writes that were killed
+  (``checkpoints/.<name>.<random>.tmp``) are removed by the next run of the folder, once it
+  holds the lock.
 * :func:`check_writable`: a folder that cannot be written fails before any compute.
 """
 
@@ -28,6 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sr_cli.errors import ConfigError
+from sr_cli.serialization import is_atomic_temporary
 
 log = logging.getLogger(__name__)
 
@@ -257,3 +261,26 @@ def check_writable(run_dir: Path) -> None:
             f"cannot write to the run folder {run_dir} ({reason}); choose a writable place with "
             "hydra.run.dir=... (or paths.output_dir=...)."
         ) from exc
+
+
+def remove_stale_temporaries(lock: RunLock) -> list[Path]:
+    """Remove the temporary files that killed writes left in the run's ``checkpoints/`` (only
+    names of :func:`~sr_cli.serialization.atomic_write`'s pattern), provided this process holds
+    the folder's ``lock``: then no other process is writing there. Returns what was removed."""
+    folder = lock.path.parent / "checkpoints"
+    if not lock.held or not folder.is_dir():
+        return []
+    stale = [
+        p
+        for p in sorted(folder.iterdir())
+        if is_atomic_temporary(p.name) and p.is_file() and not p.is_symlink()
+    ]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.warning(
+            "removed %d temporary file(s) of checkpoint writes that were killed: %s",
+            len(stale),
+            ", ".join(p.name for p in stale),
+        )
+    return stale

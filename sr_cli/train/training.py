@@ -151,11 +151,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     start = ownership.FolderStart.of(output_dir)  # what was there before this process
     try:
         ownership.check_writable(output_dir)
-        with ownership.RunLock(output_dir):  # refused: this process removes nothing
+        with ownership.RunLock(output_dir) as lock:  # refused: this process removes nothing
             try:
                 check_options(cfg)
                 plan = rundir.plan_resume(cfg.get("resume"), output_dir, cfg)
                 if plan.output_dir == output_dir:
+                    ownership.remove_stale_temporaries(lock)
                     return _train_in(cfg, output_dir, plan)
             except Exception:
                 # A start that failed before training (a user error) leaves nothing behind
@@ -169,7 +170,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     with open_dict(cfg):
         cfg.paths.output_dir = str(plan.output_dir)
     ownership.check_writable(plan.output_dir)
-    with ownership.RunLock(plan.output_dir):
+    with ownership.RunLock(plan.output_dir) as lock:
+        ownership.remove_stale_temporaries(lock)
         return _train_in(cfg, plan.output_dir, plan)
 
 

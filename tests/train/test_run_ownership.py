@@ -220,3 +220,46 @@ def test_a_lock_being_written_is_in_use_until_it_is_old(content, tmp_path):
     with RunLock(tmp_path) as taken:
         assert taken.held and json.loads(lock.read_text())["pid"] == os.getpid()
     assert not lock.exists()
+
+
+# --------------------------------------------------------------------------- leftovers
+def test_the_next_run_of_a_folder_removes_temporaries_of_killed_writes(tiny_cfg, tmp_path):
+    """A checkpoint write killed mid-way leaves `.<name>.<random>.tmp` (atomic_write's own
+    pattern) in checkpoints/: the next run of the folder removes exactly those, once it holds
+    the folder's lock; a run refused by the lock leaves them alone."""
+    import socket
+    import tempfile
+
+    from sr_cli.errors import ConfigError
+    from sr_cli.train.training import train
+
+    out = tmp_path / "run"
+    common = ["loss=[l1]", "val.save_images=0", "data.val_dir=null"]
+    train(tiny_cfg(*common, out=out))
+    ckpts = out / "checkpoints"
+    leftovers = []
+    for name in ("last.ckpt", "iter_0000004.ckpt", "last.generator.safetensors"):
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=ckpts)  # as atomic_write
+        os.write(fd, b"half a checkpoint")
+        os.close(fd)
+        leftovers.append(Path(tmp))
+    others = [ckpts / n for n in (".last.ckpt.tmp", "notes.tmp", ".last.ckpt.ab.tmp", "mine.txt")]
+    for path in others:
+        path.write_text("not a leftover of atomic_write")
+
+    owner = subprocess.Popen(["sleep", "60"])  # a live process holding the folder
+    try:
+        (out / ".lock").write_text(json.dumps({"pid": owner.pid, "host": socket.gethostname()}))
+        with pytest.raises(ConfigError, match="in use"):
+            train(tiny_cfg(*common, "trainer.max_steps=4", "resume=auto", out=out))
+        assert all(p.exists() for p in leftovers)
+    finally:
+        owner.kill()
+        owner.wait()
+    (out / ".lock").unlink()
+
+    _, objects = train(tiny_cfg(*common, "trainer.max_steps=4", "resume=auto", out=out))
+    assert objects["module"].iteration == 4
+    assert not any(p.exists() for p in leftovers)
+    assert all(p.read_text() == "not a leftover of atomic_write" for p in others)
+    assert not [p for p in ckpts.iterdir() if p.name.endswith(".tmp") and p not in others]
