@@ -176,7 +176,9 @@ def plan_resume(resume: str | None, output_dir: Path, cfg: DictConfig | None = N
     if not resume:
         return ResumePlan(output_dir)
     if resume == "auto":
-        earlier = [p for p in _sibling_runs(output_dir) if p != output_dir] if cfg else []
+        earlier = (
+            [p for p in _sibling_runs(output_dir) if p != output_dir] if cfg is not None else []
+        )
         folders = [output_dir] + sorted(
             earlier,
             key=lambda p: (
