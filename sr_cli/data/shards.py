@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sr_cli.data.images import image_size, list_images
+from sr_cli.data.images import check_max_pixels, image_size, list_images
 from sr_cli.errors import ConfigError, DataError
 
 MANIFEST = "manifest.json"
@@ -92,8 +92,11 @@ def write_shards(
     """
     import webdataset as wds
 
+    check_max_pixels(max_pixels, "--max-pixels")
     if shard_size < 1:
         raise ConfigError(f"--shard-size {shard_size}: use at least 1 image per shard.")
+    if not shard_bytes > 0:
+        raise ConfigError(f"--shard-bytes {shard_bytes:g}: use a positive size, e.g. 1e9.")
     src, out = Path(src).expanduser(), Path(out).expanduser()
     files = list_images(src, what="source folder")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
@@ -101,6 +104,9 @@ def write_shards(
             f"output folder {str(out)!r} is inside the source folder {str(src)!r}; "
             "write the shards to a folder of their own."
         )
+    from sr_cli.serialization import atomic_write_text, check_output_dir, check_output_file
+
+    check_output_dir(out, "output folder")  # before anything is read
     if out.exists() and any(out.iterdir()):
         if not force and (out / MANIFEST).exists():
             raise ConfigError(
@@ -112,7 +118,10 @@ def write_shards(
                 f"output folder {str(out)!r} is not empty; choose a new folder (or --force to "
                 "write into it, replacing any shard-*.tar)."
             )
-        for old in [*out.glob("shard-*.tar"), *out.glob("shard-*.tar.partial"), out / MANIFEST]:
+        olds = [*out.glob("shard-*.tar"), *out.glob("shard-*.tar.partial"), out / MANIFEST]
+        for old in olds:  # --force replaces files, never a folder, FIFO or device
+            check_output_file(old, "--force would replace", folder=False)
+        for old in olds:
             old.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -186,9 +195,7 @@ def write_shards(
         "source": str(src),
         "shards": shards,
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return ShardReport(
         images=written,
         shards=len(shards),
@@ -356,15 +363,27 @@ def open_shard_set(location: str, skip_bad: bool = False) -> list[Shard]:
 
 
 @contextmanager
-def _tar_sources(shard: Shard) -> Iterator[Iterator[dict]]:
-    """``{"url", "stream"}`` of one shard for webdataset's tar reader. A ``pipe:`` shard's
-    command runs as an argument list (no shell); its exit status is checked once the tar is
-    read, and it is stopped when the reader stops early."""
+def _tar_sources(shard: Shard, retries: int, backoff: float) -> Iterator[Iterator[dict]]:
+    """``{"url", "stream"}`` of one shard for webdataset's tar reader. An http(s) shard is read
+    through a :class:`~sr_cli.data.resumable.ResumableHTTPReader` (``retries`` failures in a
+    row, exponential ``backoff``), so a dropped connection costs a retry, not the shard, and
+    every sample comes out once, in order. A ``pipe:`` shard's command runs as an argument list
+    (no shell; no retry: the command may do its own); its exit status is checked once the tar
+    is read, and it is stopped when the reader stops early. A local file is opened as it is."""
     from webdataset.tariterators import url_opener
+
+    from sr_cli.data.resumable import open_resumable
 
     def reraise(exc: Exception) -> bool:
         raise exc
 
+    if shard.argv is None and urlparse(shard.url).scheme in ("http", "https"):
+        stream = open_resumable(shard.url, shard.bytes, retries, backoff)
+        try:
+            yield iter([{"url": shard.url, "stream": stream}])
+        finally:
+            stream.close()
+        return
     if shard.argv is None:
         yield url_opener([{"url": shard.url}], handler=reraise)
         return
@@ -382,9 +401,12 @@ def _tar_sources(shard: Shard) -> Iterator[Iterator[dict]]:
         proc.wait()
 
 
-def _shard_samples(shard: Shard, skip_bad: bool) -> Iterator[dict]:
+def _shard_samples(
+    shard: Shard, skip_bad: bool, retries: int = 5, backoff: float = 1.0
+) -> Iterator[dict]:
     """The raw samples of one shard; a truncated or unreadable shard raises, or is cut short
-    with a warning when ``skip_bad``."""
+    with a warning when ``skip_bad``. An http(s) shard survives dropped connections
+    (:func:`_tar_sources`)."""
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     def reraise(exc: Exception) -> bool:
@@ -392,7 +414,7 @@ def _shard_samples(shard: Shard, skip_bad: bool) -> Iterator[dict]:
 
     count = 0
     try:
-        with _tar_sources(shard) as sources:
+        with _tar_sources(shard, retries, backoff) as sources:
             files = tar_file_expander(sources, handler=reraise)
             for sample in group_by_keys(files, handler=reraise):
                 count += 1
@@ -401,9 +423,15 @@ def _shard_samples(shard: Shard, skip_bad: bool) -> Iterator[dict]:
             raise DataError(f"it ended after {count} of its {shard.count} images")
     except Exception as exc:  # noqa: BLE001 - tar, pipe and network errors alike
         reason = str(exc.args[0]) if exc.args else type(exc).__name__
+        reason = reason.split(" @ <", 1)[0]  # webdataset appends the stream's repr
+        retry = (
+            f" (raise data.stream_retries, now {retries}, for a flaky network)"
+            if urlparse(shard.url).scheme in ("http", "https")
+            else ""
+        )
         msg = (
             f"shard {shard.url} is truncated or unreadable ({reason}); rewrite the set with "
-            "`sr-data shard`, or set data.skip_bad=true to skip the rest of it."
+            f"`sr-data shard`{retry}, or set data.skip_bad=true to skip the rest of it."
         )
         if not skip_bad:
             raise DataError(msg) from None

@@ -99,6 +99,9 @@ class StreamingHRDataset(IterableDataset):
         skip_bad: skip undecodable or too-small images and truncated shards with a warning.
         max_pixels: refuse images over this many pixels (``None``: 100 MP; ``0``: no limit).
         rank, world_size: this process and the number of processes.
+        stream_retries: http(s) shards: failures in a row tolerated on a connection before
+            the shard counts as unreadable (it resumes where it stopped: same samples, once).
+        stream_backoff: seconds before the first retry, doubled after each failure in a row.
 
     Items are dicts ``{"gt": (3, P, P) float32, "index": int, "key": str}``. Set
     :attr:`start_batch` (the rank's number of batches already trained) before iterating.
@@ -121,12 +124,22 @@ class StreamingHRDataset(IterableDataset):
         max_pixels: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        stream_retries: int = 5,
+        stream_backoff: float = 1.0,
     ) -> None:
         if patch_size % scale:
             raise DataError(
                 f"data.patch_size={patch_size} is not a multiple of scale={scale}; "
                 f"use e.g. data.patch_size={patch_size - patch_size % scale or scale * 8}."
             )
+        if (
+            isinstance(stream_retries, bool)
+            or not isinstance(stream_retries, int)
+            or (stream_retries < 0)
+        ):
+            raise ConfigError(f"data.stream_retries={stream_retries!r}: use a whole number >= 0.")
+        if not isinstance(stream_backoff, (int, float)) or not stream_backoff >= 0:
+            raise ConfigError(f"data.stream_backoff={stream_backoff!r}: use seconds >= 0, e.g. 1.")
         if shuffle_shards < 1 or shuffle_buffer < 1:
             raise ConfigError(
                 f"data.shuffle_shards={shuffle_shards}, data.shuffle_buffer={shuffle_buffer}: "
@@ -145,6 +158,8 @@ class StreamingHRDataset(IterableDataset):
         self.max_pixels = max_pixels
         self.rank = int(rank)
         self.world_size = int(world_size)
+        self.stream_retries = int(stream_retries)
+        self.stream_backoff = float(stream_backoff)
         self.start_batch = 0
 
     def __len__(self) -> int:
@@ -171,7 +186,10 @@ class StreamingHRDataset(IterableDataset):
 
     def _block_samples(self, block: list[Shard], rng: np.random.Generator) -> Iterator[dict]:
         """The samples of a block: its shards interleaved at random, through the buffer."""
-        sources = [_shard_samples(s, self.skip_bad) for s in block]
+        sources = [
+            _shard_samples(s, self.skip_bad, self.stream_retries, self.stream_backoff)
+            for s in block
+        ]
         buffer: list[dict] = []
         while sources:
             i = int(rng.integers(len(sources)))
