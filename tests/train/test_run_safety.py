@@ -107,6 +107,10 @@ def test_truncated_last_falls_back_to_the_newest_readable_state(
 def _start(tmp_path: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
     env["PYTHONUNBUFFERED"] = "1"
+    # The thread count of the in-process runs (tests/conftest.py), whatever the caller's
+    # OMP_NUM_THREADS: another count sums in another order, and the weights compared with an
+    # in-process run would differ in the last bits.
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     args = [
         SR_TRAIN,
         "experiment=demo",  # the same base config as the in-process tiny_cfg runs
