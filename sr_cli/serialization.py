@@ -3,9 +3,11 @@
 * Destinations are checked first (:func:`check_output_file`, :func:`check_output_dir`): one that
   exists and is not a regular file (a device such as ``/dev/full``, a FIFO, a folder) is refused,
   never replaced, and a folder that cannot be written is named before anything is computed.
-* Writes go to a temporary file in the target folder, are flushed and fsync'ed, then renamed
-  over the destination with ``os.replace``: a crash leaves either the old or the new file,
-  never a truncated one.
+* Writes go to a temporary file in the target folder (``.<name>.<8 random chars>.tmp``), are
+  flushed and fsync'ed, then renamed over the destination with ``os.replace``, and the folder is
+  fsync'ed so that the rename itself survives a power cut: a crash leaves either the old or the
+  new file, never a truncated one. A write killed mid-way leaves its temporary file, which
+  :func:`is_atomic_temporary` recognises (the next run of a folder removes them).
 * Reads use ``torch.load(weights_only=True)``: a checkpoint cannot execute code when loaded.
   Checkpoints written by sr-cli contain only tensors and plain Python values, so they load.
   A file that does not load is described in words (empty, not a zip archive or pickle, a
@@ -142,6 +144,33 @@ def _no_space(path: Path, exc: OSError) -> CheckpointError:
     )
 
 
+#: The name of :func:`atomic_write`'s temporary file: ``.<name>.`` + tempfile's 8 random
+#: characters + ``.tmp``.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def is_atomic_temporary(name: str) -> bool:
+    """Whether ``name`` is the temporary file of an :func:`atomic_write` (left by one that was
+    killed, once no process writes in that folder)."""
+    return _TEMPORARY.fullmatch(name) is not None
+
+
+def fsync_folder(folder: str | Path) -> None:
+    """fsync a folder, so that a rename in it is on disk; filesystems that refuse to fsync a
+    folder (EINVAL, and the like) are let be."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # a folder that cannot be opened (another platform): nothing more can be done
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Any) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over
     ``path``: a crash or a full disk leaves the old file (or none), never a truncated one."""
@@ -171,6 +200,7 @@ def atomic_write(path: str | Path, write: Any) -> None:
         if full is not None:
             raise _no_space(path, full) from exc
         raise
+    fsync_folder(path.parent)
 
 
 def _disk_full(exc: BaseException | None) -> OSError | None:
@@ -221,6 +251,7 @@ def atomic_link(source: str | Path, dest: str | Path) -> None:
     except OSError:
         shutil.copyfile(source, tmp)
     os.replace(tmp, dest)
+    fsync_folder(dest.parent)
 
 
 def is_readable_checkpoint(path: str | Path) -> str | None:

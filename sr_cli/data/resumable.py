@@ -20,8 +20,6 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
 
@@ -174,25 +172,3 @@ def _reason(exc: BaseException) -> str:
 def open_resumable(url: str, size: int | None, retries: int, backoff: float) -> io.BufferedReader:
     """A buffered :class:`ResumableHTTPReader` (what a tar reader wants)."""
     return io.BufferedReader(ResumableHTTPReader(url, size, retries, backoff), CHUNK)
-
-
-def tar_samples(url: str, size: int | None, retries: int, backoff: float) -> Iterator[dict]:
-    """webdataset's samples of one tar shard. An http(s) shard is read through a
-    :class:`ResumableHTTPReader` (``retries`` failures in a row, exponential ``backoff``), so a
-    dropped connection costs a retry, not the shard, and every sample comes out once, in order.
-    Local files and ``pipe:`` commands are read by webdataset (no retry: a ``pipe:`` command
-    may do its own)."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander, tarfile_samples
-
-    def reraise(exc: Exception) -> bool:
-        raise exc
-
-    if urlparse(url).scheme not in ("http", "https"):
-        yield from tarfile_samples([{"url": url}], handler=reraise)
-        return
-    stream = open_resumable(url, size, retries, backoff)
-    try:
-        files = tar_file_expander([{"url": url, "stream": stream}], handler=reraise)
-        yield from group_by_keys(files, handler=reraise)
-    finally:
-        stream.close()

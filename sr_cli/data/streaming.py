@@ -8,7 +8,8 @@ SHA-256. Training reads it with ``data=stream data.train_stream=LOCATION``: a lo
 ``manifest.json`` path or URL (``https://host/set/manifest.json``), or a ``pipe:`` command that
 prints the manifest (``pipe:aws s3 cp s3://bucket/set/manifest.json -``); the shards are found
 beside it (in a ``pipe:`` command, ``manifest.json`` is replaced by each shard's name). The
-shards are opened with ``webdataset`` (local files, http(s) through curl, ``pipe:`` commands).
+shards are read with ``webdataset`` (local files, http(s) through curl); the set itself (writing
+it, its manifest, a shard's raw samples) is :mod:`sr_cli.data.shards`.
 
 Why WebDataset rather than ``litdata``: sr-cli keys the training sample stream on the
 iteration, so that a run resumed from any checkpoint sees exactly what the uninterrupted run
@@ -39,295 +40,29 @@ only with ``data.skip_bad=true`` (the skipped images shift the stream).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sr_cli.data.arrays import augment, to_tensor
-from sr_cli.data.images import _to_rgb8, check_max_pixels, image_size, list_images, open_image
+from sr_cli.data.images import _to_rgb8, open_image
+from sr_cli.data.shards import (  # noqa: F401 - the shard set, re-exported for its callers
+    MANIFEST,
+    OPTION,
+    Shard,
+    _shard_samples,
+    check_shard_name,
+    open_shard_set,
+    write_shards,
+)
 from sr_cli.errors import ConfigError, DataError
 
 # Lightning warns that an IterableDataset's length may be wrong with several workers; each
 # worker here yields exactly its share of an epoch (see StreamingHRDataset.__iter__).
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-
-MANIFEST = "manifest.json"
-FORMAT = "sr-cli-webdataset-shards"
-SHARD_PATTERN = "shard-%06d.tar"
-#: Where the option lives, for error messages.
-OPTION = "data.train_stream"
-
-
-# --------------------------------------------------------------------------------------------
-# Writing a shard set
-
-
-@dataclass
-class ShardReport:
-    """What :func:`write_shards` did."""
-
-    images: int
-    shards: int
-    bytes: int
-    skipped: list[str]
-    manifest: Path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_shards(
-    src: str | Path,
-    out: str | Path,
-    shard_size: int = 1000,
-    shard_bytes: float = 1e9,
-    skip_bad: bool = False,
-    max_pixels: int | None = None,
-    force: bool = False,
-    progress: bool = False,
-) -> ShardReport:
-    """Write the images of ``src`` as WebDataset shards in ``out``, with ``manifest.json``.
-
-    Each image keeps its original bytes (no re-encoding): sample ``<key>`` holds
-    ``<key>.<ext>`` and ``<key>.name.txt``, the original file name; keys are the images'
-    sorted positions (``00000000``, ...). A shard closes after ``shard_size`` images or once it
-    holds ``shard_bytes`` bytes. Shards are written under a temporary name and renamed when
-    complete; the manifest is written last, so a folder with a manifest is a complete set.
-
-    Args:
-        src: folder of HR images.
-        out: new folder for the shards (an existing shard set is replaced only with ``force``).
-        shard_size: images per shard.
-        shard_bytes: bytes after which a shard is closed.
-        skip_bad: skip images whose header cannot be read, or which are over ``max_pixels``,
-            with a warning, instead of failing.
-        max_pixels: largest image accepted (``None``: 100 MP; ``0``: no limit).
-        force: replace the shards and manifest already in ``out``.
-        progress: show a progress bar.
-    """
-    import webdataset as wds
-
-    check_max_pixels(max_pixels, "--max-pixels")
-    if shard_size < 1:
-        raise ConfigError(f"--shard-size {shard_size}: use at least 1 image per shard.")
-    if not shard_bytes > 0:
-        raise ConfigError(f"--shard-bytes {shard_bytes:g}: use a positive size, e.g. 1e9.")
-    src, out = Path(src).expanduser(), Path(out).expanduser()
-    files = list_images(src, what="source folder")
-    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-        raise ConfigError(
-            f"output folder {str(out)!r} is inside the source folder {str(src)!r}; "
-            "write the shards to a folder of their own."
-        )
-    from sr_cli.serialization import atomic_write_text, check_output_dir, check_output_file
-
-    check_output_dir(out, "output folder")  # before anything is read
-    if out.exists() and any(out.iterdir()):
-        if not force and (out / MANIFEST).exists():
-            raise ConfigError(
-                f"{str(out)!r} already holds a shard set ({MANIFEST}); pass --force to rewrite "
-                "it, or choose another output folder."
-            )
-        if not force:
-            raise ConfigError(
-                f"output folder {str(out)!r} is not empty; choose a new folder (or --force to "
-                "write into it, replacing any shard-*.tar)."
-            )
-        olds = [*out.glob("shard-*.tar"), *out.glob("shard-*.tar.partial"), out / MANIFEST]
-        for old in olds:  # --force replaces files, never a folder, FIFO or device
-            check_output_file(old, "--force would replace", folder=False)
-        for old in olds:
-            old.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-    shards: list[dict] = []
-    counts: list[int] = [0]
-
-    def finished(fname: str) -> None:
-        final = Path(fname[: -len(".partial")])
-        os.replace(fname, final)
-        shards.append(
-            {
-                "name": final.name,
-                "count": counts[-1],
-                "bytes": final.stat().st_size,
-                "sha256": _sha256(final),
-            }
-        )
-        counts.append(0)
-
-    from sr_cli.progress import Bar
-
-    skipped: list[str] = []
-    written = 0
-    bar = Bar(len(files), "sr-data shard", unit="image", disable=not progress)
-    writer = wds.ShardWriter(
-        str(out / (SHARD_PATTERN + ".partial")),
-        maxcount=shard_size,
-        maxsize=shard_bytes,
-        post=finished,
-        verbose=0,
-        encoder=False,
-        mtime=0,
-    )
-    try:
-        for i, path in enumerate(files):
-            bar.update(1)
-            try:
-                image_size(path, max_pixels)  # header readable and within the pixel limit
-            except DataError as exc:
-                if not skip_bad:
-                    raise DataError(f"{exc} (or pass --skip-bad to leave it out)") from exc
-                warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
-                skipped.append(str(path))
-                continue
-            ext = path.suffix.lower().lstrip(".")
-            writer.write(
-                {
-                    "__key__": f"{i:08d}",
-                    ext: path.read_bytes(),
-                    "name.txt": path.name.encode("utf-8"),
-                }
-            )
-            counts[-1] += 1
-            written += 1
-    finally:
-        bar.close()
-        writer.close()
-    if not written:
-        for shard in out.glob("shard-*.tar"):
-            shard.unlink()
-        raise DataError(f"no usable images in {str(src)!r}; nothing written.")
-    # ShardWriter opens its first shard at once; an empty trailing shard (none is written
-    # unless every image was skipped after a rollover) is dropped.
-    for empty in [s for s in shards if s["count"] == 0]:
-        (out / empty["name"]).unlink()
-        shards.remove(empty)
-    manifest = {
-        "format": FORMAT,
-        "version": 1,
-        "count": written,
-        "source": str(src),
-        "shards": shards,
-    }
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    return ShardReport(
-        images=written,
-        shards=len(shards),
-        bytes=sum(s["bytes"] for s in shards),
-        skipped=skipped,
-        manifest=out / MANIFEST,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Opening a shard set
-
-
-@dataclass(frozen=True)
-class Shard:
-    url: str
-    count: int
-    bytes: int
-    sha256: str
-
-
-def _is_url(location: str) -> bool:
-    return location.startswith("pipe:") or urlparse(location).scheme not in ("", "file")
-
-
-def _manifest_url(location: str) -> str:
-    if location.startswith("pipe:"):
-        if MANIFEST not in location:
-            raise ConfigError(
-                f"{OPTION}={location!r}: a pipe: command must print the shard set's {MANIFEST} "
-                f"(e.g. pipe:aws s3 cp s3://bucket/set/{MANIFEST} -); {MANIFEST} is then replaced "
-                "by each shard's name."
-            )
-        return location
-    if location.endswith(".json"):
-        return location
-    return location.rstrip("/") + "/" + MANIFEST
-
-
-def _shard_url(manifest_url: str, name: str) -> str:
-    if manifest_url.startswith("pipe:"):
-        return manifest_url.replace(MANIFEST, name)
-    return manifest_url.rsplit("/", 1)[0] + "/" + name if "/" in manifest_url else name
-
-
-def open_shard_set(location: str, skip_bad: bool = False) -> list[Shard]:
-    """The shards of the set at ``location`` (folder, manifest path or URL, ``pipe:`` command).
-
-    Local shards are checked against the manifest's sizes (a truncated shard fails here, or is
-    left out with a warning when ``skip_bad``); remote ones are checked while they are read.
-
-    Raises:
-        ConfigError: no readable manifest at ``location``.
-        DataError: a local shard is missing or its size differs from the manifest's.
-    """
-    import webdataset as wds
-
-    location = str(location)
-    if not _is_url(location):
-        location = str(Path(location.removeprefix("file://")).expanduser())
-    murl = _manifest_url(location)
-    fix = (
-        f"write a shard set with `sr-data shard HR_FOLDER OUT` and set {OPTION}=OUT (a folder, "
-        f"its {MANIFEST} as a path or URL, or pipe:CMD printing it)"
-    )
-    try:
-        with wds.gopen(murl, "rb") as fh:
-            raw = fh.read()
-        manifest = json.loads(raw)
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch/parse is the same user error
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise ConfigError(f"{OPTION}={location!r}: cannot read {murl} ({reason}); {fix}.") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ConfigError(f"{OPTION}={location!r}: {murl} is not an sr-cli shard manifest; {fix}.")
-    shards: list[Shard] = []
-    for entry in manifest["shards"]:
-        shard = Shard(
-            _shard_url(murl, entry["name"]),
-            int(entry["count"]),
-            int(entry["bytes"]),
-            entry["sha256"],
-        )
-        if not _is_url(shard.url):
-            path = Path(shard.url)
-            size = path.stat().st_size if path.is_file() else None
-            if size != shard.bytes:
-                what = (
-                    "listed in the manifest is missing"
-                    if size is None
-                    else f"is {size} bytes, not {shard.bytes} as its manifest says"
-                )
-                msg = (
-                    f"shard {str(path)!r} {what} (truncated or altered); "
-                    "rewrite the set with `sr-data shard`, or set data.skip_bad=true to train "
-                    "without it."
-                )
-                if not skip_bad:
-                    raise DataError(msg)
-                warnings.warn(f"skipping {msg}", stacklevel=2)
-                continue
-        shards.append(shard)
-    if not shards:
-        raise DataError(f"{OPTION}={location!r}: no usable shards left; {fix}.")
-    return shards
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,38 +80,6 @@ def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.nd
                 f"cannot decode image {name} ({exc}); replace it in the shard set."
             ) from exc
         return np.ascontiguousarray(_to_rgb8(im, Path(name), warn=False))
-
-
-def _shard_samples(
-    shard: Shard, skip_bad: bool, retries: int = 5, backoff: float = 1.0
-) -> Iterator[dict]:
-    """The raw samples of one shard; a truncated or unreadable shard raises, or is cut short
-    with a warning when ``skip_bad``. An http(s) shard survives dropped connections
-    (:func:`~sr_cli.data.resumable.tar_samples`)."""
-    from sr_cli.data.resumable import tar_samples
-
-    count = 0
-    try:
-        for sample in tar_samples(shard.url, shard.bytes, retries, backoff):
-            count += 1
-            yield sample
-        if count != shard.count:
-            raise DataError(f"it ended after {count} of its {shard.count} images")
-    except Exception as exc:  # noqa: BLE001 - tar, pipe and network errors alike
-        reason = str(exc.args[0]) if exc.args else type(exc).__name__
-        reason = reason.split(" @ <", 1)[0]  # webdataset appends the stream's repr
-        retry = (
-            f" (raise data.stream_retries, now {retries}, for a flaky network)"
-            if urlparse(shard.url).scheme in ("http", "https")
-            else ""
-        )
-        msg = (
-            f"shard {shard.url} is truncated or unreadable ({reason}); rewrite the set with "
-            f"`sr-data shard`{retry}, or set data.skip_bad=true to skip the rest of it."
-        )
-        if not skip_bad:
-            raise DataError(msg) from None
-        warnings.warn(f"skipping: {msg}", stacklevel=2)
 
 
 class StreamingHRDataset(IterableDataset):

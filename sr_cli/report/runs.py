@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sr_cli.metrics_csv import read_metrics_rows
 
 
 @dataclass
@@ -46,19 +47,13 @@ def load_run(path: str | Path) -> Run:
 
 
 def read_metrics_csv(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """``{column: [(step, value), ...]}`` from a Lightning CSV log (empty cells skipped)."""
+    """``{column: [(step, value), ...]}`` from a Lightning CSV log (empty cells skipped; a
+    damaged row is left out with a warning naming it: :mod:`sr_cli.metrics_csv`)."""
     series: dict[str, list[tuple[float, float]]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                step = float(row.get("step") or "nan")
-            except ValueError:
+    for row in read_metrics_rows(path).rows:
+        step = float(row.get("step") or "nan")
+        for key, value in row.items():
+            if key in ("step", "epoch") or not value:
                 continue
-            for key, value in row.items():
-                if key in ("step", "epoch") or not value:
-                    continue
-                try:
-                    series.setdefault(key, []).append((step, float(value)))
-                except ValueError:
-                    continue
+            series.setdefault(key, []).append((step, float(value)))
     return series

@@ -1,12 +1,14 @@
-"""The run folder: who owns it, where a resume continues, what a failed start leaves behind.
+"""The run folder's history: where a resume continues, the config record, one ``metrics.csv``.
 
-* :class:`RunLock`: one ``sr-train`` per run folder (``.lock`` holds the owner's pid and host;
-  a lock whose process is gone is taken over with a warning).
-* :func:`plan_resume`: ``resume=auto`` continues the newest run of the same name (or this
-  folder) and says so when there is nothing to resume; ``resume=PATH`` continues in the folder
-  the checkpoint belongs to. Under SLURM, a requeued job continues its own folder as with
-  ``resume=auto`` (:mod:`sr_cli.train.slurm`). An unreadable ``last.ckpt`` falls back to the
-  newest readable state, with a warning naming both files.
+(Who owns the folder, and what a failed start removes: :mod:`sr_cli.train.ownership`.)
+
+* :func:`plan_resume`: ``resume=auto`` continues this folder, else the newest earlier run whose
+  recorded name and settings are this run's (:func:`continuable`; another run is never taken
+  over: it starts fresh in its own folder and says why), and says so when there is nothing to
+  resume; ``resume=PATH`` continues in the folder the checkpoint belongs to. Under SLURM, a
+  requeued job continues its own folder as with ``resume=auto`` (:mod:`sr_cli.train.slurm`).
+  An unreadable ``last.ckpt`` falls back to the newest readable state, with a warning naming
+  both files.
 * :func:`check_resume_compatible`: a resume with another model, EMA setting or loss set is a
   one-line error saying what differs.
 * :func:`trim_metrics` keeps one ``metrics.csv`` across resumes (rows after the resumed state
@@ -16,149 +18,27 @@
 from __future__ import annotations
 
 import csv
-import errno
 import io
-import json
 import logging
 import os
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sr_cli.errors import CheckpointError, ConfigError
+from sr_cli.errors import CheckpointError
+from sr_cli.metrics_csv import read_metrics_rows
 from sr_cli.serialization import (
     atomic_write,
     file_problem,
     is_readable_checkpoint,
     safe_torch_load,
 )
+from sr_cli.train.ownership import _rank
 
 log = logging.getLogger(__name__)
-
-LOCK_NAME = ".lock"
-#: What Hydra puts in a new run folder before the task starts.
-HYDRA_FILES = (".hydra",)
-
-
-def _rank() -> int:
-    from pytorch_lightning.utilities import rank_zero_only
-
-    return int(getattr(rank_zero_only, "rank", 0) or 0)
-
-
-# --------------------------------------------------------------------------- lock
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class RunLock:
-    """Exclusive ownership of a run folder for the life of one training process (rank 0)."""
-
-    def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
-        self.held = False
-
-    def __enter__(self) -> RunLock:
-        if _rank() != 0:
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner and owner.get("pid") == os.getpid():
-                    return self  # re-entered by the same process (stages)
-                if owner and (owner.get("host") != me["host"] or _pid_alive(int(owner["pid"]))):
-                    raise ConfigError(
-                        f"run folder {self.path.parent} is in use by sr-train (pid "
-                        f"{owner.get('pid')} on {owner.get('host')}); wait for it to finish, stop "
-                        f"it, or write elsewhere (hydra.run.dir=...). If that process is gone, "
-                        f"delete {self.path}."
-                    ) from None
-                log.warning(
-                    "taking over the stale lock %s (pid %s is not running)",
-                    self.path,
-                    owner.get("pid") if owner else "?",
-                )
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            return self
-        raise ConfigError(f"could not lock the run folder {self.path.parent}; delete {self.path}")
-
-    def _owner(self) -> dict | None:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-
-# --------------------------------------------------------------------------- folder state
-def is_unused(run_dir: Path) -> bool:
-    """True when the folder holds nothing but what Hydra creates before a run (and logs)."""
-    if not run_dir.is_dir():
-        return True
-    for entry in run_dir.iterdir():
-        if entry.name in HYDRA_FILES or entry.name == LOCK_NAME or entry.suffix == ".log":
-            continue
-        return False
-    return True
-
-
-def training_started(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints").is_dir() or (run_dir / "metrics.csv").is_file()
-
-
-def remove_if_unused(run_dir: Path) -> None:
-    """Delete a run folder that never got past the start (and empty parents up to ``outputs``)."""
-    if _rank() != 0 or not run_dir.is_dir() or not is_unused(run_dir):
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    parent = run_dir.parent
-    for _ in range(2):
-        try:
-            parent.rmdir()  # only if empty
-        except OSError:
-            break
-        parent = parent.parent
-
-
-def check_writable(run_dir: Path) -> None:
-    """Fail before any compute when the run folder cannot be written."""
-    if _rank() != 0:
-        return
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        reason = (
-            "read-only" if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else exc.strerror
-        )
-        raise ConfigError(
-            f"cannot write to the run folder {run_dir} ({reason}); choose a writable place with "
-            "hydra.run.dir=... (or paths.output_dir=...)."
-        ) from exc
 
 
 def write_config_record(run_dir: Path, resolved: dict, resumed: bool) -> None:
@@ -226,24 +106,101 @@ def readable_state(run_dir: Path) -> tuple[Path | None, list[str]]:
     return None, problems
 
 
-def plan_resume(resume: str | None, output_dir: Path) -> ResumePlan:
-    """Decide where the run writes and what it resumes from (see the module docstring)."""
+#: Keys of the config record that say how far or where a run goes, not what it trains: an
+#: earlier run that differs from this one only in these is the same run (``resume=auto``).
+RUN_CONTROL = (
+    "resume",
+    "paths",
+    "trainer.max_steps",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "logger",
+    "speed",
+)
+
+
+def _settings(record: dict) -> dict:
+    """The config record without its run-control keys (:data:`RUN_CONTROL`), and with its own
+    folder written ``<run folder>`` in the values derived from it (checkpoint folder, ...)."""
+    folder = str((record.get("paths") or {}).get("output_dir") or "") or None
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if folder and isinstance(value, str) and (value + "/").startswith(folder + "/"):
+            return "<run folder>" + value[len(folder) :]
+        return value
+
+    out = plain(record)
+    for key in RUN_CONTROL:
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
+def continuable(folder: Path, cfg: DictConfig) -> str | None:
+    """``None`` when the run in ``folder`` is this run (its recorded ``run_name`` and settings,
+    run-control keys aside, are ``cfg``'s), else why it is not, in a few words."""
+    try:
+        loaded = OmegaConf.load(folder / "config_resolved.yaml")
+        record = OmegaConf.to_container(loaded, resolve=False)  # data: never resolved
+    except Exception:  # missing, unreadable or not YAML: nothing says it is this run
+        record = None
+    if not isinstance(record, dict):
+        return "no readable config_resolved.yaml says what it trains"
+    current = OmegaConf.to_container(cfg, resolve=True)
+    if record.get("run_name") != current.get("run_name"):
+        return (
+            f"its run name is {record.get('run_name')!r}, this run's is {current.get('run_name')!r}"
+        )
+    old, new = _settings(record), _settings(current)
+    changes = [
+        change[1:]
+        for key in sorted(set(old) | set(new), key=str)
+        for change in _diff(old.get(key), new.get(key), f".{key}")
+    ]
+    if changes:
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        return "its settings differ: " + "; ".join(changes[:3]) + more
+    return None
+
+
+def plan_resume(resume: str | None, output_dir: Path, cfg: DictConfig | None = None) -> ResumePlan:
+    """Decide where the run writes and what it resumes from (see the module docstring).
+
+    ``cfg`` (this run's config) decides whether an earlier run of the same name is this run
+    (:func:`continuable`); without it, ``resume=auto`` looks at ``output_dir`` alone."""
     if not resume and _slurm_requeued(output_dir):
         resume = "auto"
     if not resume:
         return ResumePlan(output_dir)
     if resume == "auto":
+        earlier = (
+            [p for p in _sibling_runs(output_dir) if p != output_dir] if cfg is not None else []
+        )
         folders = [output_dir] + sorted(
-            (p for p in _sibling_runs(output_dir) if p != output_dir),
+            earlier,
             key=lambda p: (
                 (p / "checkpoints").stat().st_mtime if (p / "checkpoints").is_dir() else 0
             ),
             reverse=True,
         )
+        passed: list[str] = []
         for folder in folders:
             ckpt, problems = readable_state(folder)
             if ckpt is None and not problems:
                 continue
+            if folder != output_dir:
+                why = continuable(folder, cfg)
+                if why is not None:
+                    passed.append(f"{folder} ({why})")
+                    continue
             if ckpt is None:
                 raise CheckpointError(
                     f"resume=auto: no readable checkpoint in {folder / 'checkpoints'}: "
@@ -254,10 +211,18 @@ def plan_resume(resume: str | None, output_dir: Path) -> ResumePlan:
             if folder != output_dir:
                 log.warning("resume=auto: continuing the run in %s", folder)
             return _with_meta(ResumePlan(folder, str(ckpt)))
+        if passed:
+            log.warning(
+                "resume=auto: not continuing %s: another run is never taken over; starting a "
+                "new run in %s",
+                ", ".join(passed),
+                output_dir,
+            )
+            return ResumePlan(output_dir)
         log.warning(
             "resume=auto: nothing to resume (no checkpoint in %s%s); starting a new run",
             output_dir,
-            " or in earlier runs of the same name" if _sibling_runs(output_dir) else "",
+            " or in earlier runs of the same name" if earlier else "",
         )
         return ResumePlan(output_dir)
     path = Path(resume).expanduser()
@@ -355,21 +320,30 @@ def check_resume_compatible(plan: ResumePlan, cfg: DictConfig) -> None:
 def trim_metrics(run_dir: Path, iteration: int | None) -> tuple[list[str], str] | None:
     """Keep one ``metrics.csv`` across a resume: the rows of the iterations before the resumed
     state (a row's step is its iteration; later ones are logged again by the resumed run).
-    Returns ``(header, csv text)`` for :func:`restore_metrics`."""
+    Damaged rows are left out with a warning (:func:`~sr_cli.metrics_csv.read_metrics_rows`)
+    and the damaged file is kept aside as ``metrics.csv.damaged-<k>``. Returns ``(header, csv
+    text)`` for :func:`restore_metrics`."""
     path = run_dir / "metrics.csv"
     if _rank() != 0 or not path.is_file():
         return None
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
-        rows = list(reader)
+    table = read_metrics_rows(path)
+    if table.damaged:
+        k = 1
+        while (run_dir / f"metrics.csv.damaged-{k}").exists():
+            k += 1
+        aside = run_dir / f"metrics.csv.damaged-{k}"
+        shutil.copy2(path, aside)
+        log.warning("%s: the file as it was is kept as %s", path, aside.name)
+    if not table.header:
+        return None
+    rows = table.rows
     if iteration is not None:
         rows = [r for r in rows if not r.get("step") or float(r["step"]) < iteration]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=header)
+    writer = csv.DictWriter(buf, fieldnames=table.header)
     writer.writeheader()
     writer.writerows(rows)
-    return header, buf.getvalue()
+    return table.header, buf.getvalue()
 
 
 def restore_metrics(csv_logger, kept: tuple[list[str], str] | None) -> None:

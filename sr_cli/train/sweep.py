@@ -37,6 +37,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from sr_cli.metrics_csv import read_metrics_rows
+
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "job_status.json"
@@ -94,17 +96,13 @@ def read_curve(run_dir: Path, metric: str) -> dict[int, float]:
     curve: dict[int, float] = {}
     if not path.is_file():
         return curve
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            text, step = row.get(metric), row.get("step")
-            if not text or not step:
-                continue
-            try:
-                value, it = float(text), int(float(step))
-            except ValueError:
-                continue
-            if not math.isnan(value):
-                curve[it + 1] = value
+    for row in read_metrics_rows(path).rows:  # damaged rows left out, with a warning
+        text, step = row.get(metric), row.get("step")
+        if not text or not step or not math.isfinite(float(step)):
+            continue
+        value = float(text)
+        if not math.isnan(value):
+            curve[int(float(step)) + 1] = value
     return curve
 
 
@@ -115,24 +113,20 @@ def _best_metrics(run_dir: Path) -> dict[str, float]:
     if not path.is_file():
         return {}
     best: dict[str, float] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            for key, text in row.items():
-                if not key or "/" not in key or not text:
-                    continue
-                split, name = key.split("/", 1)
-                if split in ("train", "lr") or name.startswith("bicubic_"):
-                    continue
-                try:
-                    value = float(text)
-                except ValueError:
-                    continue
-                if math.isnan(value):
-                    continue
-                lower = any(word in name for word in LOWER_IS_BETTER)
-                old = best.get(key)
-                if old is None or (value < old if lower else value > old):
-                    best[key] = value
+    for row in read_metrics_rows(path).rows:  # damaged rows left out, with a warning
+        for key, text in row.items():
+            if not key or "/" not in key or not text:
+                continue
+            split, name = key.split("/", 1)
+            if split in ("train", "lr") or name.startswith("bicubic_"):
+                continue
+            value = float(text)
+            if math.isnan(value):
+                continue
+            lower = any(word in name for word in LOWER_IS_BETTER)
+            old = best.get(key)
+            if old is None or (value < old if lower else value > old):
+                best[key] = value
     return best
 
 
@@ -142,13 +136,11 @@ def _iterations(run_dir: Path, summary: dict | None) -> int | None:
     path = run_dir / "metrics.csv"
     if not path.is_file():
         return None
-    steps = []
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                steps.append(int(float(row.get("step") or "nan")))
-            except ValueError:
-                continue
+    steps = [
+        int(float(row["step"]))
+        for row in read_metrics_rows(path).rows
+        if row.get("step") and math.isfinite(float(row["step"]))
+    ]
     return max(steps) + 1 if steps else None
 
 

@@ -200,32 +200,40 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     Raises :class:`~sr_cli.train.lit.callbacks.TrainingInterrupted` after a stop signal, once the
     resumable checkpoint is written.
     """
-    from sr_cli.train import rundir
+    from sr_cli.train import ownership, rundir
 
     setup_environment()
     output_dir = Path(cfg.paths.output_dir)
-    fresh = rundir.is_unused(output_dir)
+    start = ownership.FolderStart.of(output_dir)  # what was there before this process
     try:
-        check_options(cfg)
-        if cfg.get("init_from"):
-            from sr_cli.train.fork import plan_fork
+        ownership.check_writable(output_dir)
+        with ownership.RunLock(output_dir) as lock:  # refused: this process removes nothing
+            try:
+                check_options(cfg)
+                if cfg.get("init_from"):
+                    from sr_cli.train.fork import plan_fork
 
-            plan = plan_fork(cfg.init_from, output_dir, cfg.get("resume"))
-        else:
-            plan = rundir.plan_resume(cfg.get("resume"), output_dir)
-        if plan.output_dir != output_dir:
-            with open_dict(cfg):
-                cfg.paths.output_dir = str(plan.output_dir)
-            rundir.remove_if_unused(output_dir)
-            output_dir, fresh = plan.output_dir, False
-        rundir.check_writable(output_dir)
-        with rundir.RunLock(output_dir):
-            return _train_in(cfg, output_dir, plan)
-    except Exception:
-        # A run that stopped before training (a user error) leaves no orphan folder behind.
-        if fresh and not rundir.training_started(output_dir):
-            rundir.remove_if_unused(output_dir)
-        raise
+                    plan = plan_fork(cfg.init_from, output_dir, cfg.get("resume"))
+                else:
+                    plan = rundir.plan_resume(cfg.get("resume"), output_dir, cfg)
+                if plan.output_dir == output_dir:
+                    ownership.remove_stale_temporaries(lock)
+                    return _train_in(cfg, output_dir, plan)
+            except Exception:
+                # A start that failed before training (a user error) leaves nothing behind
+                # that this process created; what others created stays.
+                if not ownership.training_started(output_dir):
+                    start.remove_created()
+                raise
+            start.remove_created()  # the run goes on in the folder it continues
+    finally:
+        start.remove_folders()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(plan.output_dir)
+    ownership.check_writable(plan.output_dir)
+    with ownership.RunLock(plan.output_dir) as lock:
+        ownership.remove_stale_temporaries(lock)
+        return _train_in(cfg, plan.output_dir, plan)
 
 
 def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float], dict[str, Any]]:

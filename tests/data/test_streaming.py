@@ -296,6 +296,52 @@ def test_sr_train_ddp_two_processes_on_shards(shards_2, tmp_path):
     assert summary["world_size"] == 2 and summary["iterations_per_rank"] == [3, 3]
 
 
+def test_a_shard_name_in_the_manifest_never_reaches_a_shell(hr_dir, tmp_path):
+    """A manifest is data: a shard name that is shell text (`; touch ...`) is refused with one
+    line naming the manifest, the name and the rule, and nothing of it runs (real sr-train)."""
+    from tests.commands.test_sr_train import TINY_CLI, run_cli
+
+    hostile = tmp_path / "hostile"
+    _shard(hr_dir, hostile, "--shard-size", "100")  # one shard of 12 images
+    manifest = json.loads((hostile / "manifest.json").read_text())
+    name = "shard-000000.tar; touch $TMPDIR/MARKER; cat shard-000000.tar"
+    manifest["shards"][0]["name"] = name
+    (hostile / "manifest.json").write_text(json.dumps(manifest))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    res = run_cli(
+        [
+            *TINY_CLI,
+            "experiment=demo",
+            "model.pretrained=null",
+            "data=stream",
+            f"data.train_stream='pipe:cat {hostile}/manifest.json'",
+            "trainer.max_steps=1",
+            "data.iters_per_epoch=1",
+            "val.save_images=0",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        tmp_path,
+        env_extra={"TMPDIR": str(scratch)},
+    )
+    assert not (scratch / "MARKER").exists()  # the shell text never ran
+    assert res.returncode == 2, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert "manifest.json" in errors[0] and repr(name) in errors[0]
+    assert "[A-Za-z0-9._-]" in errors[0]  # the rule
+
+
+def test_shard_names_are_plain_file_names():
+    from sr_cli.data.streaming import check_shard_name
+
+    for good in ("shard-000000.tar", "a.b_c-1.tar"):
+        assert check_shard_name(good, "m.json") == good
+    for bad in ("../x.tar", ".hidden.tar", "a/b.tar", "x.tar|sh", "$(id).tar", "", "a b.tar", 3):
+        with pytest.raises(DataError, match=r"m\.json.*plain file name"):
+            check_shard_name(bad, "m.json")
+
+
 # --------------------------------------------------------------------------------------------
 # http(s) shards over a connection that drops
 

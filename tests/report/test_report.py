@@ -84,3 +84,37 @@ def test_cli_errors(tmp_path, capsys):
         main([str(tmp_path / "no-such-run"), "-o", str(tmp_path / "r")])
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith("sr-report: error:")
+
+
+def test_a_corrupt_byte_in_metrics_csv_costs_that_row_only(trained_run, eval_images, tmp_path):
+    """sr-report (a real process) on a run whose metrics.csv has a byte that is not UTF-8: the
+    page is written, with one warning line naming the file and the row, and the curves of the
+    readable rows."""
+    import sys
+    from pathlib import Path
+
+    from sr_cli.report.runs import read_metrics_csv
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    metrics = run / "metrics.csv"
+    lines = metrics.read_bytes().splitlines(keepends=True)
+    assert len(lines) >= 3
+    lines[1] = b"\xff" + lines[1][1:]
+    metrics.write_bytes(b"".join(lines))
+    sr_report = shutil.which("sr-report") or str(Path(sys.executable).parent / "sr-report")
+    out = tmp_path / "r"
+    res = subprocess.run(
+        [sr_report, str(run), "-o", str(out), "--images", str(eval_images), "--max-images", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / "report.html").is_file() and "Training curves" in (
+        out / "report.html"
+    ).read_text()
+    said = [line for line in res.stderr.splitlines() if "row 2" in line]
+    assert len(said) == 1 and str(metrics) in said[0] and "Traceback" not in res.stderr, res.stderr
+    series = read_metrics_csv(metrics)
+    assert series and all(len(values) for values in series.values())

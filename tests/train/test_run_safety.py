@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from safetensors.torch import load_file
 
@@ -106,6 +107,10 @@ def test_truncated_last_falls_back_to_the_newest_readable_state(
 def _start(tmp_path: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
     env["PYTHONUNBUFFERED"] = "1"
+    # The thread count of the in-process runs (tests/conftest.py), whatever the caller's
+    # OMP_NUM_THREADS: another count sums in another order, and the weights compared with an
+    # in-process run would differ in the last bits.
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     args = [
         SR_TRAIN,
         "experiment=demo",  # the same base config as the in-process tiny_cfg runs
@@ -295,6 +300,47 @@ def test_skip_policy_skips_and_continues(tiny_cfg, val_subset, tmp_path):
     assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 2
 
 
+class WeightRecorder(pl.Callback):
+    """The generator's weights at the start and after every batch (after its optimizer step)."""
+
+    def __init__(self) -> None:
+        self.start: list[torch.Tensor] = []
+        self.after: list[list[torch.Tensor]] = []
+
+    def on_train_start(self, trainer, module) -> None:
+        self.start = [p.detach().clone() for p in module.generator.parameters()]
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        self.after.append([p.detach().clone() for p in module.generator.parameters()])
+
+
+def test_skipped_steps_are_not_averaged_into_the_ema(tiny_cfg, val_subset, tmp_path):
+    """EMA (decay 0.5) over 4 iterations of which the NaN guard skips 1 and 2: it averages the
+    weights after iterations 0 and 3 only, from the initial weights."""
+    cfg = tiny_cfg(
+        *COMMON,
+        f"data.val_dir={val_subset}",
+        "trainer.max_steps=4",
+        "nan_guard.policy=skip",
+        "ema.enabled=true",
+        "ema.decay=0.5",
+        "+loss.twice._target_=tests.train.test_run_safety.NaNTwice",
+        "+callbacks.recorder._target_=tests.train.test_run_safety.WeightRecorder",
+        out=tmp_path / "ema_skip",
+    )
+    _, objects = train(cfg)
+    module = objects["module"]
+    assert module.skipped_steps == 2
+    rec = next(c for c in objects["trainer"].callbacks if isinstance(c, WeightRecorder))
+    assert len(rec.after) == 4
+    expected = [w.clone() for w in rec.start]
+    for iteration in (0, 3):
+        for e, w in zip(expected, rec.after[iteration]):
+            e.lerp_(w, 0.5)
+    for e, got in zip(expected, module.generator_ema.parameters()):
+        assert torch.allclose(e, got, atol=1e-7, rtol=0)
+
+
 def test_skip_policy_gives_up_after_k_in_a_row(tiny_cfg, val_subset, tmp_path):
     cfg = tiny_cfg(
         *COMMON,
@@ -346,6 +392,44 @@ def test_resume_with_another_setup_is_a_one_line_error(
     with pytest.raises(CheckpointError, match=expected):
         train(tiny_cfg(*overrides, *common, "trainer.max_steps=4", "resume=auto", out=out))
     assert (out / "config_resolved.yaml").read_text() == record
+
+
+def _damage_row(path: Path, row: int, byte: bytes) -> bytes:
+    """Replace the first byte of line ``row`` (1 = header) of ``path`` with ``byte``."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[row - 1] = byte + lines[row - 1][1:]
+    path.write_bytes(b"".join(lines))
+    return lines[row - 1]
+
+
+@pytest.mark.parametrize("byte", [b"\xff", b"\x00"], ids=["not-utf8", "nul"])
+def test_a_corrupt_byte_in_metrics_csv_costs_that_row_only(
+    byte, tiny_cfg, val_subset, tmp_path, caplog
+):
+    """resume=auto with a damaged row in metrics.csv: one warning naming the file and the row,
+    the readable rows kept, the damaged file kept aside, and the run goes on."""
+    import csv
+
+    out = tmp_path / "run"
+    common = [*COMMON, f"data.val_dir={val_subset}", "trainer.log_every_n_steps=1"]
+    train(tiny_cfg(*common, "trainer.max_steps=4", out=out))
+    metrics = out / "metrics.csv"
+    original = metrics.read_bytes()
+    rows = list(csv.DictReader(metrics.open()))
+    assert len(rows) >= 3
+    damaged = _damage_row(metrics, 2, byte)  # the first row after the header
+    with caplog.at_level(logging.WARNING):
+        _, objects = train(tiny_cfg(*common, "trainer.max_steps=6", "resume=auto", out=out))
+    assert objects["module"].iteration == 6
+    said = [r.getMessage() for r in caplog.records if "row 2" in r.getMessage()]
+    assert len(said) == 1 and str(metrics) in said[0], caplog.text
+    kept = list(csv.DictReader(metrics.open()))
+    steps = [float(r["step"]) for r in kept if r.get("step")]
+    # every readable row before the resumed state is still there, the damaged one is not
+    expected = [float(r["step"]) for r in rows[1:] if r.get("step") and float(r["step"]) < 4]
+    assert steps[: len(expected)] == expected and max(steps) >= 5
+    aside = out / "metrics.csv.damaged-1"
+    assert aside.read_bytes() == original.replace(original.splitlines(True)[1], damaged, 1)
 
 
 def test_resume_auto_with_nothing_to_resume_says_so(tiny_cfg, val_subset, tmp_path, caplog):

@@ -129,8 +129,8 @@ def test_compiled_generator_keeps_plain_state_dict_keys_and_trains(tiny_cfg, val
     assert set(load_file(out / "last.generator.safetensors")) == set(plain.state_dict())
 
 
-def _generator_close(a, b, atol=1e-6):
-    sa, sb = a.generator.state_dict(), b.generator.state_dict()
+def _generator_close(a, b, atol=1e-6, network="generator"):
+    sa, sb = getattr(a, network).state_dict(), getattr(b, network).state_dict()
     return max(float((sa[k] - sb[k]).abs().max()) for k in sa) <= atol
 
 
@@ -153,18 +153,31 @@ def test_accumulating_two_batches_equals_one_batch_twice_as_big(
 ):
     """trainer.accumulate_grad_batches=2 with data.batch_size=2 gives the generator update of
     data.batch_size=4 (bicubic LQ: the degradation draws nothing at random). max_steps counts
-    optimizer updates: 1 update = 2 batches."""
-    common = [*loss, f"data.val_dir={val_subset}", "val.save_images=0", "trainer.max_steps=1"]
+    optimizer updates: 1 update = 2 batches. The EMA (decay 0.5, so that an extra average shows)
+    is updated once per optimizer update, as with the big batch: over 2 updates, not 4 batches."""
+    common = [
+        *loss,
+        f"data.val_dir={val_subset}",
+        "val.save_images=0",
+        "trainer.max_steps=2",
+        "data.iters_per_epoch=4",
+        "ema.enabled=true",
+        "ema.decay=0.5",
+    ]
     _, acc = train(
         tiny_cfg(
             *common, "data.batch_size=2", "trainer.accumulate_grad_batches=2", out=tmp_path / "a"
         )
     )
     _, big = train(tiny_cfg(*common, "data.batch_size=4", out=tmp_path / "b"))
-    assert acc["module"].iteration == 2 and big["module"].iteration == 1
+    assert acc["module"].iteration == 4 and big["module"].iteration == 2
     for opt in acc["trainer"].optimizers:
-        assert _adam_steps(opt) == {1}
+        assert _adam_steps(opt) == {2}
     assert _generator_close(acc["module"], big["module"])
+    assert _generator_close(acc["module"], big["module"], network="generator_ema")
+    module = acc["module"]  # the EMA is an average, not a copy of the generator
+    pairs = zip(module.generator.parameters(), module.generator_ema.parameters())
+    assert any(not torch.equal(p, q) for p, q in pairs)
 
 
 def test_accumulation_must_divide_the_epoch(tiny_cfg):

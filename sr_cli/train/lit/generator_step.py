@@ -219,7 +219,8 @@ class GeneratorStep:
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Every optimizer step, both paths: the gradients (unscaled by the precision plugin
-        when a GradScaler is in use) are checked, then clipped on the manual path."""
+        when a GradScaler is in use) are checked, then clipped on the manual path. A generator
+        step that will change the weights (finite gradients, not skipped) is noted for the EMA."""
         if self.automatic_optimization:
             phase = "generator"
 
@@ -244,6 +245,8 @@ class GeneratorStep:
             self._skipped = True
             self.nonfinite("gradient", bad_terms(), phase, params)
             return
+        if phase == "generator" and any(p.grad is not None for p in params):
+            self._generator_stepped = True  # the EMA follows this step (SRModule)
         if not self.automatic_optimization:
             self._clip(optimizer)
 

@@ -136,6 +136,10 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         if ema_decay is not None:
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False).eval()
         self.ema_decay = ema_decay
+        #: Set when the generator's optimizer steps with finite gradients: the EMA is updated
+        #: once per optimizer step actually taken (not per batch of an accumulation window, nor
+        #: for a step the NaN guard or the GradScaler skipped).
+        self._generator_stepped = False
         self.generator_optimizer = generator_optimizer
         self.discriminator_optimizer = discriminator_optimizer
         self.scheduler_factory = scheduler
@@ -307,8 +311,9 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         if not getattr(self, "_skipped", False):
             self.skipped_in_a_row = 0
         self.iteration += 1
-        if self.generator_ema is not None:
+        if self.generator_ema is not None and self._generator_stepped:
             self._update_ema()
+        self._generator_stepped = False
         self._updating = False
         if self.max_iterations is not None and self.iteration >= self.max_iterations:
             self.trainer.should_stop = True
