@@ -51,7 +51,7 @@ from urllib.parse import urlparse
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from sr_cli.data.arrays import augment, to_tensor
+from sr_cli.data.arrays import patch_item
 from sr_cli.data.images import _to_rgb8, image_size, list_images, open_image
 from sr_cli.errors import ConfigError, DataError
 
@@ -383,8 +383,10 @@ class StreamingHRDataset(IterableDataset):
         skip_bad: skip undecodable or too-small images and truncated shards with a warning.
         max_pixels: refuse images over this many pixels (``None``: 100 MP; ``0``: no limit).
         rank, world_size: this process and the number of processes.
+        context: HR pixels of context around each patch, as for ``HRFolderDataset``.
 
-    Items are dicts ``{"gt": (3, P, P) float32, "index": int, "key": str}``. Set
+    Items are dicts ``{"gt": (3, P, P) float32, "index": int, "bits": int, "key": str}`` (with
+    ``"gt_context"`` and ``"context_box"`` when ``context`` > 0). Set
     :attr:`start_batch` (the rank's number of batches already trained) before iterating.
     """
 
@@ -405,6 +407,7 @@ class StreamingHRDataset(IterableDataset):
         max_pixels: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        context: int = 0,
     ) -> None:
         if patch_size % scale:
             raise DataError(
@@ -425,6 +428,7 @@ class StreamingHRDataset(IterableDataset):
         self.shuffle_shards = int(shuffle_shards)
         self.shuffle_buffer = int(shuffle_buffer)
         self.flags = (hflip, vflip, rot90)
+        self.context = int(context)
         self.skip_bad = skip_bad
         self.max_pixels = max_pixels
         self.rank = int(rank)
@@ -492,7 +496,7 @@ class StreamingHRDataset(IterableDataset):
 
     # -- the items ---------------------------------------------------------------------------
 
-    def _crop(self, img: np.ndarray, seed: int, name: str) -> np.ndarray:
+    def _crop(self, img: np.ndarray, seed: int, name: str, position: int) -> dict:
         rng = np.random.default_rng(seed)
         h, w = img.shape[:2]
         p = self.patch_size
@@ -501,9 +505,7 @@ class StreamingHRDataset(IterableDataset):
                 f"image {name} is {h}x{w}, smaller than the HR patch size {p}. Lower "
                 "data.patch_size, or set data.skip_bad=true."
             )
-        top = int(rng.integers(0, h - p + 1))
-        left = int(rng.integers(0, w - p + 1))
-        return augment(img[top : top + p, left : left + p], rng, *self.flags)
+        return patch_item(img, rng, p, self.scale, self.context, self.flags, position)
 
     def _item(self, slot: int, position: int, sample: dict) -> dict:
         ext = next((k for k in sample if not k.startswith("_") and k != "name.txt"), None)
@@ -514,8 +516,7 @@ class StreamingHRDataset(IterableDataset):
         seed = int(
             np.random.SeedSequence([self.seed, slot, position]).generate_state(2, np.uint64)[0] >> 2
         )
-        patch = self._crop(img, seed, name)
-        return {"gt": to_tensor(patch), "index": position, "key": sample["__key__"]}
+        return {**self._crop(img, seed, name, position), "key": sample["__key__"]}
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()

@@ -64,6 +64,15 @@ def build_datamodule(cfg: DictConfig, **overrides: Any):
 
     node = OmegaConf.to_container(cfg.data, resolve=True)
     node.pop("root", None)
+    from sr_cli.train.lit.datamodule import check_lr_context, resolve_lr_context
+
+    context = node.get("lr_context", 0)
+    check_lr_context(context)
+    if context == "auto":
+        degradation = instantiate(cfg.degradation, _convert_="all")
+        node["lr_context"] = resolve_lr_context(
+            "auto", degradation, int(node.get("patch_size", 0)), int(cfg.scale)
+        )
     return instantiate(node, _convert_="all", **overrides)
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from sr_cli.degradations.base import Degradation
+from sr_cli.degradations.context import degrade_with_context
 from sr_cli.errors import ConfigError
 from sr_cli.losses.base import AdversarialTerm, LossInputs, LossTerm
 from sr_cli.metrics.aggregate import PerImageTable
@@ -47,6 +48,18 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
 
 NAN_POLICIES = ("stop", "skip")
+
+
+def source_bits(batch: dict) -> int | Tensor:
+    """The bit depth to round the batch's LQ to: ``batch["bits"]`` (8 or 16 per image), as one
+    int when the batch shares it (8 without the key)."""
+    bits = batch.get("bits")
+    if bits is None:
+        return 8
+    bits = torch.as_tensor(bits)
+    if bits.numel() == 0 or bool((bits == bits.flatten()[0]).all()):
+        return int(bits.flatten()[0]) if bits.numel() else 8
+    return bits
 
 
 class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
@@ -188,6 +201,8 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         #: like SR (what the run has to beat), logged as ``<set>/bicubic_<metric>``.
         self.bicubic_reference: dict[str, dict[str, float]] = {}
         self._consistency_ok = has_consistency(degradation)
+        #: LR pixels of context that replaying the degradation on SR would need.
+        self.replay_margin = degradation.context_margin(replayed=True)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -219,7 +234,14 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
 
         The on-device augmentation of training batches is applied to GT *before* the
         degradation when LQ is made here (so ``LQ = D(GT)`` stays exact for any kernel); CutBlur,
-        which needs the LQ, and batches whose LQ came from disk are augmented as pairs.
+        which needs the LQ, batches whose LQ came from disk and patches degraded with their HR
+        context (``data.lr_context``) are augmented as pairs.
+
+        A batch with ``gt_context`` (patches cut with HR context around them) gets the LQ those
+        patches have inside their images (:func:`~sr_cli.degradations.context.degrade_with_context`),
+        and ``lq_border``: the LR pixels along each edge whose replay on SR alone lacks that
+        context (the downsample-consistency loss compares inside them). The LQ is rounded to
+        the source's bit depth (``batch["bits"]``: 8, or 16 for 16-bit images).
         """
         training = self._trainer is not None and self.trainer.training
         augment = self.augment if training else None
@@ -229,12 +251,25 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
                 rng = self._rng("train_degradation", self.iteration, self._rank())
             else:  # the same LQ as sr-eval's for this image
                 rng = self._rng("val_degradation", int(batch["index"][0]))
+            bits = source_bits(batch)
+            context = batch.get("gt_context")
             with torch.no_grad():
-                if augment is not None and not getattr(augment, "cutblur_prob", 0.0):
+                if (
+                    context is None
+                    and augment is not None
+                    and not getattr(augment, "cutblur_prob", 0.0)
+                ):
                     _, gt = augment(gt, gt, self._rng("augmentation", self.iteration, self._rank()))
                     batch["gt"], augment = gt, None
                 params = self.degradation.sample(gt, generator=rng)
-                batch["lq"] = self.degradation(gt, params).detach()
+                if context is None:
+                    batch["lq"] = self.degradation(gt, params, bits=bits).detach()
+                else:  # the LQ of the patch inside its image (data.lr_context)
+                    batch["lq"] = degrade_with_context(
+                        self.degradation, context, batch["context_box"], gt.shape[-1], params, bits
+                    ).detach()
+                    margin = (context.shape[-1] - gt.shape[-1]) // (2 * self.scale)
+                    batch["lq_border"] = min(margin, self.replay_margin)
             batch["degradation_params"] = params
         if augment is not None:
             with torch.no_grad():
@@ -264,6 +299,7 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
             generator=self.generator,
             discriminators=self.discriminators,
             ema_generator=self.generator_ema,
+            lq_border=int(batch.get("lq_border", 0)),
         )
 
     # ------------------------------------------------------------------ optimization
