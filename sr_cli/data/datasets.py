@@ -72,7 +72,7 @@ class _ImageStore:
         self.files = good
         self.cache: list[np.ndarray] | None = None
         if cache:
-            decode = functools.partial(read_image, max_pixels=max_pixels)
+            decode = functools.partial(read_image, max_pixels=max_pixels, full_depth=True)
             self.files, self.cache = decode_all(good, decode, skip_bad, what)
 
     def __len__(self) -> int:
@@ -86,7 +86,7 @@ class _ImageStore:
             if i in self.bad:
                 continue
             try:
-                return read_image(self.files[i], max_pixels=self.max_pixels)
+                return read_image(self.files[i], max_pixels=self.max_pixels, full_depth=True)
             except DataError as exc:
                 if not self.skip_bad:
                     raise

@@ -52,7 +52,7 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sr_cli.data.arrays import patch_item
-from sr_cli.data.images import _to_rgb8, image_size, list_images, open_image
+from sr_cli.data.images import decode_rgb, image_size, list_images
 from sr_cli.errors import ConfigError, DataError
 
 # Lightning warns that an IterableDataset's length may be wrong with several workers; each
@@ -328,16 +328,17 @@ def open_shard_set(location: str, skip_bad: bool = False) -> list[Shard]:
 
 
 def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
-    """Decode image bytes to ``(H, W, 3)`` uint8 RGB, refusing more than ``max_pixels`` (from the
-    header, before decoding, as for image files: :func:`~sr_cli.data.images.open_image`)."""
-    with open_image(data, max_pixels, name=name) as im:
-        try:
-            im.load()
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise DataError(
-                f"cannot decode image {name} ({exc}); replace it in the shard set."
-            ) from exc
-        return np.ascontiguousarray(_to_rgb8(im, Path(name), warn=False))
+    """Decode image bytes to ``(H, W, 3)`` RGB (``uint16`` for a 16-bit source, else ``uint8``),
+    refusing more than ``max_pixels`` (from the header, before decoding, as for image files:
+    :func:`~sr_cli.data.images.open_image`)."""
+    try:
+        return decode_rgb(data, name, warn=False, max_pixels=max_pixels, full_depth=True)
+    except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(
+            f"cannot decode image {name} ({exc}); replace it in the shard set."
+        ) from exc
 
 
 def _shard_samples(shard: Shard, skip_bad: bool) -> Iterator[dict]:

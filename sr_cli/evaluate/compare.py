@@ -145,11 +145,14 @@ def checkpoint_rows(
     return rows
 
 
-def make_lq(degradation: nn.Module, gt: Tensor, seed: int, index: int) -> tuple[Tensor, dict]:
+def make_lq(
+    degradation: nn.Module, gt: Tensor, seed: int, index: int, bits: int = 8
+) -> tuple[Tensor, dict]:
     """LQ of evaluation image ``index`` and the degradation's parameters, drawn from the
-    ``val_degradation`` stream (as validation during training does)."""
+    ``val_degradation`` stream (as validation during training does); a rounded LQ is rounded
+    to ``bits``, the source's depth."""
     params = degradation.sample(gt, generator=stream_generator(seed, "val_degradation", index))
-    return degradation(gt, params), params
+    return degradation(gt, params, bits=bits), params
 
 
 def super_resolve_row(row: GeneratorRow, generator: nn.Module, lq: Tensor, gt: Tensor) -> Tensor:
@@ -230,7 +233,15 @@ class CompareModule(pl.LightningModule):
         self._names = {i: [""] * len(ds) for i, ds in enumerate(self.datasets.values())}
 
     def _inputs(
-        self, r: int, sr: Tensor, gt: Tensor, lq: Tensor, params: dict, index: int, gt_cache=None
+        self,
+        r: int,
+        sr: Tensor,
+        gt: Tensor,
+        lq: Tensor,
+        params: dict,
+        index: int,
+        gt_cache=None,
+        bits: int = 8,
     ):
         row, replay = self.rows[r], None
         if row.replay is not None:
@@ -244,7 +255,7 @@ class CompareModule(pl.LightningModule):
 
         missing = "the checkpoint stores no degradation config"
         inputs = MetricInputs(
-            sr, gt, lq, self.scale, self.protocol, replay, missing, gt_cache=gt_cache
+            sr, gt, lq, self.scale, self.protocol, replay, missing, gt_cache=gt_cache, bits=bits
         )
         inputs.upscale = lambda x: self.upscale_row(r, x)
         return inputs
@@ -275,15 +286,16 @@ class CompareModule(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         gt = batch["gt"]
         index = int(batch["index"][0])
+        bits = int(batch["bits"][0]) if "bits" in batch else 8  # the source's bit depth
         if "lq" in batch:
             lq, params = batch["lq"], {}
         else:
-            lq, params = make_lq(self.lq_degradation, gt, self.seed, index)
+            lq, params = make_lq(self.lq_degradation, gt, self.seed, index, bits)
         values, srs, gt_cache = [], {}, {}  # GT's Y planes, computed once for all rows
         for r, row in enumerate(self.rows):
             sr = super_resolve_row(row, self.generators[r], lq, gt)
             srs[row.label] = sr
-            inputs = self._inputs(r, sr, gt, lq, params, index, gt_cache)
+            inputs = self._inputs(r, sr, gt, lq, params, index, gt_cache, bits)
             values.append(self.row_metrics(r, inputs))
         self._tables[dataloader_idx].update(batch["index"], torch.cat(values, dim=1))
         name = batch["name"][0]
