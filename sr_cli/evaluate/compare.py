@@ -57,6 +57,50 @@ class GeneratorRow:
     arch: str = ""
     iteration: int | None = None
     ema: bool = False
+    #: ``last``, ``best`` or the checkpoint file's name (what the tables say was scored).
+    scored: str = ""
+    #: The folders the run validated on (from its ``config_resolved.yaml``), resolved.
+    val_dirs: tuple[Path, ...] = ()
+
+
+def run_validation_dirs(checkpoint: str | Path) -> tuple[Path, ...]:
+    """The validation folders of the sr-train run a checkpoint belongs to (``data.val_dir`` and
+    ``data.extra_val_dirs`` of the run's ``config_resolved.yaml``, resolved), or ``()`` for a
+    file outside a run folder. The file is read as data (YAML), for these paths only."""
+    path = Path(checkpoint)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    cfg_file = run_dir / "config_resolved.yaml"
+    if not cfg_file.is_file():
+        return ()
+    try:
+        import yaml
+
+        data = (yaml.safe_load(cfg_file.read_text()) or {}).get("data") or {}
+    except Exception:  # an unreadable record only costs the caveat
+        return ()
+    folders = [data.get("val_dir"), *((data.get("extra_val_dirs") or {}).values())]
+    return tuple(Path(str(f)).expanduser().resolve() for f in folders if isinstance(f, str) and f)
+
+
+def same_folder(dataset_dir: str | Path, folders: Sequence[Path]) -> bool:
+    """Whether an evaluation folder is one of ``folders`` (resolved paths; a benchmark folder
+    also matches by its HR folder, and the HR folder by its benchmark folder)."""
+    from sr_cli.data.benchmarks import detect_layout
+
+    if not dataset_dir or not folders:
+        return False
+    here = Path(dataset_dir).expanduser().resolve()
+    candidates = {here}
+    layout = detect_layout(here)
+    if layout is not None:
+        candidates.add(Path(layout.hr_dir).resolve())
+    for folder in folders:
+        other = detect_layout(folder) if folder.is_dir() else None
+        if folder in candidates or (
+            other is not None and Path(other.hr_dir).resolve() in candidates
+        ):
+            return True
+    return False
 
 
 def checkpoint_label(path: Path, name: str | None = None) -> str:
@@ -119,6 +163,8 @@ def checkpoint_rows(
     labels = labels or unique_labels(
         [checkpoint_label(lg.source, getattr(lg, "name", None)) for lg in loaded]
     )
+    from sr_cli.evaluate.inference import scored_name
+
     rows = [
         GeneratorRow(BICUBIC, replay=lq_degradation, shares_lq_params=True, arch="MATLAB bicubic")
     ]
@@ -140,6 +186,8 @@ def checkpoint_rows(
                 arch=str(lg.model_config.get("name", type(lg.generator).__name__)),
                 iteration=lg.iteration,
                 ema=lg.used_ema,
+                scored=scored_name(lg.source),
+                val_dirs=run_validation_dirs(lg.source),
             )
         )
     return rows
@@ -192,6 +240,7 @@ class CompareModule(pl.LightningModule):
         seed: int = 0,
         num_workers: int = 0,
         on_image: ImageCallback | None = None,
+        dataset_dirs: Mapping[str, str | Path] | None = None,
     ) -> None:
         super().__init__()
         self.rows = list(rows)
@@ -201,6 +250,8 @@ class CompareModule(pl.LightningModule):
         specs = [get_metric(m) for m in metrics]
         self.built = nn.ModuleDict({s.name: s.build() for s in specs if s.build is not None})
         self.datasets = dict(datasets)
+        #: ``{dataset name: folder}`` where known (for the validation-images caveat).
+        self.dataset_dirs = dict(dataset_dirs or {})
         self.metrics = list(metrics)
         self.scale = int(scale)
         self.protocol = protocol
@@ -211,6 +262,10 @@ class CompareModule(pl.LightningModule):
         self.values: dict[str, Tensor] = {}
         self.image_names: dict[str, list[str]] = {}
         self._tables: list[PerImageTable] = []
+
+    def dataset_dir(self, name: str) -> str:
+        """The folder of evaluation set ``name`` (given, else the dataset's ``root``; ``""``)."""
+        return str(self.dataset_dirs.get(name) or getattr(self.datasets[name], "root", "") or "")
 
     def test_dataloader(self) -> list[DataLoader]:
         from sr_cli.data.datasets import ShardSampler
@@ -330,6 +385,8 @@ class Comparison:
     unavailable: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     output_dir: Path | None = None
+    #: One line per (dataset, checkpoint) scored on its own run's validation images.
+    caveats: list[str] = field(default_factory=list)
 
     def row(self, dataset: str, model: str) -> dict[str, Any]:
         for r in self.rows:
@@ -365,6 +422,7 @@ def collect(
     """Per-dataset means (over valid images, in image order) and per-image values."""
     rows: list[dict[str, Any]] = []
     per_image: list[dict[str, Any]] = []
+    caveats: list[str] = []
     for dataset, values in module.values.items():
         names = module.image_names[dataset]
         for r, row in enumerate(module.rows):
@@ -375,6 +433,9 @@ def collect(
                 "checkpoint": row.checkpoint,
                 "iteration": row.iteration if row.iteration is not None else "",
                 "ema": row.ema,
+                "scored": row.scored,
+                "validation_images": row.generator is not None
+                and same_folder(module.dataset_dir(dataset), row.val_dirs),
                 "images": values.shape[0],
             }
             for m in metrics:
@@ -382,13 +443,31 @@ def collect(
                     None if m in unavailable else image_mean(values[:, r, module.metrics.index(m)])
                 )
             rows.append(entry)
+            if entry["validation_images"]:
+                caveats.append(optimistic_line(dataset, row))
             for i, name in enumerate(names):
                 item: dict[str, Any] = {"dataset": dataset, "image": name, "model": row.label}
                 for m in metrics:
                     v = None if m in unavailable else float(values[i, r, module.metrics.index(m)])
                     item[m] = None if v is None or v != v else v
                 per_image.append(item)
-    return Comparison(protocol, scale, metrics, rows, per_image, unavailable, dict(module.notes))
+    return Comparison(
+        protocol, scale, metrics, rows, per_image, unavailable, dict(module.notes), caveats=caveats
+    )
+
+
+def optimistic_line(dataset: str, row: GeneratorRow) -> str:
+    """The caveat for a checkpoint scored on the images its run validated on."""
+    why = (
+        "best.ckpt was selected on these very images"
+        if row.scored == "best"
+        else "the run was validated (watched) on these very images"
+    )
+    return (
+        f"optimistic: {row.label} ({row.scored}) on {dataset}: these are its run's validation "
+        f"images; {why}. Evaluate on held-out images for an unbiased figure "
+        "(e.g. 'datasets={heldout:...}')."
+    )
 
 
 def compare(
@@ -406,7 +485,7 @@ def compare(
 
     ``metrics`` are registry names; those in ``unavailable`` are listed but not computed.
     ``options`` go to :class:`CompareModule` (``protocol``, ``seed``, ``num_workers``,
-    ``on_image``); ``trainer_kwargs`` to the ``pytorch_lightning.Trainer`` (one CPU device
+    ``on_image``, ``dataset_dirs``: the folders, for the caveat on a run's validation images); ``trainer_kwargs`` to the ``pytorch_lightning.Trainer`` (one CPU device
     unless they say otherwise).
     """
     unavailable = dict(unavailable or {})
