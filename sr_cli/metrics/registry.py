@@ -347,6 +347,16 @@ def translation_inconsistency(
     return (a.double() - b.double()).abs().flatten(1).mean(1)
 
 
+def _ifc(x: MetricInputs) -> Tensor:
+    """IFC (:mod:`sr_cli.metrics.ifc`) of SR against GT on the protocol's Y planes (rounded to
+    the source's depth, BT.601 on the 8-bit scale, border cropped by the scale)."""
+    from sr_cli.metrics.ifc import ifc_batch
+
+    sr_y, gt_y = x.y_pair()
+    values = ifc_batch(gt_y.cpu().numpy(), sr_y.cpu().numpy())
+    return torch.from_numpy(values)
+
+
 def _translation(x: MetricInputs) -> Tensor:
     if x.upscale is None:
         raise MetricNotApplicable("no generator was given to super-resolve shifted crops")
@@ -421,6 +431,8 @@ for _spec in (
     MetricSpec("lattice_db", "Lattice power vs GT (dB)", 2, False, _db(_checkerboard), target=0.0),
     MetricSpec("haarpsi", "HaarPSI", 4, True, _haarpsi),
     MetricSpec("l1_rgb", "L1 (RGB)", 4, False, _l1_rgb),
+    # Information fidelity criterion (Sheikh, Bovik, de Veciana 2005), bits per pixel.
+    MetricSpec("ifc", "IFC", 3, True, _ifc),
     MetricSpec("translation_inconsistency", "Transl. incons.", 3, False, _translation),
 ):
     register_metric(_spec)

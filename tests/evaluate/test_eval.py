@@ -172,6 +172,7 @@ def test_weight_check_looks_only_at_the_hub_cache(no_hub_cache):
         "lattice_db",
         "l1_rgb",
         "translation_inconsistency",  # the studies' columns
+        "ifc",
     }
 
 
