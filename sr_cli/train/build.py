@@ -136,6 +136,7 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
         channels_last=bool(speed.get("channels_last", False)),
         compile_generator=compile_opts,
         accumulate_grad_batches=accumulate,
+        validate_first=bool(cfg.model.get("pretrained")),
         **_extra_val_metrics(cfg),
     )
 

@@ -85,15 +85,37 @@ def _read_json(path: Path) -> dict | None:
 
 
 # --------------------------------------------------------------------------- rows
+def _started_pretrained(run_dir: Path) -> bool:
+    """Whether the run fine-tuned ``model.pretrained`` (its first validation is the start)."""
+    try:
+        import yaml
+
+        cfg = yaml.safe_load((run_dir / "config_resolved.yaml").read_text()) or {}
+    except Exception:  # no or unreadable record: count every row
+        return False
+    return bool((cfg.get("model") or {}).get("pretrained"))
+
+
+def _is_validation_row(row: dict) -> bool:
+    return any(
+        k and "/" in k and k.split("/", 1)[0] not in ("train", "lr") and v for k, v in row.items()
+    )
+
+
 def _best_metrics(run_dir: Path) -> dict[str, float]:
     """Best value of every ``<set>/<metric>`` column of ``metrics.csv`` (bicubic references and
-    per-step training values excluded)."""
+    per-step training values excluded; so is the validation of the pretrained starting weights,
+    iteration 0, which the job did not produce)."""
     path = run_dir / "metrics.csv"
     if not path.is_file():
         return {}
     best: dict[str, float] = {}
+    skip_start = _started_pretrained(run_dir)
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
+            if skip_start and _is_validation_row(row):
+                skip_start = False
+                continue
             for key, text in row.items():
                 if not key or "/" not in key or not text:
                     continue

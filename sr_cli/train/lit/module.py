@@ -97,6 +97,9 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
             tell what changed.
         nan_policy: ``stop`` or ``skip`` (see :mod:`~sr_cli.train.lit.generator_step`).
         max_consecutive_skips: with ``skip``, give up after this many skipped steps in a row.
+        validate_first: validate once before the first step (iteration 0) of a fresh run, so
+            the console and ``metrics.csv`` show where a fine-tune starts (``model.pretrained``);
+            not on resume.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         accumulate_grad_batches: int = 1,
         extra_val_metrics: Sequence[str] = (),
         metric_modules: Mapping[str, nn.Module] | None = None,
+        validate_first: bool = False,
     ) -> None:
         super().__init__()
         if not losses:
@@ -186,6 +190,7 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         self.image_dir = Path(image_dir) if image_dir else None
         self.seed = int(seed)
         self.config = dict(config or {})
+        self.validate_first = bool(validate_first)
         self.iteration = 0
         self.rank_iterations: list[int] = []
         self.adversarial = {n: t for n, t in self.losses.items() if isinstance(t, AdversarialTerm)}
@@ -386,6 +391,18 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         )
         self.rank_iterations = [int(c) for c in counts.flatten().tolist()]
 
+    def _validate_start(self) -> None:
+        """One validation pass before training, as Lightning runs one after an epoch (the fit
+        loop's own validation loop: same metrics, loggers and callbacks, logged at step 0)."""
+        trainer = self.trainer
+        if not self.val_names or trainer.limit_val_batches == 0:
+            return
+        trainer.validating = True
+        try:
+            trainer.fit_loop.epoch_loop.val_loop.run()
+        finally:
+            trainer.training = True
+
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["sr_cli"] = {
@@ -406,8 +423,12 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         self.resume_changes = optimizer_changes(meta.get("optim"), self.config.get("optim"))
 
     def on_train_start(self) -> None:
-        """After a resume, apply optimizer settings the user changed (Lightning restored the
-        checkpoint's), rescaling scheduled learning rates in proportion."""
+        """A fresh fine-tune validates its starting weights first (iteration 0); after a resume,
+        apply optimizer settings the user changed (Lightning restored the checkpoint's),
+        rescaling scheduled learning rates in proportion."""
+        resumed = self.trainer.ckpt_path is not None
+        if self.validate_first and not resumed and self.iteration == 0:
+            self._validate_start()
         if not self.resume_changes:
             return
         optimizers = self.optimizers()
