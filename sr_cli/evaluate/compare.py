@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from sr_cli.degradations.base import DegradationNotInvertible
-from sr_cli.errors import ConfigError
+from sr_cli.errors import ConfigError, is_out_of_memory, one_line
 from sr_cli.metrics.aggregate import PerImageTable, image_mean
 from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS
 from sr_cli.metrics.registry import (
@@ -203,15 +203,35 @@ def make_lq(
     return degradation(gt, params, bits=bits), params
 
 
-def super_resolve_row(row: GeneratorRow, generator: nn.Module, lq: Tensor, gt: Tensor) -> Tensor:
-    """SR of one row (MATLAB bicubic for the baseline), checked against GT's size."""
-    from sr_cli.degradations.resize import imresize
+def generator_sr(generator: nn.Module, lq: Tensor, scale: int, tile: int = 0, overlap: int = 16):
+    """SR of a generator, on overlapping tiles of ``tile`` LQ pixels when ``tile > 0`` (an image
+    no larger than one tile is one pass, so ``tile`` changes nothing for it)."""
     from sr_cli.evaluate.inference import super_resolve
+    from sr_cli.evaluate.tiling import tiled_forward
+
+    if tile <= 0:
+        return super_resolve(generator, lq).float()
+    with torch.no_grad():
+        return tiled_forward(lambda x: super_resolve(generator, x), lq, scale, tile, overlap)
+
+
+def super_resolve_row(
+    row: GeneratorRow,
+    generator: nn.Module,
+    lq: Tensor,
+    gt: Tensor,
+    scale: int = 1,
+    tile: int = 0,
+    overlap: int = 16,
+) -> Tensor:
+    """SR of one row (MATLAB bicubic for the baseline; ``tile > 0``: the generator on tiles of
+    ``tile`` LQ pixels), checked against GT's size."""
+    from sr_cli.degradations.resize import imresize
 
     if row.generator is None:
         sr = imresize(lq, size=tuple(gt.shape[-2:])).clamp(0, 1)
     else:
-        sr = super_resolve(generator, lq).float()
+        sr = generator_sr(generator, lq, scale, tile, overlap).clamp(0, 1)
     if sr.shape != gt.shape:
         raise ConfigError(
             f"{row.label} turned a {tuple(lq.shape[-2:])} LQ into {tuple(sr.shape[-2:])}, "
@@ -241,8 +261,14 @@ class CompareModule(pl.LightningModule):
         num_workers: int = 0,
         on_image: ImageCallback | None = None,
         dataset_dirs: Mapping[str, str | Path] | None = None,
+        tile: int = 0,
+        tile_overlap: int = 16,
     ) -> None:
         super().__init__()
+        from sr_cli.evaluate.tiling import check_tiling
+
+        check_tiling(tile, tile_overlap)
+        self.tile, self.tile_overlap = int(tile or 0), int(tile_overlap)
         self.rows = list(rows)
         self.generators = nn.ModuleList([r.generator or nn.Identity() for r in self.rows])
         self.replays = nn.ModuleList([r.replay or nn.Identity() for r in self.rows])
@@ -319,21 +345,22 @@ class CompareModule(pl.LightningModule):
         """SR of any LQ by row ``r`` (MATLAB bicubic for the baseline), for metrics that
         super-resolve other inputs than the image's LQ."""
         from sr_cli.degradations.resize import imresize
-        from sr_cli.evaluate.inference import super_resolve
 
         if self.rows[r].generator is None:
             return imresize(lq, scale=self.scale).clamp(0, 1)
-        return super_resolve(self.generators[r], lq).float()
+        return generator_sr(self.generators[r], lq, self.scale, self.tile, self.tile_overlap)
 
     def row_metrics(self, r: int, inputs: MetricInputs) -> Tensor:
         """Every selected metric of one row for one image: ``(B, N_metrics)`` float64."""
         label = self.rows[r].label
 
         def on_skip(name: str, exc: Exception) -> None:
+            if is_out_of_memory(exc):  # never a silently missing value: the run stops
+                raise exc
             if isinstance(exc, (MetricNotApplicable, DegradationNotInvertible)):
                 self.notes.setdefault(name, f"skipped for {label}: {exc}")
             else:
-                self.notes.setdefault(name, f"could not be computed: {str(exc).splitlines()[0]}")
+                self.notes.setdefault(name, f"could not be computed: {one_line(exc)}")
 
         skip = (DegradationNotInvertible, ValueError, AssertionError, RuntimeError)
         return compute_metrics(self.metrics, inputs, dict(self.built), on_skip, skip)
@@ -348,7 +375,9 @@ class CompareModule(pl.LightningModule):
             lq, params = make_lq(self.lq_degradation, gt, self.seed, index, bits)
         values, srs, gt_cache = [], {}, {}  # GT's Y planes, computed once for all rows
         for r, row in enumerate(self.rows):
-            sr = super_resolve_row(row, self.generators[r], lq, gt)
+            sr = super_resolve_row(
+                row, self.generators[r], lq, gt, self.scale, self.tile, self.tile_overlap
+            )
             srs[row.label] = sr
             inputs = self._inputs(r, sr, gt, lq, params, index, gt_cache, bits)
             values.append(self.row_metrics(r, inputs))
@@ -387,6 +416,9 @@ class Comparison:
     output_dir: Path | None = None
     #: One line per (dataset, checkpoint) scored on its own run's validation images.
     caveats: list[str] = field(default_factory=list)
+    #: LQ tile side of the generators' SR (0: whole images) and the tiles' overlap.
+    tile: int = 0
+    tile_overlap: int = 0
 
     def row(self, dataset: str, model: str) -> dict[str, Any]:
         for r in self.rows:
@@ -405,6 +437,12 @@ class Comparison:
         return (
             f"protocol={self.protocol}: {PROTOCOL_DESCRIPTIONS[self.protocol]}. Other "
             f"full-reference metrics compare the 8-bit SR with GT, border cropped by {self.scale}."
+            + (
+                f" Generators ran on {self.tile}-pixel LQ tiles overlapping by "
+                f"{self.tile_overlap}, blended (tile={self.tile})."
+                if self.tile
+                else ""
+            )
         )
 
     def cell(self, row: Mapping[str, Any], metric: str) -> str:
@@ -452,7 +490,16 @@ def collect(
                     item[m] = None if v is None or v != v else v
                 per_image.append(item)
     return Comparison(
-        protocol, scale, metrics, rows, per_image, unavailable, dict(module.notes), caveats=caveats
+        protocol,
+        scale,
+        metrics,
+        rows,
+        per_image,
+        unavailable,
+        dict(module.notes),
+        caveats=caveats,
+        tile=module.tile,
+        tile_overlap=module.tile_overlap if module.tile else 0,
     )
 
 
@@ -485,8 +532,9 @@ def compare(
 
     ``metrics`` are registry names; those in ``unavailable`` are listed but not computed.
     ``options`` go to :class:`CompareModule` (``protocol``, ``seed``, ``num_workers``,
-    ``on_image``, ``dataset_dirs``: the folders, for the caveat on a run's validation images); ``trainer_kwargs`` to the ``pytorch_lightning.Trainer`` (one CPU device
-    unless they say otherwise).
+    ``on_image``, ``tile``, ``tile_overlap``, ``dataset_dirs``: the folders, for the caveat on
+    a run's validation images); ``trainer_kwargs`` to the ``pytorch_lightning.Trainer`` (one
+    CPU device unless they say otherwise).
     """
     unavailable = dict(unavailable or {})
     active = [m for m in metrics if m not in unavailable]

@@ -96,6 +96,9 @@ class SRDataModule(pl.LightningDataModule):
             (:mod:`sr_cli.degradations.context`). ``auto``: :func:`resolve_lr_context` for
             ``degradation`` (else the attached module's; else MATLAB bicubic's 2).
         degradation: the training degradation, for ``lr_context=auto``.
+        stream_retries, stream_backoff: with an http(s) ``train_stream``, failures in a row
+            retried on a shard's connection (resuming where it stopped) and the first wait in
+            seconds, doubled after each failure.
     """
 
     def __init__(
@@ -122,6 +125,8 @@ class SRDataModule(pl.LightningDataModule):
         shuffle_buffer: int = 1000,
         lr_context: int | str = 0,
         degradation=None,
+        stream_retries: int = 5,
+        stream_backoff: float = 1.0,
     ) -> None:
         super().__init__()
         check_lr_context(lr_context)
@@ -148,6 +153,8 @@ class SRDataModule(pl.LightningDataModule):
         self.train_stream = train_stream
         self.shuffle_shards = int(shuffle_shards)
         self.shuffle_buffer = int(shuffle_buffer)
+        self.stream_retries = stream_retries
+        self.stream_backoff = stream_backoff
         self.train_set: HRFolderDataset | PairedFolderDataset | None = None
         self.val_sets: dict[str, Dataset] = {}
 
@@ -218,6 +225,8 @@ class SRDataModule(pl.LightningDataModule):
             rank=rank,
             world_size=world,
             context=self.lr_context * self.scale,
+            stream_retries=self.stream_retries,
+            stream_backoff=self.stream_backoff,
             **self.flags,
         )
 
