@@ -106,13 +106,19 @@ def read_curve(run_dir: Path, metric: str) -> dict[int, float]:
     """``{iteration: value}`` of ``metric`` in ``<run_dir>/metrics.csv`` (empty when absent).
 
     The CSV logger's ``step`` of a validation row is Lightning's step, the iteration it ran after
-    minus one (as in the sweep summary's ``iterations``)."""
+    minus one (as in the sweep summary's ``iterations``). A fine-tune's validation of its
+    pretrained start (iteration 0, also at step 0) is not part of the curve: the job did not
+    produce it, and it would read as iteration 1."""
     path = Path(run_dir) / "metrics.csv"
     curve: dict[int, float] = {}
     if not path.is_file():
         return curve
+    skip_start = _started_pretrained(Path(run_dir))
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
+            if skip_start and _is_validation_row(row):
+                skip_start = False
+                continue
             text, step = row.get(metric), row.get("step")
             if not text or not step:
                 continue

@@ -41,6 +41,10 @@ def test_a_fine_tune_validates_its_starting_weights(tiny_cfg, val_subset, tmp_pa
     start = first_row(run)  # before any training row
     assert start["step"] == "0" and start["val/psnr_y"] and not start["train/loss_l1"]
     assert len(validation_rows(run)) == 2  # iteration 0, then iteration 2
+    from sr_cli.train.sweep import read_curve
+
+    # The curve a sweep's pruner and Optuna see holds what the job trained (not the start).
+    assert list(read_curve(run, "val/psnr_y")) == [2]
     err = capsys.readouterr().err
     assert "iter 0: val psnr_y" in err and "start: the pretrained weights" in err
     # The start figure is the pretrained generator's, measured here: the weights loaded into
