@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sr_cli.evaluate.upscaling import write_png16
+from sr_cli.evaluate.picture_io import write_png16
 
 H, W = 96, 120
 
