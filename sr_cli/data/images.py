@@ -176,13 +176,13 @@ def _raw_mode(im: Image.Image) -> str:
 
 def _png16_rgb(data: bytes) -> np.ndarray:
     """A 16-bit colour PNG at full depth: ``(H, W, 3)`` ``uint16`` (alpha dropped). PIL decodes
-    these to 8 bits; torchvision's PNG decoder keeps all 16."""
-    import torch
-    from torchvision.io import ImageReadMode, decode_png
+    these to 8 bits; imagecodecs' PNG decoder (libpng, as sr-upscale's
+    :mod:`~sr_cli.evaluate.picture_io`) returns the stored samples."""
+    import imagecodecs
 
-    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    img = decode_png(raw, ImageReadMode.UNCHANGED)
-    arr = img.permute(1, 2, 0).numpy()
+    arr = imagecodecs.png_decode(data)
+    if arr.ndim == 2:
+        arr = arr[..., None]
     if arr.dtype != np.uint16:  # an 8-bit file after all
         arr = arr.astype(np.uint8)
     if arr.shape[2] in (1, 2):
