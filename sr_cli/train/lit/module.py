@@ -241,9 +241,11 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         """Make LQ from GT on the device, batched, recording the degradation's parameters.
 
         The on-device augmentation of training batches is applied to GT *before* the
-        degradation when LQ is made here (so ``LQ = D(GT)`` stays exact for any kernel); CutBlur,
-        which needs the LQ, batches whose LQ came from disk and patches degraded with their HR
-        context (``data.lr_context``) are augmented as pairs.
+        degradation when LQ is made here (so ``LQ = D(GT)`` stays exact for any kernel);
+        patches degraded with their HR context (``data.lr_context``) are flipped/rotated with
+        their context before the degradation (so an anisotropic kernel's replay still makes the
+        LQ) and mixed up after it, as pairs (``LQ = D(GT)`` up to the rounding); CutBlur, which
+        needs the LQ, and batches whose LQ came from disk are augmented as pairs.
 
         A batch with ``gt_context`` (patches cut with HR context around them) gets the LQ those
         patches have inside their images (:func:`~sr_cli.degradations.context.degrade_with_context`),
@@ -253,6 +255,7 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         """
         training = self._trainer is not None and self.trainer.training
         augment = self.augment if training else None
+        aug_params = None  # drawn here when part of the augmentation precedes the degradation
         if "lq" not in batch:
             gt = batch["gt"]
             if training:
@@ -269,6 +272,14 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
                 ):
                     _, gt = augment(gt, gt, self._rng("augmentation", self.iteration, self._rank()))
                     batch["gt"], augment = gt, None
+                elif augment is not None and not getattr(augment, "cutblur_prob", 0.0):
+                    rng_aug = self._rng("augmentation", self.iteration, self._rank())
+                    aug_params = augment.sample(gt.shape[0], gt.device, rng_aug)
+                    context, batch["context_box"] = augment.dihedral_regions(
+                        context, batch["context_box"], aug_params
+                    )
+                    gt = batch["gt"] = augment.dihedral(gt, aug_params)
+                    aug_params = augment.without_dihedral(aug_params)  # mixup: after degrading
                 params = self.degradation.sample(gt, generator=rng)
                 if context is None:
                     batch["lq"] = self.degradation(gt, params, bits=bits).detach()
@@ -282,7 +293,7 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         if augment is not None:
             with torch.no_grad():
                 rng = self._rng("augmentation", self.iteration, self._rank())
-                batch["lq"], batch["gt"] = augment(batch["lq"], batch["gt"], rng)
+                batch["lq"], batch["gt"] = augment(batch["lq"], batch["gt"], rng, aug_params)
         if self.channels_last:
             for key in ("lq", "gt"):
                 if batch[key].dim() == 4:
