@@ -26,6 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--title", default="sr-cli report")
     parser.add_argument("--no-ema", action="store_true", help="use the raw generator, not the EMA")
     parser.add_argument("--mos", default=None, help="mos.csv of sr-rate --results: MOS column")
+    parser.add_argument(
+        "--checkpoint",
+        default="last",
+        help="which checkpoint of a run folder: last (the final state, default) or best "
+        "(chosen on the run's validation images)",
+    )
     return parser
 
 
@@ -42,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             prefer_ema=not args.no_ema,
             title=args.title,
             mos=args.mos,
+            checkpoint=args.checkpoint,
         )
     print(f"sr-report: wrote {path}", file=sys.stderr)
 

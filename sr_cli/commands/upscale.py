@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-ema", action="store_true", help="use the raw generator, not the EMA")
+    parser.add_argument(
+        "--checkpoint",
+        dest="which",
+        default="last",
+        help="which checkpoint of a run folder: last (the final state, default) or best "
+        "(chosen on the run's validation images)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -124,6 +131,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         device=args.device,
         prefer_ema=not args.no_ema,
         quiet=args.quiet,
+        which=args.which,
     )
 
 

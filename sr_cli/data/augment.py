@@ -133,6 +133,49 @@ class PairedAugment(nn.Module):
             x = _where(p["transpose"], x.transpose(-1, -2), x)
         return x
 
+    def dihedral_regions(self, regions: Tensor, boxes: Tensor, p: Params) -> tuple[Tensor, Tensor]:
+        """The flips/rotations of ``p`` applied to square context regions ``(B, C, S, S)`` (each
+        patch centred in its region, so the transformed patch is the centre of the transformed
+        region) and to their valid boxes ``(B, 4)`` ``(top, bottom, left, right)``."""
+        side = regions.shape[-1]
+        top, bottom, left, right = boxes.unbind(-1)
+        if self.hflip:
+            flip = p["hflip"]
+            regions = _where(flip, hflip(regions), regions)
+            left, right = (
+                torch.where(flip, side - right, left),
+                torch.where(flip, side - left, right),
+            )
+        if self.vflip:
+            flip = p["vflip"]
+            regions = _where(flip, vflip(regions), regions)
+            top, bottom = (
+                torch.where(flip, side - bottom, top),
+                torch.where(flip, side - top, bottom),
+            )
+        if self.rot90:
+            swap = p["transpose"]
+            regions = _where(swap, regions.transpose(-1, -2), regions)
+            top, bottom, left, right = (
+                torch.where(swap, left, top),
+                torch.where(swap, right, bottom),
+                torch.where(swap, top, left),
+                torch.where(swap, bottom, right),
+            )
+        return regions, torch.stack([top, bottom, left, right], dim=-1)
+
+    def dihedral(self, x: Tensor, p: Params) -> Tensor:
+        """The flips/rotations of ``p`` (square images; see :meth:`dihedral_regions`)."""
+        return self._dihedral(x, p, square=x.shape[-1] == x.shape[-2])
+
+    @staticmethod
+    def without_dihedral(p: Params) -> Params:
+        """``p`` with no flip or rotation left (what remains: mixup, CutBlur)."""
+        return {
+            **p,
+            **{k: torch.zeros_like(p[k]) for k in ("hflip", "vflip", "transpose")},
+        }
+
     def _cutblur(self, lq: Tensor, gt: Tensor, p: Params) -> Tensor:
         b, _, h, w = gt.shape
         ch = (p["cutblur_ratio"] * h).long().clamp(1, h)

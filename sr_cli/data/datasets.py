@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from sr_cli.data.arrays import AUTO_CACHE_PIXELS, augment, decode_all, mod_crop, to_tensor
+from sr_cli.data.arrays import (
+    AUTO_CACHE_PIXELS,
+    bit_depth,
+    decode_all,
+    mod_crop,
+    patch_item,
+    to_tensor,
+)
 from sr_cli.data.images import image_size, list_images, read_image
 from sr_cli.errors import DataError
 
@@ -65,7 +72,7 @@ class _ImageStore:
         self.files = good
         self.cache: list[np.ndarray] | None = None
         if cache:
-            decode = functools.partial(read_image, max_pixels=max_pixels)
+            decode = functools.partial(read_image, max_pixels=max_pixels, full_depth=True)
             self.files, self.cache = decode_all(good, decode, skip_bad, what)
 
     def __len__(self) -> int:
@@ -79,7 +86,7 @@ class _ImageStore:
             if i in self.bad:
                 continue
             try:
-                return read_image(self.files[i], max_pixels=self.max_pixels)
+                return read_image(self.files[i], max_pixels=self.max_pixels, full_depth=True)
             except DataError as exc:
                 if not self.skip_bad:
                     raise
@@ -100,9 +107,15 @@ class HRFolderDataset(Dataset):
         skip_bad: skip corrupt, too-small or too-large files with a warning instead of failing.
         max_pixels: refuse (or, with ``skip_bad``, skip) images whose header claims more pixels
             (``None``: :data:`~sr_cli.data.images.MAX_PIXELS`; ``0``: no limit).
+        context: HR pixels of context around each patch (a multiple of ``scale``; ``0``: the
+            patch alone, anywhere in the image). With context the patch sits on the scale grid
+            and items add ``"gt_context"`` and ``"context_box"``
+            (:func:`~sr_cli.data.arrays.crop_with_context`), from which the module makes the
+            LQ the whole image would give.
 
-    Items are dicts ``{"gt": (3, P, P) float32, "index": int}``. Indexing with an
-    ``(index, sample_seed)`` pair makes the crop reproducible; a plain int uses it as the seed.
+    Items are dicts ``{"gt": (3, P, P) float32, "index": int, "bits": 8 or 16}`` (``bits``: the
+    source's depth; 16-bit images stay at full depth). Indexing with an ``(index, sample_seed)``
+    pair makes the crop reproducible; a plain int uses it as the seed.
     """
 
     def __init__(
@@ -116,6 +129,7 @@ class HRFolderDataset(Dataset):
         cache_images: bool | str = "auto",
         skip_bad: bool = False,
         max_pixels: int | None = None,
+        context: int = 0,
     ) -> None:
         if patch_size % scale:
             raise DataError(
@@ -126,6 +140,7 @@ class HRFolderDataset(Dataset):
         self.patch_size = int(patch_size)
         self.scale = int(scale)
         self.flags = (hflip, vflip, rot90)
+        self.context = int(context)
         files = list_images(root, what="training folder (data.train_dir)")
         self.store = _ImageStore(
             files, cache_images, patch_size, skip_bad, "training folder", max_pixels
@@ -148,10 +163,7 @@ class HRFolderDataset(Dataset):
             raise DataError(
                 f"image {str(self.files[index])!r} is {h}x{w}, smaller than the HR patch size {p}."
             )
-        top = int(rng.integers(0, h - p + 1))
-        left = int(rng.integers(0, w - p + 1))
-        patch = augment(img[top : top + p, left : left + p], rng, *self.flags)
-        return {"gt": to_tensor(patch), "index": index}
+        return patch_item(img, rng, p, self.scale, self.context, self.flags, index)
 
 
 class ImageFolderEvalDataset(Dataset):
@@ -185,7 +197,12 @@ class ImageFolderEvalDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         img = mod_crop(self.store.get(index), self.scale)
-        return {"gt": to_tensor(img), "name": self.files[index].stem, "index": index}
+        return {
+            "gt": to_tensor(img),
+            "name": self.files[index].stem,
+            "index": index,
+            "bits": bit_depth(img),
+        }
 
 
 class SeededSampler(Sampler):

@@ -1,12 +1,16 @@
 """Image decoding with consistent colour handling and errors that name the file.
 
-Every image enters the pipeline as 8-bit RGB ``(H, W, 3)`` ``uint8``. Other modes are converted
+Every image enters the pipeline as RGB ``(H, W, 3)``: ``uint8``, or ``uint16`` for a 16-bit
+source when the caller asks for its full depth (``full_depth=True``: training, validation and
+evaluation datasets, so nothing is rounded to 8 bits on the way). Other modes are converted
 with a warning (once per file):
 
 * grayscale (``L``, ``I;16``, ``I``) -> replicated to three channels;
 * RGBA / LA / palette with transparency -> alpha dropped (composited on nothing: the colour
   channels are kept as stored);
-* 16-bit -> scaled to 8 bits by rounding ``v * 255 / 65535``.
+* 16-bit (PNG, grayscale or colour) -> kept as ``uint16`` with ``full_depth``, else scaled to 8
+  bits by rounding ``v * 255 / 65535``. (16-bit colour TIFFs decode to 8 bits: PIL cannot
+  read them deeper.)
 
 Every file is opened through :func:`open_image`, which reads the size from the header and
 refuses an image of more than ``max_pixels`` pixels (default :data:`MAX_PIXELS`) *before*
@@ -132,15 +136,19 @@ def image_size(path: str | Path, max_pixels: int | None = None) -> tuple[int, in
     return h, w
 
 
-def _to_rgb8(im: Image.Image, path: Path, warn: bool) -> np.ndarray:
+def _to_rgb8(im: Image.Image, path: Path, warn: bool, full_depth: bool = False) -> np.ndarray:
     mode = im.mode
     note = None
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if arr.max() > 255 or mode.startswith("I;16") else 255.0
-        arr = quantize_array(arr / peak, 8)
-        arr = np.repeat(arr[..., None], 3, axis=2)
-        note = f"16-bit grayscale ({mode}) converted to 8-bit RGB"
+        sixteen = arr.max() > 255 or mode.startswith("I;16")
+        if full_depth and sixteen:
+            arr = np.repeat(np.clip(arr, 0, 65535).astype(np.uint16)[..., None], 3, axis=2)
+            note = f"16-bit grayscale ({mode}) converted to 16-bit RGB"
+        else:
+            arr = quantize_array(arr / (65535.0 if sixteen else 255.0), 8)
+            arr = np.repeat(arr[..., None], 3, axis=2)
+            note = f"16-bit grayscale ({mode}) converted to 8-bit RGB"
     elif mode == "RGB":
         arr = np.asarray(im, dtype=np.uint8)
     else:
@@ -166,8 +174,50 @@ def _raw_mode(im: Image.Image) -> str:
         return im.mode
 
 
-def read_image(path: str | Path, warn: bool = True, max_pixels: int | None = None) -> np.ndarray:
-    """Decode an image file to ``(H, W, 3)`` ``uint8`` RGB.
+def _png16_rgb(data: bytes) -> np.ndarray:
+    """A 16-bit colour PNG at full depth: ``(H, W, 3)`` ``uint16`` (alpha dropped). PIL decodes
+    these to 8 bits; imagecodecs' PNG decoder (libpng, as sr-upscale's
+    :mod:`~sr_cli.evaluate.picture_io`) returns the stored samples."""
+    import imagecodecs
+
+    arr = imagecodecs.png_decode(data)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.dtype != np.uint16:  # an 8-bit file after all
+        arr = arr.astype(np.uint8)
+    if arr.shape[2] in (1, 2):
+        arr = np.repeat(arr[..., :1], 3, axis=2)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def decode_rgb(
+    source: Path | bytes,
+    name: str,
+    warn: bool = True,
+    max_pixels: int | None = None,
+    full_depth: bool = False,
+) -> np.ndarray:
+    """Decode a file (or the bytes of one) to ``(H, W, 3)`` RGB: ``uint8``, or ``uint16`` for a
+    16-bit source with ``full_depth``. The header is checked first (``max_pixels``)."""
+    with open_image(source, max_pixels, name=name) as im:
+        raw = _raw_mode(im)
+        colour16 = im.format == "PNG" and "16" in raw and not im.mode.startswith("I")
+        if full_depth and colour16:
+            data = source if isinstance(source, bytes) else Path(source).read_bytes()
+            return _png16_rgb(data)
+        im.load()
+        if warn and im.mode == "RGB" and "16" in raw:
+            warnings.warn(
+                f"{name}: 16-bit RGB converted to 8-bit RGB", ImageConversionWarning, stacklevel=3
+            )
+        return np.ascontiguousarray(_to_rgb8(im, Path(name), warn, full_depth))
+
+
+def read_image(
+    path: str | Path, warn: bool = True, max_pixels: int | None = None, full_depth: bool = False
+) -> np.ndarray:
+    """Decode an image file to ``(H, W, 3)`` RGB: ``uint8``, or, with ``full_depth``, ``uint16``
+    for a 16-bit source (PNG, 16-bit grayscale).
 
     Raises:
         ImageTooLargeError: more than ``max_pixels`` pixels, checked before decoding.
@@ -179,6 +229,8 @@ def read_image(path: str | Path, warn: bool = True, max_pixels: int | None = Non
     try:
         with open_image(path, max_pixels) as im:
             raw = _raw_mode(im)
+            if full_depth and im.format == "PNG" and "16" in raw and not im.mode.startswith("I"):
+                return _png16_rgb(path.read_bytes())
             im.load()
             if warn and im.mode == "RGB" and "16" in raw:
                 warnings.warn(
@@ -186,12 +238,13 @@ def read_image(path: str | Path, warn: bool = True, max_pixels: int | None = Non
                     ImageConversionWarning,
                     stacklevel=2,
                 )
-            return np.ascontiguousarray(_to_rgb8(im, path, warn))
+            return np.ascontiguousarray(_to_rgb8(im, path, warn, full_depth))
     except (
         UnidentifiedImageError,
         OSError,
         ValueError,
         SyntaxError,
+        RuntimeError,
         Image.DecompressionBombError,
     ) as exc:
         if isinstance(exc, SrCliError):

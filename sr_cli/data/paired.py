@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from sr_cli.data.arrays import AUTO_CACHE_PIXELS, decode_all, mod_crop, to_tensor
+from sr_cli.data.arrays import AUTO_CACHE_PIXELS, bit_depth, decode_all, mod_crop, to_tensor
 from sr_cli.data.images import image_size, list_images, read_image
 from sr_cli.errors import DataError
 
@@ -183,8 +183,8 @@ class PairedFolderDataset(Dataset):
             self.pairs, self.cache = decode_all(pairs, lambda p: self._decode(*p), skip_bad, what)
 
     def _decode(self, hr_path: Path, lr_path: Path) -> tuple[np.ndarray, np.ndarray]:
-        hr = mod_crop(read_image(hr_path, max_pixels=self.max_pixels), self.scale)
-        lr = read_image(lr_path, max_pixels=self.max_pixels)
+        hr = mod_crop(read_image(hr_path, max_pixels=self.max_pixels, full_depth=True), self.scale)
+        lr = read_image(lr_path, max_pixels=self.max_pixels, full_depth=True)
         if lr.shape[0] * self.scale != hr.shape[0] or lr.shape[1] * self.scale != hr.shape[1]:
             raise DataError(
                 f"LR image {str(lr_path)!r} decodes to {lr.shape[0]}x{lr.shape[1]}, not "
@@ -216,6 +216,7 @@ class PairedFolderDataset(Dataset):
                 "lq": to_tensor(lr),
                 "name": self.pairs[index][0].stem,
                 "index": index,
+                "bits": bit_depth(hr),
             }
         s, p = self.scale, self.patch_size
         lp = p // s
@@ -231,4 +232,9 @@ class PairedFolderDataset(Dataset):
         ops = _dihedral(rng, *self.flags)
         lr_patch = _apply(lr[top : top + lp, left : left + lp], ops)
         hr_patch = _apply(hr[top * s : top * s + p, left * s : left * s + p], ops)
-        return {"gt": to_tensor(hr_patch), "lq": to_tensor(lr_patch), "index": index}
+        return {
+            "gt": to_tensor(hr_patch),
+            "lq": to_tensor(lr_patch),
+            "index": index,
+            "bits": bit_depth(hr),
+        }

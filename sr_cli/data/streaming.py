@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from sr_cli.data.arrays import augment, to_tensor
-from sr_cli.data.images import _to_rgb8, open_image
+from sr_cli.data.arrays import patch_item
+from sr_cli.data.images import (
+    decode_rgb,
+)
 from sr_cli.data.shards import (  # noqa: F401 - the shard set, re-exported for its callers
     MANIFEST,
     OPTION,
@@ -70,16 +71,17 @@ warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__`
 
 
 def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
-    """Decode image bytes to ``(H, W, 3)`` uint8 RGB, refusing more than ``max_pixels`` (from the
-    header, before decoding, as for image files: :func:`~sr_cli.data.images.open_image`)."""
-    with open_image(data, max_pixels, name=name) as im:
-        try:
-            im.load()
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise DataError(
-                f"cannot decode image {name} ({exc}); replace it in the shard set."
-            ) from exc
-        return np.ascontiguousarray(_to_rgb8(im, Path(name), warn=False))
+    """Decode image bytes to ``(H, W, 3)`` RGB (``uint16`` for a 16-bit source, else ``uint8``),
+    refusing more than ``max_pixels`` (from the header, before decoding, as for image files:
+    :func:`~sr_cli.data.images.open_image`)."""
+    try:
+        return decode_rgb(data, name, warn=False, max_pixels=max_pixels, full_depth=True)
+    except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(
+            f"cannot decode image {name} ({exc}); replace it in the shard set."
+        ) from exc
 
 
 class StreamingHRDataset(IterableDataset):
@@ -99,11 +101,13 @@ class StreamingHRDataset(IterableDataset):
         skip_bad: skip undecodable or too-small images and truncated shards with a warning.
         max_pixels: refuse images over this many pixels (``None``: 100 MP; ``0``: no limit).
         rank, world_size: this process and the number of processes.
+        context: HR pixels of context around each patch, as for ``HRFolderDataset``.
         stream_retries: http(s) shards: failures in a row tolerated on a connection before
             the shard counts as unreadable (it resumes where it stopped: same samples, once).
         stream_backoff: seconds before the first retry, doubled after each failure in a row.
 
-    Items are dicts ``{"gt": (3, P, P) float32, "index": int, "key": str}``. Set
+    Items are dicts ``{"gt": (3, P, P) float32, "index": int, "bits": int, "key": str}`` (with
+    ``"gt_context"`` and ``"context_box"`` when ``context`` > 0). Set
     :attr:`start_batch` (the rank's number of batches already trained) before iterating.
     """
 
@@ -124,6 +128,7 @@ class StreamingHRDataset(IterableDataset):
         max_pixels: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        context: int = 0,
         stream_retries: int = 5,
         stream_backoff: float = 1.0,
     ) -> None:
@@ -154,6 +159,7 @@ class StreamingHRDataset(IterableDataset):
         self.shuffle_shards = int(shuffle_shards)
         self.shuffle_buffer = int(shuffle_buffer)
         self.flags = (hflip, vflip, rot90)
+        self.context = int(context)
         self.skip_bad = skip_bad
         self.max_pixels = max_pixels
         self.rank = int(rank)
@@ -226,7 +232,7 @@ class StreamingHRDataset(IterableDataset):
 
     # -- the items ---------------------------------------------------------------------------
 
-    def _crop(self, img: np.ndarray, seed: int, name: str) -> np.ndarray:
+    def _crop(self, img: np.ndarray, seed: int, name: str, position: int) -> dict:
         rng = np.random.default_rng(seed)
         h, w = img.shape[:2]
         p = self.patch_size
@@ -235,9 +241,7 @@ class StreamingHRDataset(IterableDataset):
                 f"image {name} is {h}x{w}, smaller than the HR patch size {p}. Lower "
                 "data.patch_size, or set data.skip_bad=true."
             )
-        top = int(rng.integers(0, h - p + 1))
-        left = int(rng.integers(0, w - p + 1))
-        return augment(img[top : top + p, left : left + p], rng, *self.flags)
+        return patch_item(img, rng, p, self.scale, self.context, self.flags, position)
 
     def _item(self, slot: int, position: int, sample: dict) -> dict:
         ext = next((k for k in sample if not k.startswith("_") and k != "name.txt"), None)
@@ -248,8 +252,7 @@ class StreamingHRDataset(IterableDataset):
         seed = int(
             np.random.SeedSequence([self.seed, slot, position]).generate_state(2, np.uint64)[0] >> 2
         )
-        patch = self._crop(img, seed, name)
-        return {"gt": to_tensor(patch), "index": position, "key": sample["__key__"]}
+        return {**self._crop(img, seed, name, position), "key": sample["__key__"]}
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()

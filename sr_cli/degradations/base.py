@@ -69,6 +69,14 @@ class Stage(nn.Module):
         """Paths (relative to this stage) of the stages :meth:`replay` skips; ``""`` is itself."""
         return [] if self.replayable else [""]
 
+    def reach(self, rate: float, scale: int, replayed: bool = False) -> tuple[float, float]:
+        """How far, in HR pixels, an output pixel of this stage reads beyond the input pixels
+        it covers, and the stage's output rate (its pixels per HR pixel), given its input
+        ``rate`` (``1`` for HR). An upper bound (worst case over random parameters). Pointwise
+        stages (noise, quantization) reach nothing; with ``replayed``, neither do the stages
+        :meth:`replay` skips. JPEG's 8x8 blocks follow the crop, not the image: not counted."""
+        return 0.0, rate
+
     def batch_uniform(self, params: Params) -> bool:
         """Whether parameters that must be shared by the whole batch are equal across it."""
         return True
@@ -110,7 +118,10 @@ class Degradation(nn.Module):
         """Draw the per-sample random parameters for a batch. Deterministic operators return ``{}``."""
         return {}
 
-    def forward(self, hr: Tensor, params: Params | None = None) -> Tensor:  # pragma: no cover
+    def forward(
+        self, hr: Tensor, params: Params | None = None, bits: int | Tensor = 8
+    ) -> Tensor:  # pragma: no cover
+        """The LQ of ``hr``; an LQ that is rounded is rounded to ``bits`` (the source's depth)."""
         raise NotImplementedError
 
     def replay(self, sr: Tensor, params: Params | None = None) -> Tensor:
@@ -123,6 +134,13 @@ class Degradation(nn.Module):
     def not_replayed(self) -> list[str]:
         """The stages :meth:`replay` skips, by their parameter prefix (e.g. ``"2_noise"``)."""
         return []
+
+    def context_margin(self, replayed: bool = False) -> int:
+        """LR pixels of HR context a patch needs on each side so that degrading the patch with
+        this context gives the LQ that degrading the whole image gives (an upper bound; the
+        pixels beyond the image edge are the operator's own border rule). ``replayed``: only
+        what :meth:`replay` applies. ``0`` for an operator that reads nothing around a pixel."""
+        return 0
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"

@@ -197,6 +197,10 @@ class Blur(Stage):
     def forward(self, x: Tensor, params: Params, lq_size: Size) -> Tensor:
         return filter2d_per_sample(x, self.param(params, "kernel"))
 
+    def reach(self, rate: float, scale: int, replayed: bool = False) -> tuple[float, float]:
+        """Half the kernel, in HR pixels at this stage's input rate."""
+        return (self.kernel_size // 2) / rate, rate
+
     def extra_repr(self) -> str:
         return (
             f"kernel_size={self.kernel_size}, kernel_list={self.kernel_list}, "

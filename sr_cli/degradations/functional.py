@@ -125,10 +125,15 @@ def filter2d_per_sample(x: Tensor, kernels: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- quantization
-def quantize(x: Tensor, bits: int = 8) -> Tensor:
+def quantize(x: Tensor, bits: int | Tensor = 8) -> Tensor:
     """Clamp to ``[0, 1]`` and round to ``2**bits`` evenly spaced levels (straight-through gradient).
 
-    With ``bits=8`` this is what saving a PNG does to ``[0, 1]`` images.
+    With ``bits=8`` this is what saving a PNG does to ``[0, 1]`` images. ``bits`` may be a
+    ``(B,)`` tensor: image ``b`` is rounded to ``bits[b]`` bits (8- and 16-bit sources mixed).
     """
-    q = to_levels(x, bits) / peak(bits)
+    if isinstance(bits, Tensor):
+        top = (2.0 ** bits.to(torch.float64) - 1.0).to(x.dtype).view(-1, *[1] * (x.dim() - 1))
+        q = torch.round(x.clamp(0.0, 1.0) * top) / top
+    else:
+        q = to_levels(x, bits) / peak(bits)
     return x + (q - x).detach()

@@ -22,6 +22,7 @@ sample by sample.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -114,6 +115,17 @@ class Sequence(Stage):
             s.batch_uniform(sub_params(params, self._prefix(i))) for i, s in enumerate(self.stages)
         )
 
+    def reach(self, rate: float, scale: int, replayed: bool = False) -> tuple[float, float]:
+        """The stages' reaches added up, each at the rate the stages before it leave (the same
+        bound for a :class:`Shuffle`, whose order is drawn: the sum covers every order)."""
+        total = 0.0
+        for stage in self.stages:
+            r, out = stage.reach(rate, scale, replayed)
+            if replayed and not stage.replayable:
+                r, out = 0.0, rate
+            total, rate = total + r, min(rate, out)
+        return total, rate
+
 
 class Shuffle(Sequence):
     """Stages applied in a random order, drawn once per batch and recorded as ``order``.
@@ -165,7 +177,8 @@ class DegradationPipeline(Degradation):
         final_resize: interpolation mode that brings the result to ``HR / scale`` when the
             stages end at another size; ``None`` makes a size mismatch an error.
         antialias: antialiasing of that final resize.
-        quantize: round the LQ to 8 bits at the end (not in :meth:`replay`).
+        quantize: round the LQ to the source's bit depth at the end (8 bits unless ``forward``
+            is told otherwise; not in :meth:`replay`).
 
     The output is clamped to ``[0, 1]`` (with a straight-through gradient, as for the rounding).
     :meth:`replay` reapplies the replayable stages (blur, resize) with the recorded parameters
@@ -221,12 +234,14 @@ class DegradationPipeline(Degradation):
             return torch.cat([self._finish_size(o, lq_size) for o in outs])
         return self._finish_size(fn(x, params, lq_size), lq_size)
 
-    def forward(self, hr: Tensor, params: Params | None = None) -> Tensor:
+    def forward(self, hr: Tensor, params: Params | None = None, bits: int | Tensor = 8) -> Tensor:
+        """The LQ of ``hr``; with ``quantize``, rounded to ``bits`` (the source's bit depth: 8,
+        or 16 for 16-bit images; a ``(B,)`` tensor gives each image its own)."""
         if params is None:
             params = self.sample(hr)
         lq = self._run(hr, params, replay=False)
         if self.quantize:
-            return quantize_bits(lq, 8)
+            return quantize_bits(lq, bits)
         return lq + (lq.clamp(0, 1) - lq).detach()  # straight-through, like the 8-bit rounding
 
     def replay(self, sr: Tensor, params: Params | None = None) -> Tensor:
@@ -241,6 +256,17 @@ class DegradationPipeline(Degradation):
 
     def not_replayed(self) -> list[str]:
         return self.body.not_replayed()
+
+    def context_margin(self, replayed: bool = False) -> int:
+        """LR pixels of context a patch needs (see
+        :meth:`~sr_cli.degradations.base.Degradation.context_margin`): the stages' reach in HR
+        pixels, plus the final resize's, over ``scale``, rounded up. MATLAB bicubic: 2 at any
+        scale (a x4 LR pixel reads 16 HR pixels centred on its 4)."""
+        reach, rate = self.body.reach(1.0, self.scale, replayed)
+        if self.final_resize is not None and rate != 1.0 / self.scale:
+            end = Resize(modes=[self.final_resize], antialias=self.antialias)
+            reach += end.reach(rate, self.scale)[0]
+        return math.ceil(reach / self.scale - 1e-9)
 
     def extra_repr(self) -> str:
         return (

@@ -149,6 +149,8 @@ def imresize(
 # --------------------------------------------------------------------------- every mode
 #: Interpolation modes understood by :func:`resize`.
 RESIZE_MODES = ("bicubic", "bilinear", "area", "nearest")
+#: Half the support of each mode's kernel, in the pixels it is laid out on.
+_HALF_WIDTH = {"bicubic": 2.0, "bilinear": 1.0, "area": 0.5, "nearest": 0.5}
 
 
 def check_mode(mode: str) -> str:
@@ -285,6 +287,17 @@ class Resize(Stage):
                 0, sel, resize(x.index_select(0, sel), size, self.modes[m], self.antialias)
             )
         return out
+
+    def reach(self, rate: float, scale: int, replayed: bool = False) -> tuple[float, float]:
+        """Half the widest kernel of its modes (bicubic 2 pixels, bilinear 1, area and nearest
+        1/2), counted at the coarser of input and output (an antialiased downscale widens the
+        kernel to output pixels), for the smallest factor it may draw."""
+        lo, _ = self.factor_range
+        up, down, keep = self.factor_probs
+        smallest = 1.0 if self.fixed_factor or down == 0 else min(lo, 1.0)
+        out = smallest * (1.0 / scale if self.target == "lq" else rate)
+        half = max(_HALF_WIDTH[m] for m in self.modes)
+        return half / min(rate, out), out
 
     def batch_uniform(self, params: Params) -> bool:
         if self.fixed_factor:

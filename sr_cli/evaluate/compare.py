@@ -57,6 +57,50 @@ class GeneratorRow:
     arch: str = ""
     iteration: int | None = None
     ema: bool = False
+    #: ``last``, ``best`` or the checkpoint file's name (what the tables say was scored).
+    scored: str = ""
+    #: The folders the run validated on (from its ``config_resolved.yaml``), resolved.
+    val_dirs: tuple[Path, ...] = ()
+
+
+def run_validation_dirs(checkpoint: str | Path) -> tuple[Path, ...]:
+    """The validation folders of the sr-train run a checkpoint belongs to (``data.val_dir`` and
+    ``data.extra_val_dirs`` of the run's ``config_resolved.yaml``, resolved), or ``()`` for a
+    file outside a run folder. The file is read as data (YAML), for these paths only."""
+    path = Path(checkpoint)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    cfg_file = run_dir / "config_resolved.yaml"
+    if not cfg_file.is_file():
+        return ()
+    try:
+        import yaml
+
+        data = (yaml.safe_load(cfg_file.read_text()) or {}).get("data") or {}
+    except Exception:  # an unreadable record only costs the caveat
+        return ()
+    folders = [data.get("val_dir"), *((data.get("extra_val_dirs") or {}).values())]
+    return tuple(Path(str(f)).expanduser().resolve() for f in folders if isinstance(f, str) and f)
+
+
+def same_folder(dataset_dir: str | Path, folders: Sequence[Path]) -> bool:
+    """Whether an evaluation folder is one of ``folders`` (resolved paths; a benchmark folder
+    also matches by its HR folder, and the HR folder by its benchmark folder)."""
+    from sr_cli.data.benchmarks import detect_layout
+
+    if not dataset_dir or not folders:
+        return False
+    here = Path(dataset_dir).expanduser().resolve()
+    candidates = {here}
+    layout = detect_layout(here)
+    if layout is not None:
+        candidates.add(Path(layout.hr_dir).resolve())
+    for folder in folders:
+        other = detect_layout(folder) if folder.is_dir() else None
+        if folder in candidates or (
+            other is not None and Path(other.hr_dir).resolve() in candidates
+        ):
+            return True
+    return False
 
 
 def checkpoint_label(path: Path, name: str | None = None) -> str:
@@ -120,6 +164,8 @@ def checkpoint_rows(
     labels = labels or unique_labels(
         [checkpoint_label(lg.source, getattr(lg, "name", None)) for lg in loaded]
     )
+    from sr_cli.evaluate.inference import scored_name
+
     rows = [
         GeneratorRow(BICUBIC, replay=lq_degradation, shares_lq_params=True, arch="MATLAB bicubic")
     ]
@@ -141,16 +187,21 @@ def checkpoint_rows(
                 arch=str(lg.model_config.get("name", type(lg.generator).__name__)),
                 iteration=lg.iteration,
                 ema=lg.used_ema,
+                scored=scored_name(lg.source),
+                val_dirs=run_validation_dirs(lg.source),
             )
         )
     return rows
 
 
-def make_lq(degradation: nn.Module, gt: Tensor, seed: int, index: int) -> tuple[Tensor, dict]:
+def make_lq(
+    degradation: nn.Module, gt: Tensor, seed: int, index: int, bits: int = 8
+) -> tuple[Tensor, dict]:
     """LQ of evaluation image ``index`` and the degradation's parameters, drawn from the
-    ``val_degradation`` stream (as validation during training does)."""
+    ``val_degradation`` stream (as validation during training does); a rounded LQ is rounded
+    to ``bits``, the source's depth."""
     params = degradation.sample(gt, generator=stream_generator(seed, "val_degradation", index))
-    return degradation(gt, params), params
+    return degradation(gt, params, bits=bits), params
 
 
 def generator_sr(generator: nn.Module, lq: Tensor, scale: int, tile: int = 0, overlap: int = 16):
@@ -210,6 +261,7 @@ class CompareModule(pl.LightningModule):
         seed: int = 0,
         num_workers: int = 0,
         on_image: ImageCallback | None = None,
+        dataset_dirs: Mapping[str, str | Path] | None = None,
         tile: int = 0,
         tile_overlap: int = 16,
     ) -> None:
@@ -225,6 +277,8 @@ class CompareModule(pl.LightningModule):
         specs = [get_metric(m) for m in metrics]
         self.built = nn.ModuleDict({s.name: s.build() for s in specs if s.build is not None})
         self.datasets = dict(datasets)
+        #: ``{dataset name: folder}`` where known (for the validation-images caveat).
+        self.dataset_dirs = dict(dataset_dirs or {})
         self.metrics = list(metrics)
         self.scale = int(scale)
         self.protocol = protocol
@@ -235,6 +289,10 @@ class CompareModule(pl.LightningModule):
         self.values: dict[str, Tensor] = {}
         self.image_names: dict[str, list[str]] = {}
         self._tables: list[PerImageTable] = []
+
+    def dataset_dir(self, name: str) -> str:
+        """The folder of evaluation set ``name`` (given, else the dataset's ``root``; ``""``)."""
+        return str(self.dataset_dirs.get(name) or getattr(self.datasets[name], "root", "") or "")
 
     def test_dataloader(self) -> list[DataLoader]:
         from sr_cli.data.datasets import ShardSampler
@@ -257,7 +315,15 @@ class CompareModule(pl.LightningModule):
         self._names = {i: [""] * len(ds) for i, ds in enumerate(self.datasets.values())}
 
     def _inputs(
-        self, r: int, sr: Tensor, gt: Tensor, lq: Tensor, params: dict, index: int, gt_cache=None
+        self,
+        r: int,
+        sr: Tensor,
+        gt: Tensor,
+        lq: Tensor,
+        params: dict,
+        index: int,
+        gt_cache=None,
+        bits: int = 8,
     ):
         row, replay = self.rows[r], None
         if row.replay is not None:
@@ -271,7 +337,7 @@ class CompareModule(pl.LightningModule):
 
         missing = "the checkpoint stores no degradation config"
         inputs = MetricInputs(
-            sr, gt, lq, self.scale, self.protocol, replay, missing, gt_cache=gt_cache
+            sr, gt, lq, self.scale, self.protocol, replay, missing, gt_cache=gt_cache, bits=bits
         )
         inputs.upscale = lambda x: self.upscale_row(r, x)
         return inputs
@@ -303,17 +369,18 @@ class CompareModule(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         gt = batch["gt"]
         index = int(batch["index"][0])
+        bits = int(batch["bits"][0]) if "bits" in batch else 8  # the source's bit depth
         if "lq" in batch:
             lq, params = batch["lq"], {}
         else:
-            lq, params = make_lq(self.lq_degradation, gt, self.seed, index)
+            lq, params = make_lq(self.lq_degradation, gt, self.seed, index, bits)
         values, srs, gt_cache = [], {}, {}  # GT's Y planes, computed once for all rows
         for r, row in enumerate(self.rows):
             sr = super_resolve_row(
                 row, self.generators[r], lq, gt, self.scale, self.tile, self.tile_overlap
             )
             srs[row.label] = sr
-            inputs = self._inputs(r, sr, gt, lq, params, index, gt_cache)
+            inputs = self._inputs(r, sr, gt, lq, params, index, gt_cache, bits)
             values.append(self.row_metrics(r, inputs))
         self._tables[dataloader_idx].update(batch["index"], torch.cat(values, dim=1))
         name = batch["name"][0]
@@ -348,6 +415,8 @@ class Comparison:
     unavailable: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     output_dir: Path | None = None
+    #: One line per (dataset, checkpoint) scored on its own run's validation images.
+    caveats: list[str] = field(default_factory=list)
     #: LQ tile side of the generators' SR (0: whole images) and the tiles' overlap.
     tile: int = 0
     tile_overlap: int = 0
@@ -392,6 +461,7 @@ def collect(
     """Per-dataset means (over valid images, in image order) and per-image values."""
     rows: list[dict[str, Any]] = []
     per_image: list[dict[str, Any]] = []
+    caveats: list[str] = []
     for dataset, values in module.values.items():
         names = module.image_names[dataset]
         for r, row in enumerate(module.rows):
@@ -402,6 +472,9 @@ def collect(
                 "checkpoint": row.checkpoint,
                 "iteration": row.iteration if row.iteration is not None else "",
                 "ema": row.ema,
+                "scored": row.scored,
+                "validation_images": row.generator is not None
+                and same_folder(module.dataset_dir(dataset), row.val_dirs),
                 "images": values.shape[0],
             }
             for m in metrics:
@@ -409,6 +482,8 @@ def collect(
                     None if m in unavailable else image_mean(values[:, r, module.metrics.index(m)])
                 )
             rows.append(entry)
+            if entry["validation_images"]:
+                caveats.append(optimistic_line(dataset, row))
             for i, name in enumerate(names):
                 item: dict[str, Any] = {"dataset": dataset, "image": name, "model": row.label}
                 for m in metrics:
@@ -423,8 +498,23 @@ def collect(
         per_image,
         unavailable,
         dict(module.notes),
+        caveats=caveats,
         tile=module.tile,
         tile_overlap=module.tile_overlap if module.tile else 0,
+    )
+
+
+def optimistic_line(dataset: str, row: GeneratorRow) -> str:
+    """The caveat for a checkpoint scored on the images its run validated on."""
+    why = (
+        "best.ckpt was selected on these very images"
+        if row.scored == "best"
+        else "the run was validated (watched) on these very images"
+    )
+    return (
+        f"optimistic: {row.label} ({row.scored}) on {dataset}: these are its run's validation "
+        f"images; {why}. Evaluate on held-out images for an unbiased figure "
+        "(e.g. 'datasets={heldout:...}')."
     )
 
 
@@ -443,8 +533,9 @@ def compare(
 
     ``metrics`` are registry names; those in ``unavailable`` are listed but not computed.
     ``options`` go to :class:`CompareModule` (``protocol``, ``seed``, ``num_workers``,
-    ``on_image``); ``trainer_kwargs`` to the ``pytorch_lightning.Trainer`` (one CPU device
-    unless they say otherwise).
+    ``on_image``, ``tile``, ``tile_overlap``, ``dataset_dirs``: the folders, for the caveat on
+    a run's validation images); ``trainer_kwargs`` to the ``pytorch_lightning.Trainer`` (one
+    CPU device unless they say otherwise).
     """
     unavailable = dict(unavailable or {})
     active = [m for m in metrics if m not in unavailable]

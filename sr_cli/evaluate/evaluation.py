@@ -16,6 +16,11 @@ inside), makes or reads the LQ of every evaluation image and computes, per image
 All full-reference metrics compare the 8-bit-rounded SR with GT, border cropped by the scale.
 A bicubic baseline row (MATLAB ``imresize`` of the LQ) is always included.
 
+A run folder is scored through ``checkpoints/<checkpoint>.ckpt``: ``checkpoint=last`` (the final
+state, the default) or ``checkpoint=best`` (the state chosen on the run's validation images).
+Every table says which (``last @ <iteration>``), and when an evaluation set is the run's own
+validation folder, a line says the figure is optimistic.
+
 The comparison itself is :func:`sr_cli.evaluate.compare.compare` (shared with ``sr-report``): each
 device takes an unpadded shard of the images, and the per-image tables are gathered across
 processes, so the result equals the single-device one. The LQ of an HR-only image is drawn from
@@ -96,7 +101,17 @@ def _write_rows(path: Path, fill) -> None:
 
 
 def write_csv(results: Comparison, path: Path) -> None:
-    cols = ["dataset", "model", "arch", "checkpoint", "iteration", "ema", "images"]
+    cols = [
+        "dataset",
+        "model",
+        "arch",
+        "checkpoint",
+        "scored",
+        "iteration",
+        "ema",
+        "validation_images",
+        "images",
+    ]
 
     def fill(writer) -> None:
         writer.writerow([*cols, *results.metrics])
@@ -107,9 +122,21 @@ def write_csv(results: Comparison, path: Path) -> None:
                 cells.append(
                     UNAVAILABLE if m in results.unavailable else ("" if v is None else f"{v:.6f}")
                 )
-            writer.writerow([row.get(c, "") for c in cols] + cells)
+            writer.writerow([_csv_value(row.get(c, "")) for c in cols] + cells)
 
     _write_rows(path, fill)
+
+
+def _csv_value(value: Any) -> Any:
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+def scored_cell(row: Mapping[str, Any]) -> str:
+    """``last @ 300``: which checkpoint of the run was scored, and its iteration."""
+    if not row.get("scored"):
+        return "-"
+    at = row.get("iteration")
+    return f"{row['scored']} @ {at}" if at not in (None, "") else str(row["scored"])
 
 
 def write_per_image_csv(results: Comparison, path: Path) -> None:
@@ -136,18 +163,19 @@ def markdown(results: Comparison) -> str:
         lines += [
             f"## {dataset} ({rows[0]['images']} images)",
             "",
-            "| Model | " + " | ".join(header(m) for m in results.metrics) + " |",
-            "|---|" + "---:|" * len(results.metrics),
+            "| Model | Checkpoint | " + " | ".join(header(m) for m in results.metrics) + " |",
+            "|---|---|" + "---:|" * len(results.metrics),
         ]
         for r in rows:
             lines.append(
-                f"| {r['model']} | "
+                f"| {r['model']} | {scored_cell(r)} | "
                 + " | ".join(results.cell(r, m) for m in results.metrics)
                 + " |"
             )
         lines.append("")
-    if results.unavailable or results.notes:
+    if results.unavailable or results.notes or results.caveats:
         lines += ["## Notes", ""]
+        lines += [f"- **{line}**" for line in results.caveats]
         for m, why in results.unavailable.items():
             lines.append(f"- **{header(m)}** {UNAVAILABLE}: {why}")
         for m, why in results.notes.items():
@@ -166,20 +194,29 @@ def rich_table(results: Comparison):
     )
     table.add_column("Dataset")
     table.add_column("Model")
+    table.add_column("Checkpoint")
     for m in results.metrics:
         table.add_column(header(m), justify="right")
     for r in results.rows:
-        table.add_row(r["dataset"], r["model"], *(results.cell(r, m) for m in results.metrics))
+        table.add_row(
+            r["dataset"],
+            r["model"],
+            scored_cell(r),
+            *(results.cell(r, m) for m in results.metrics),
+        )
     return table
 
 
 def print_results(results: Comparison, file=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(file=file)
     if not console.is_terminal:
         console = Console(file=file, width=max(console.width, 60 + 14 * len(results.metrics)))
     console.print(rich_table(results))
+    for line in results.caveats:
+        console.print(f"[bold yellow]{escape(line)}[/]", highlight=False)
     for m, why in results.unavailable.items():
         console.print(f"[yellow]{header(m)} {UNAVAILABLE}[/]: {why}", highlight=False)
     for m, why in results.notes.items():
@@ -257,7 +294,7 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     from sr_cli.data import sample_dir
     from sr_cli.data.datasets import open_eval_dataset
     from sr_cli.environment import setup_environment
-    from sr_cli.evaluate.inference import resolve_checkpoint
+    from sr_cli.evaluate.inference import check_checkpoint_choice, resolve_checkpoint
     from sr_cli.metrics.protocol import PROTOCOLS
     from sr_cli.serialization import atomic_write_text, check_output_dir, check_output_file
 
@@ -274,7 +311,8 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
             "no checkpoint to evaluate: pass checkpoints=[path/to/best.ckpt] (a .ckpt or an "
             "sr-train run directory)"
         )
-    paths = [resolve_checkpoint(p) for p in ckpts]
+    which = check_checkpoint_choice(str(cfg.get("checkpoint", "last")))
+    paths = [resolve_checkpoint(p, which) for p in ckpts]
     loaded, scale = load_checkpoints(
         paths, prefer_ema=bool(cfg.get("prefer_ema", True)), scale=cfg.get("scale")
     )
@@ -339,6 +377,7 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
             num_workers=int(cfg.get("num_workers", 0)),
             tile=tile,
             tile_overlap=overlap,
+            dataset_dirs=dataset_dirs,
             trainer_kwargs={"default_root_dir": str(output_dir), **trainer_kwargs},
         )
     except Exception as exc:

@@ -21,29 +21,49 @@ from sr_cli.models.common import final_output
 from sr_cli.models.pretrained import LoadedGenerator, extract_state_dict
 from sr_cli.serialization import safe_torch_load
 
+#: Which checkpoint of a run folder a command scores: ``last`` (the final state; the default)
+#: or ``best`` (the state chosen on the run's validation images, an optimistic figure there).
+CHECKPOINT_CHOICES = ("last", "best")
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A ``.ckpt`` file, or a run directory's ``checkpoints/best.ckpt`` (else ``last.ckpt``)."""
+
+def check_checkpoint_choice(which: str, option: str = "checkpoint") -> str:
+    """``last`` or ``best``; anything else is a one-line error naming ``option``."""
+    if which not in CHECKPOINT_CHOICES:
+        raise CheckpointError(
+            f"{option}={which!r} is not a choice: use {option}=last (the final state, default) "
+            f"or {option}=best (the state chosen on the run's validation images)."
+        )
+    return which
+
+
+def resolve_checkpoint(path: str | Path, which: str = "last") -> Path:
+    """A checkpoint file as given, or a run directory's ``checkpoints/<which>.ckpt`` (``which``:
+    ``last``, the default, or ``best``)."""
+    check_checkpoint_choice(which)
     p = Path(path).expanduser()
     if p.is_dir():
-        for cand in (
-            p / "checkpoints" / "best.ckpt",
-            p / "checkpoints" / "last.ckpt",
-            p / "best.ckpt",
-            p / "last.ckpt",
-        ):
+        for cand in (p / "checkpoints" / f"{which}.ckpt", p / f"{which}.ckpt"):
             if cand.is_file():
                 return cand
-        raise CheckpointError(
-            f"run directory {str(p)!r} has no checkpoints/best.ckpt or checkpoints/last.ckpt. "
-            "Pass a .ckpt file written by sr-train."
+        other = "best" if which == "last" else "last"
+        hint = (
+            f" It has {other}.ckpt: pass checkpoint={other}."
+            if (p / "checkpoints" / f"{other}.ckpt").is_file() or (p / f"{other}.ckpt").is_file()
+            else " Pass a .ckpt file written by sr-train."
         )
+        raise CheckpointError(f"run directory {str(p)!r} has no checkpoints/{which}.ckpt.{hint}")
     from sr_cli.serialization import file_problem
 
     problem = file_problem(p)
     if problem is not None:
         raise CheckpointError(f"checkpoint {str(p)!r} {problem}. Check the path.")
     return p
+
+
+def scored_name(path: str | Path) -> str:
+    """What a results table says was scored: ``last``, ``best`` or the file's name."""
+    path = Path(path)
+    return path.stem if path.suffix == ".ckpt" and path.stem in CHECKPOINT_CHOICES else path.name
 
 
 def load_generator(

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -249,9 +250,11 @@ def upscale_files(
     device: str = "auto",
     prefer_ema: bool = True,
     quiet: bool = False,
+    which: str = "last",
 ) -> list[Path]:
-    """Upscale image files and folders with a checkpoint's generator; returns the written files
-    (where they go: :func:`plan_outputs`)."""
+    """Upscale image files and folders with a checkpoint's generator (a run folder's
+    ``checkpoints/<which>.ckpt``, ``last`` or ``best``); returns the written files (where they
+    go: :func:`plan_outputs`)."""
     from sr_cli.data.images import image_size
     from sr_cli.evaluate.inference import load_generator, resolve_checkpoint
     from sr_cli.evaluate.tiling import check_tiling
@@ -263,7 +266,11 @@ def upscale_files(
         raise ConfigError(
             f"--precision {precision} needs a CUDA device (got {target}); use --precision fp32"
         )
-    loaded = load_generator(resolve_checkpoint(checkpoint), prefer_ema=prefer_ema)
+    path = resolve_checkpoint(checkpoint, which)
+    loaded = load_generator(path, prefer_ema=prefer_ema)
+    if not quiet:
+        at = f" (iteration {loaded.iteration})" if loaded.iteration is not None else ""
+        print(f"sr-upscale: generator of {path}{at}", file=sys.stderr)
     pairs = plan_outputs(inputs, output, loaded.scale, suffix, fmt)
     check_destinations(pairs, "-o" if output else "output")
     for src, _ in pairs:  # every header first: a bomb or a broken file fails before any output

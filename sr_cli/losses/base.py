@@ -59,6 +59,9 @@ class LossInputs:
         discriminators: the discriminator of every adversarial term, keyed by term name.
         ema_generator: the EMA of the generator when ``ema.enabled=true`` (no gradient), for
             terms that compare with it (LDL's refinement).
+        lq_border: LR pixels along each edge of ``lq`` that were made with HR context around
+            the patch (``data.lr_context``), which ``sr`` does not cover: a term that replays the
+            degradation on ``sr`` compares inside them (``0``: the LQ was made from the patch).
     """
 
     sr: Tensor
@@ -72,6 +75,7 @@ class LossInputs:
     generator: Callable[[Tensor], Any] | None = None
     discriminators: dict[str, nn.Module] = field(default_factory=dict)
     ema_generator: Callable[[Tensor], Any] | None = None
+    lq_border: int = 0
 
     @property
     def discriminator(self) -> nn.Module | None:

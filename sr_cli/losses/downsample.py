@@ -8,6 +8,11 @@ replay skips stages (noise, JPEG, quantization, e.g. ``degradation=realesrgan``)
 the term logs once, at its first step, which stages the LQ went through that ``D`` does not
 reproduce.
 
+When the LQ was made with HR context around the patch (``data.lr_context``, the default),
+its outer ``lq_border`` LR pixels read HR pixels outside the SR patch, which ``D(SR)`` cannot:
+the loss compares the two inside that ring, where ``D(SR = GT)`` equals the LQ exactly (before
+rounding), as it does everywhere for a patch degraded alone.
+
 On its own the loss is under-determined (many SR images share one ``D(SR)``) and the generator
 learns to hide noise in the null space of ``D``; mix it with an adversarial term.
 """
@@ -81,6 +86,16 @@ class DownsampleConsistencyLoss(LossTerm):
             if message:
                 log.warning(message)
         sr_degraded = inputs.degradation.replay(inputs.sr, inputs.degradation_params)
-        loss = downsample_consistency_loss(inputs.lq, sr_degraded, self.distance)
-        metric = psnr(sr_degraded.detach().clamp(0, 1), inputs.lq.detach()).mean()
+        lq = inputs.lq
+        b = int(inputs.lq_border)
+        if b:  # LQ made with HR context the SR patch lacks: compare where D(SR) is complete
+            if 2 * b >= min(lq.shape[-2:]):
+                raise ConfigError(
+                    f"loss=downsample: the {lq.shape[-2]}x{lq.shape[-1]} LQ patch has no pixel "
+                    f"inside its {b}-pixel context ring (data.lr_context); raise data.patch_size "
+                    "or set data.lr_context=0."
+                )
+            lq, sr_degraded = lq[..., b:-b, b:-b], sr_degraded[..., b:-b, b:-b]
+        loss = downsample_consistency_loss(lq, sr_degraded, self.distance)
+        metric = psnr(sr_degraded.detach().clamp(0, 1), lq.detach()).mean()
         return LossOutput(loss, {"lr_consistency_psnr": metric})

@@ -2,7 +2,9 @@
 
 Papers report PSNR and SSIM computed this way (EDSR, RCAN, ESRGAN, SwinIR, BasicSR):
 
-1. SR is clamped to ``[0, 1]`` and rounded to 8 bits, as if it were saved to PNG.
+1. SR is clamped to ``[0, 1]`` and rounded to 8 bits, as if it were saved to PNG (to 16 bits
+   when GT is a 16-bit image: the source's depth; Y and PSNR then use the same 8-bit-scale
+   formula, which is PSNR with peak 1 on ``[0, 1]`` data, on 16-bit values).
 2. Both images are converted to the luma channel Y of ITU-R BT.601 ("studio swing",
    ``Y = 16 + (65.481 R + 128.553 G + 24.966 B)`` with R, G, B in ``[0, 1]``), giving values
    in ``[16, 235]``.
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from kornia.filters import get_gaussian_kernel1d
 from torch import Tensor
 
-from sr_cli.pixels import to_levels
+from sr_cli.pixels import peak, to_levels
 
 Protocol = Literal["paper", "matlab"]
 PROTOCOLS: tuple[str, ...] = ("paper", "matlab")
@@ -46,19 +48,28 @@ PROTOCOL_DESCRIPTIONS = {
 }
 
 
-def to_uint8_range(x: Tensor) -> Tensor:
-    """Clamp ``[0, 1]`` images and round them to the 8-bit grid, returned as floats in ``[0, 255]``."""
-    return to_levels(x, 8)
+def to_uint8_range(x: Tensor, bits: int = 8) -> Tensor:
+    """Clamp ``[0, 1]`` images and round them to the grid of their source's bit depth (8 bits:
+    what saving a PNG does; 16 for 16-bit sources), returned as floats on the 8-bit scale
+    ``[0, 255]`` (so peak 255 and the BT.601 constants apply unchanged)."""
+    levels = to_levels(x, bits)
+    return levels if bits == 8 else levels * (255.0 / peak(bits))
 
 
-def rgb_to_y(rgb255: Tensor, round_y: bool = False) -> Tensor:
-    """BT.601 luma of RGB images in ``[0, 255]``: ``(B, 3, H, W) -> (B, 1, H, W)`` in ``[16, 235]``."""
+def rgb_to_y(rgb255: Tensor, round_y: bool = False, bits: int = 8) -> Tensor:
+    """BT.601 luma of RGB images in ``[0, 255]``: ``(B, 3, H, W) -> (B, 1, H, W)`` in ``[16, 235]``.
+    ``round_y`` rounds Y to the ``bits`` grid (MATLAB's ``rgb2ycbcr`` on ``uint8``/``uint16``)."""
     if rgb255.dim() != 4 or rgb255.shape[1] != 3:
         raise ValueError(f"rgb_to_y expects (B, 3, H, W), got {tuple(rgb255.shape)}")
     w = torch.tensor(BT601_Y, dtype=rgb255.dtype, device=rgb255.device).view(1, 3, 1, 1)
     y = (rgb255 * w).sum(dim=1, keepdim=True) / 255.0 + 16.0
     # MATLAB rounds halves away from zero (Y is positive): floor(y + 0.5), not round-half-even.
-    return torch.floor(y + 0.5) if round_y else y
+    if not round_y:
+        return y
+    if bits == 8:
+        return torch.floor(y + 0.5)
+    grid = peak(bits) / 255.0
+    return torch.floor(y * grid + 0.5) / grid
 
 
 def crop_border(x: Tensor, border: int) -> Tensor:
@@ -77,24 +88,26 @@ def _check_pair(sr: Tensor, gt: Tensor) -> None:
         raise ValueError(f"expected (B, C, H, W) tensors, got {tuple(sr.shape)}")
 
 
-def prepare_y_one(x: Tensor, crop: int, protocol: Protocol = "paper") -> Tensor:
-    """Quantize, convert to Y and crop one batch ``(B, 3, H, W)`` as the protocol says:
-    float64 ``(B, 1, H - 2 crop, W - 2 crop)`` in ``[16, 235]``."""
+def prepare_y_one(x: Tensor, crop: int, protocol: Protocol = "paper", bits: int = 8) -> Tensor:
+    """Quantize (to ``bits``, the source's depth), convert to Y and crop one batch
+    ``(B, 3, H, W)`` as the protocol says: float64 ``(B, 1, H - 2 crop, W - 2 crop)`` in
+    ``[16, 235]``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     if x.dim() != 4:
         raise ValueError(f"expected (B, C, H, W) tensors, got {tuple(x.shape)}")
-    return crop_border(rgb_to_y(to_uint8_range(x.double()), protocol == "matlab"), crop)
+    y = rgb_to_y(to_uint8_range(x.double(), bits), protocol == "matlab", bits)
+    return crop_border(y, crop)
 
 
 def prepare_y(
-    sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper"
+    sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper", bits: int = 8
 ) -> tuple[Tensor, Tensor]:
     """Quantize, convert to Y and crop both images as the protocol says. Returns float64 ``[16, 235]``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     _check_pair(sr, gt)
-    return prepare_y_one(sr, crop, protocol), prepare_y_one(gt, crop, protocol)
+    return prepare_y_one(sr, crop, protocol, bits), prepare_y_one(gt, crop, protocol, bits)
 
 
 def psnr255(a: Tensor, b: Tensor) -> Tensor:
@@ -103,9 +116,11 @@ def psnr255(a: Tensor, b: Tensor) -> Tensor:
     return 10.0 * torch.log10(255.0**2 / mse)
 
 
-def psnr_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> Tensor:
+def psnr_y(
+    sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper", bits: int = 8
+) -> Tensor:
     """Per-image PSNR on the Y channel (dB), ``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B,)``."""
-    sr_y, gt_y = prepare_y(sr, gt, crop, protocol)
+    sr_y, gt_y = prepare_y(sr, gt, crop, protocol, bits)
     return psnr255(sr_y, gt_y)
 
 
@@ -140,17 +155,19 @@ def ssim(
     return ssim_map.mean(dim=(-1, -2, -3))
 
 
-def ssim_y(sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper") -> Tensor:
+def ssim_y(
+    sr: Tensor, gt: Tensor, crop: int, protocol: Protocol = "paper", bits: int = 8
+) -> Tensor:
     """Per-image SSIM on the Y channel, ``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B,)``."""
-    sr_y, gt_y = prepare_y(sr, gt, crop, protocol)
+    sr_y, gt_y = prepare_y(sr, gt, crop, protocol, bits)
     return ssim(sr_y, gt_y, data_range=255.0)
 
 
-def psnr_rgb(sr: Tensor, gt: Tensor, crop: int) -> Tensor:
-    """Per-image PSNR over the three RGB channels of 8-bit-rounded images, border cropped."""
+def psnr_rgb(sr: Tensor, gt: Tensor, crop: int, bits: int = 8) -> Tensor:
+    """Per-image PSNR over the three RGB channels of images rounded to ``bits``, border cropped."""
     _check_pair(sr, gt)
-    a = crop_border(to_uint8_range(sr.double()), crop)
-    b = crop_border(to_uint8_range(gt.double()), crop)
+    a = crop_border(to_uint8_range(sr.double(), bits), crop)
+    b = crop_border(to_uint8_range(gt.double(), bits), crop)
     return psnr255(a, b)
 
 
@@ -161,11 +178,11 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
 
 
 def protocol_metrics(
-    sr: Tensor, gt: Tensor, scale: int, protocol: Protocol = "paper"
+    sr: Tensor, gt: Tensor, scale: int, protocol: Protocol = "paper", bits: int = 8
 ) -> dict[str, Tensor]:
     """All protocol metrics of a batch, per image: ``psnr_y``, ``ssim_y`` and ``psnr_rgb``."""
     return {
-        "psnr_y": psnr_y(sr, gt, crop=scale, protocol=protocol),
-        "ssim_y": ssim_y(sr, gt, crop=scale, protocol=protocol),
-        "psnr_rgb": psnr_rgb(sr, gt, crop=scale),
+        "psnr_y": psnr_y(sr, gt, crop=scale, protocol=protocol, bits=bits),
+        "ssim_y": ssim_y(sr, gt, crop=scale, protocol=protocol, bits=bits),
+        "psnr_rgb": psnr_rgb(sr, gt, crop=scale, bits=bits),
     }

@@ -45,6 +45,7 @@ from sr_cli.metrics.protocol import (
     ssim,
     to_uint8_range,
 )
+from sr_cli.pixels import peak, to_levels
 
 UNAVAILABLE = "unavailable"
 
@@ -71,6 +72,7 @@ class MetricInputs:
         upscale: the row's ``LQ -> SR`` function (the generator, or bicubic for the baseline),
             for metrics that super-resolve other inputs (``translation_inconsistency``), or
             ``None`` when the caller has none.
+        bits: the source's bit depth (8, or 16 for 16-bit images): SR is rounded to it.
     """
 
     sr: Tensor
@@ -83,6 +85,7 @@ class MetricInputs:
     module: nn.Module | None = None
     gt_cache: dict | None = None
     upscale: Callable[[Tensor], Tensor] | None = None
+    bits: int = 8
     _y: dict = field(default_factory=dict, repr=False, compare=False)
 
     def y_pair(self) -> tuple[Tensor, Tensor]:
@@ -94,17 +97,18 @@ class MetricInputs:
                     f"SR {tuple(self.sr.shape)} and GT {tuple(self.gt.shape)} must have the same shape"
                 )
             gts = self.gt_cache if self.gt_cache is not None else self._y
-            key = ("gt_y", self.protocol, self.scale)
+            key = ("gt_y", self.protocol, self.scale, self.bits)
             if key not in gts:
-                gts[key] = prepare_y_one(self.gt, self.scale, self.protocol)
-            self._y["sr"] = prepare_y_one(self.sr, self.scale, self.protocol)
+                gts[key] = prepare_y_one(self.gt, self.scale, self.protocol, self.bits)
+            self._y["sr"] = prepare_y_one(self.sr, self.scale, self.protocol, self.bits)
             self._y["gt"] = gts[key]
         return self._y["sr"], self._y["gt"]
 
     @property
     def sr8(self) -> Tensor:
-        """SR rounded to 8 bits, as if saved to PNG, back in ``[0, 1]``."""
-        return to_uint8_range(self.sr.float()) / 255.0
+        """SR rounded to the source's bit depth (8 bits: as if saved to PNG; 16 for 16-bit
+        images), back in ``[0, 1]``."""
+        return to_levels(self.sr.float(), self.bits) / peak(self.bits)
 
     def cropped(self) -> tuple[Tensor, Tensor]:
         """``(sr8, gt)`` border cropped by the scale, clamped to ``[0, 1]`` (for piq)."""
@@ -343,6 +347,16 @@ def translation_inconsistency(
     return (a.double() - b.double()).abs().flatten(1).mean(1)
 
 
+def _ifc(x: MetricInputs) -> Tensor:
+    """IFC (:mod:`sr_cli.metrics.ifc`) of SR against GT on the protocol's Y planes (rounded to
+    the source's depth, BT.601 on the 8-bit scale, border cropped by the scale)."""
+    from sr_cli.metrics.ifc import ifc_batch
+
+    sr_y, gt_y = x.y_pair()
+    values = ifc_batch(gt_y.cpu().numpy(), sr_y.cpu().numpy())
+    return torch.from_numpy(values)
+
+
 def _translation(x: MetricInputs) -> Tensor:
     if x.upscale is None:
         raise MetricNotApplicable("no generator was given to super-resolve shifted crops")
@@ -398,7 +412,9 @@ _EVAL, _VAL = {"group": "default"}, {"group": "default", "validation": True}
 for _spec in (
     MetricSpec("psnr_y", "PSNR_Y", 2, True, _psnr_y, **_VAL),
     MetricSpec("ssim_y", "SSIM_Y", 4, True, _ssim_y, **_VAL),
-    MetricSpec("psnr_rgb", "PSNR_RGB", 2, True, lambda x: psnr_rgb(x.sr, x.gt, x.scale), **_VAL),
+    MetricSpec(
+        "psnr_rgb", "PSNR_RGB", 2, True, lambda x: psnr_rgb(x.sr, x.gt, x.scale, x.bits), **_VAL
+    ),
     MetricSpec("lpips", "LPIPS", 4, False, _with_module, _VGG_LPIPS, _piq_module("LPIPS"), **_EVAL),
     MetricSpec("dists", "DISTS", 4, False, _with_module, _VGG_DISTS, _piq_module("DISTS"), **_EVAL),
     MetricSpec("lr_consistency_psnr", "LR-cons. PSNR", 2, True, _lr_consistency, **_VAL),
@@ -415,6 +431,8 @@ for _spec in (
     MetricSpec("lattice_db", "Lattice power vs GT (dB)", 2, False, _db(_checkerboard), target=0.0),
     MetricSpec("haarpsi", "HaarPSI", 4, True, _haarpsi),
     MetricSpec("l1_rgb", "L1 (RGB)", 4, False, _l1_rgb),
+    # Information fidelity criterion (Sheikh, Bovik, de Veciana 2005), bits per pixel.
+    MetricSpec("ifc", "IFC", 3, True, _ifc),
     MetricSpec("translation_inconsistency", "Transl. incons.", 3, False, _translation),
 ):
     register_metric(_spec)

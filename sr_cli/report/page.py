@@ -6,7 +6,8 @@ of each run, GT) around the most detailed region of GT, a difference map ``|SR -
 (log scale), where missing or invented high frequencies show. Then the metric table (paper
 protocol, on these images) and the training curves of every run from its ``metrics.csv``.
 
-SR images are computed from each run's checkpoint (``checkpoints/best.ckpt``, else
+SR images are computed from each run's checkpoint (``checkpoints/last.ckpt``, or ``best.ckpt``
+with ``--checkpoint best``; formerly ``best.ckpt``, else
 ``last.ckpt``) on the validation images of the first run's ``config_resolved.yaml``
 (``data.val_dir``) or on ``--images``. The LQ of HR-only folders is made with the first run's
 degradation, seeded per image as ``sr-eval`` does, so every run sees the same LQ.
@@ -106,8 +107,10 @@ def build_report(
     prefer_ema: bool = True,
     title: str = "sr-cli report",
     mos: str | Path | None = None,
+    checkpoint: str = "last",
 ) -> Path:
-    """Write ``report.html`` (and its PNG files) to ``out_dir``; returns the page's path."""
+    """Write ``report.html`` (and its PNG files) to ``out_dir``; returns the page's path.
+    ``checkpoint``: which checkpoint of each run folder, ``last`` or ``best``."""
     from torch.utils.data import Subset
 
     from sr_cli.data.datasets import open_eval_dataset
@@ -127,7 +130,7 @@ def build_report(
         raise ConfigError("no run directory given: sr-report RUN_DIR [RUN_DIR ...]")
     check_output_dir(out_dir, "-o")  # before anything is computed
     check_output_file(Path(out_dir) / "report.html", "-o", folder=False)
-    runs = [load_run(p) for p in run_dirs]
+    runs = [load_run(p, checkpoint) for p in run_dirs]
     loaded, scale = load_checkpoints([r.checkpoint for r in runs], prefer_ema=prefer_ema)
     for run, label in zip(
         runs, unique_labels([getattr(lg, "name", None) or r.label for r, lg in zip(runs, loaded)])
@@ -165,6 +168,7 @@ def build_report(
         selection.active,
         scale,
         on_image=lambda ds, i, name, lq, gt, srs: pictures.append((name, lq, gt, srs)),
+        dataset_dirs={images_dir.name: images_dir},
     )
     sections = [
         image_section(
@@ -208,6 +212,7 @@ def build_report(
 def metric_table(results, unavailable: dict[str, str], mos: dict | None = None) -> str:
     """The comparison's mean per model as an HTML table, labelled by the metric registry, with
     sr-rate's MOS (score and 95% interval, matched by checkpoint path, else run name) when given."""
+    from sr_cli.evaluate.evaluation import scored_cell
     from sr_cli.metrics.registry import header
     from sr_cli.rate.aggregate import mos_cell
 
@@ -218,19 +223,20 @@ def metric_table(results, unavailable: dict[str, str], mos: dict | None = None) 
         return str(Path(r["checkpoint"]).resolve()) if r.get("checkpoint") else None
 
     rows = "".join(
-        f"<tr><td>{html.escape(r['model'])}</td>"
+        f"<tr><td>{html.escape(r['model'])}</td><td>{html.escape(scored_cell(r))}</td>"
         + "".join(f"<td>{results.cell(r, m)}</td>" for m in results.metrics)
         + (mos_cell(mos, checkpoint(r), r["model"]) if mos is not None else "")
         + "</tr>"
         for r in results.rows
     )
-    notes = "".join(
+    notes = "".join(f"<li><b>{html.escape(line)}</b></li>" for line in results.caveats)
+    notes += "".join(
         f"<li>{html.escape(' '.join([header(m), kind]).strip())}: {html.escape(why)}</li>"
         for kind, items in (("unavailable", unavailable), ("", results.notes))
         for m, why in items.items()
     )
     return (
-        f"<h2>Metrics</h2><table><tr><th>Model</th>{head}</tr>{rows}</table>"
+        f"<h2>Metrics</h2><table><tr><th>Model</th><th>Checkpoint</th>{head}</tr>{rows}</table>"
         f'<p class="note">Mean over the images below. {html.escape(results.caption)}</p>'
         + (f'<ul class="note">{notes}</ul>' if notes else "")
     )

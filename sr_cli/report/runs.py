@@ -19,14 +19,14 @@ class Run:
     metrics_csv: Path | None = None
 
 
-def load_run(path: str | Path) -> Run:
-    """Open a run directory (or a bare ``.ckpt``)."""
+def load_run(path: str | Path, checkpoint: str = "last") -> Run:
+    """Open a run directory (its ``checkpoints/<checkpoint>.ckpt``) or a bare ``.ckpt``."""
     from omegaconf import OmegaConf
 
     from sr_cli.evaluate.inference import resolve_checkpoint
 
     p = Path(path).expanduser()
-    ckpt = resolve_checkpoint(p)
+    ckpt = resolve_checkpoint(p, checkpoint)
     run_dir = (
         p
         if p.is_dir()

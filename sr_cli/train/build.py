@@ -64,6 +64,15 @@ def build_datamodule(cfg: DictConfig, **overrides: Any):
 
     node = OmegaConf.to_container(cfg.data, resolve=True)
     node.pop("root", None)
+    from sr_cli.train.lit.datamodule import check_lr_context, resolve_lr_context
+
+    context = node.get("lr_context", 0)
+    check_lr_context(context)
+    if context == "auto":
+        degradation = instantiate(cfg.degradation, _convert_="all")
+        node["lr_context"] = resolve_lr_context(
+            "auto", degradation, int(node.get("patch_size", 0)), int(cfg.scale)
+        )
     return instantiate(node, _convert_="all", **overrides)
 
 
@@ -127,6 +136,7 @@ def build_module(cfg: DictConfig, val_names: list[str], output_dir: Path):
         channels_last=bool(speed.get("channels_last", False)),
         compile_generator=compile_opts,
         accumulate_grad_batches=accumulate,
+        validate_first=bool(cfg.model.get("pretrained")),
         **_extra_val_metrics(cfg),
     )
 

@@ -160,8 +160,8 @@ class SweepPruning(pl.Callback):
             self.curve.update(read_curve(Path(log_dir), self.monitor))
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if trainer.sanity_checking or self.pruned:
-            return
+        if trainer.sanity_checking or self.pruned or getattr(pl_module, "iteration", 1) == 0:
+            return  # iteration 0: the pretrained start, the same for every trial
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
             raise ConfigError(

@@ -87,40 +87,74 @@ def _read_json(path: Path) -> dict | None:
 
 
 # --------------------------------------------------------------------------- rows
+def _started_pretrained(run_dir: Path) -> bool:
+    """Whether the run fine-tuned ``model.pretrained`` (its first validation is the start)."""
+    try:
+        import yaml
+
+        cfg = yaml.safe_load((run_dir / "config_resolved.yaml").read_text()) or {}
+    except Exception:  # no or unreadable record: count every row
+        return False
+    return bool((cfg.get("model") or {}).get("pretrained"))
+
+
+def _is_validation_row(row: dict) -> bool:
+    return any(
+        k and "/" in k and k.split("/", 1)[0] not in ("train", "lr") and v for k, v in row.items()
+    )
+
+
 def read_curve(run_dir: Path, metric: str) -> dict[int, float]:
     """``{iteration: value}`` of ``metric`` in ``<run_dir>/metrics.csv`` (empty when absent).
 
     The CSV logger's ``step`` of a validation row is Lightning's step, the iteration it ran after
-    minus one (as in the sweep summary's ``iterations``)."""
+    minus one (as in the sweep summary's ``iterations``). A fine-tune's validation of its
+    pretrained start (iteration 0, also at step 0) is not part of the curve: the job did not
+    produce it, and it would read as iteration 1."""
     path = Path(run_dir) / "metrics.csv"
     curve: dict[int, float] = {}
     if not path.is_file():
         return curve
+    skip_start = _started_pretrained(Path(run_dir))
     for row in read_metrics_rows(path).rows:  # damaged rows left out, with a warning
-        text, step = row.get(metric), row.get("step")
-        if not text or not step or not math.isfinite(float(step)):
+        if skip_start and _is_validation_row(row):
+            skip_start = False
             continue
-        value = float(text)
+        text, step = row.get(metric), row.get("step")
+        if not text or not step:
+            continue
+        try:
+            value, it = float(text), int(float(step))
+        except ValueError:
+            continue
         if not math.isnan(value):
-            curve[int(float(step)) + 1] = value
+            curve[it + 1] = value
     return curve
 
 
 def _best_metrics(run_dir: Path) -> dict[str, float]:
     """Best value of every ``<set>/<metric>`` column of ``metrics.csv`` (bicubic references and
-    per-step training values excluded)."""
+    per-step training values excluded; so is the validation of the pretrained starting weights,
+    iteration 0, which the job did not produce)."""
     path = run_dir / "metrics.csv"
     if not path.is_file():
         return {}
     best: dict[str, float] = {}
+    skip_start = _started_pretrained(run_dir)
     for row in read_metrics_rows(path).rows:  # damaged rows left out, with a warning
+        if skip_start and _is_validation_row(row):
+            skip_start = False
+            continue
         for key, text in row.items():
             if not key or "/" not in key or not text:
                 continue
             split, name = key.split("/", 1)
             if split in ("train", "lr") or name.startswith("bicubic_"):
                 continue
-            value = float(text)
+            try:
+                value = float(text)
+            except ValueError:
+                continue
             if math.isnan(value):
                 continue
             lower = any(word in name for word in LOWER_IS_BETTER)

@@ -83,3 +83,27 @@ def test_cutblur_needs_same_resolution_or_upsampling():
         PairedAugment(cutblur_prob=1.0)(lq, gt, gen(0))
     out, _ = PairedAugment(cutblur_prob=1.0, cutblur_upsample=True)(lq, gt, gen(0))
     assert out.shape == gt.shape
+
+
+def test_context_regions_and_their_boxes_turn_with_the_patch():
+    """dihedral_regions: the valid box follows the pixels (NaN padding stays outside it), and
+    the centre of the turned region is the turned patch."""
+    b, side, patch = 64, 12, 4
+    regions = torch.rand(b, 1, side, side, generator=gen(2))
+    boxes = torch.tensor([[0, 8, 2, 12]] * b)  # image pixels in rows 0..8, columns 2..12
+    padded = regions.clone()
+    padded[:, :, 8:, :] = float("nan")
+    padded[:, :, :, :2] = float("nan")
+    augment = PairedAugment()
+    p = augment.sample(b, "cpu", gen(3))
+    turned, new_boxes = augment.dihedral_regions(padded, boxes, p)
+    for i in range(b):
+        t, bt, lf, rt = new_boxes[i].tolist()
+        valid = ~torch.isnan(turned[i, 0])
+        assert valid[t:bt, lf:rt].all() and int(valid.sum()) == (bt - t) * (rt - lf)
+    m = (side - patch) // 2
+    centre = turned[:, :, m : m + patch, m : m + patch]
+    assert torch.equal(centre, augment.dihedral(padded[:, :, m : m + patch, m : m + patch], p))
+    assert len({tuple(x) for x in new_boxes.tolist()}) == 8  # every dihedral transform occurred
+    rest = augment.without_dihedral(p)
+    assert not any(rest[k].any() for k in ("hflip", "vflip", "transpose"))

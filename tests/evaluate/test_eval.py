@@ -104,8 +104,8 @@ def test_eval_equals_reference_and_writes_outputs(trained_run, eval_images, tmp_
     out = tmp_path / "eval"
     cfg = compose_eval([f"checkpoints=[{trained_run}]", f"datasets={{val3:{eval_images}}}"], out)
     results, objects = evaluate(cfg)
-    ref = reference_metrics(trained_run / "checkpoints" / "best.ckpt", eval_images)
-    model_label = f"{trained_run.name}/best"
+    ref = reference_metrics(trained_run / "checkpoints" / "last.ckpt", eval_images)
+    model_label = f"{trained_run.name}/last"  # a run folder is scored through last.ckpt
     model, bicubic = results.row("val3", model_label), results.row("val3", "bicubic")
     assert model["images"] == bicubic["images"] == 3
     assert model["psnr_y"] == pytest.approx(ref["model"][0], abs=1e-4)
@@ -165,14 +165,14 @@ def test_weight_check_looks_only_at_the_hub_cache(no_hub_cache):
         (folder / name).write_bytes(b"")
     assert weights_unavailable("lpips") is None
     assert weights_unavailable("dists")  # needs its own file as well
-    assert set(EXTRA_METRICS) == {"vif", "fsim", "gmsd", "ms_ssim", "brisque"} | {
+    assert set(EXTRA_METRICS) == {"vif", "fsim", "gmsd", "ms_ssim", "brisque", "haarpsi"} | {
         "hf_ratio",
         "checkerboard",
-        "translation_inconsistency",  # the studies' columns
         "hf_db",
         "lattice_db",
-        "haarpsi",
         "l1_rgb",
+        "translation_inconsistency",  # the studies' columns
+        "ifc",
     }
 
 

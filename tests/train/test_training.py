@@ -197,14 +197,23 @@ def test_ema_generator_tracks_the_average(tiny_cfg, val_subset):
             assert torch.equal(a, b)
 
 
-def test_lq_is_made_on_device_with_the_loss_operator(tiny_cfg):
-    """D(HR) with the same degradation object equals the LQ the pipeline produced."""
+def inside(x: torch.Tensor, batch: dict) -> torch.Tensor:
+    """``x`` without the LR ring where the replay of D on the patch alone lacks the context the
+    LQ was made with (``data.lr_context``; the downsample-consistency loss leaves it out too)."""
+    k = int(batch.get("lq_border", 0))
+    return x[..., k : x.shape[-2] - k, k : x.shape[-1] - k]
+
+
+@pytest.mark.parametrize("lr_context", ["auto", "0"])
+def test_lq_is_made_on_device_with_the_loss_operator(tiny_cfg, lr_context):
+    """D(HR) with the same degradation object equals the LQ the pipeline produced (with
+    context: inside the ring of LR pixels whose replay lacks it)."""
     from hydra.utils import instantiate
 
     from sr_cli.degradations.functional import quantize
     from sr_cli.train.build import build_module
 
-    cfg = tiny_cfg("loss=[downsample]")
+    cfg = tiny_cfg("loss=[downsample]", f"data.lr_context={lr_context}")
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup("fit")
     module = build_module(cfg, dm.val_names, Path(cfg.paths.output_dir))
@@ -213,9 +222,10 @@ def test_lq_is_made_on_device_with_the_loss_operator(tiny_cfg):
     batch = module.on_after_batch_transfer(batch, 0)
     gt, lq = batch["gt"], batch["lq"]
     assert lq.shape == (gt.shape[0], 3, gt.shape[2] // 4, gt.shape[3] // 4)
+    assert batch.get("lq_border", 0) == (2 if lr_context == "auto" else 0)  # bicubic's reach
     d_hr = module.degradation.replay(gt, batch["degradation_params"])
-    assert torch.equal(quantize(d_hr), lq)
-    assert (d_hr - lq).abs().max() <= 0.5 / 255 + 1e-6
+    assert torch.equal(inside(quantize(d_hr), batch), inside(lq, batch))
+    assert (inside(d_hr, batch) - inside(lq, batch)).abs().max() <= 0.5 / 255 + 1e-6
     # The downsample loss of the ground truth is therefore at the quantization floor.
     term = module.losses["downsample"]
     inputs = module.loss_inputs(batch)
@@ -230,14 +240,16 @@ def test_scale_mismatch_names_all_three_values(tiny_cfg):
         train(tiny_cfg("loss=[l1]", "model.generator.scale=2"))
 
 
-def test_device_augmentation_is_applied_to_training_batches(tiny_cfg, val_subset):
+@pytest.mark.parametrize("lr_context", ["auto", "0"])
+def test_device_augmentation_is_applied_to_training_batches(tiny_cfg, val_subset, lr_context):
     from hydra.utils import instantiate
 
     from sr_cli.train.build import build_module
 
     cfg = tiny_cfg(
-        "loss=[l1]", "augment=device", "augment.mixup_prob=1.0", f"data.val_dir={val_subset}"
-    )
+        "loss=[l1]", "augment=device", "augment.mixup_prob=1.0", f"data.val_dir={val_subset}",
+        f"data.lr_context={lr_context}",
+    )  # fmt: skip
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup("fit")
     module = build_module(cfg, dm.val_names, Path(cfg.paths.output_dir))
@@ -256,18 +268,27 @@ def test_device_augmentation_is_applied_to_training_batches(tiny_cfg, val_subset
     assert not torch.equal(aug["gt"], gt0)  # mixed / flipped
     # Applied identically to the pair: bicubic is linear, so LQ still equals D(GT) up to 8-bit rounding.
     d_gt = module.degradation.replay(aug["gt"])
-    assert (d_gt - aug["lq"]).abs().max() <= 1 / 255 + 1e-6
+    assert (inside(d_gt, aug) - inside(aug["lq"], aug)).abs().max() <= 1 / 255 + 1e-6
 
 
-def test_augmentation_keeps_lq_equal_to_d_of_gt_for_anisotropic_blur(tiny_cfg, val_subset):
-    """GT is flipped/rotated before the degradation, so D(GT) with the recorded kernels is the LQ."""
+@pytest.mark.parametrize("lr_context", ["5", "0"])  # 5 LR px: the blur's reach at x4
+def test_augmentation_keeps_lq_equal_to_d_of_gt_for_anisotropic_blur(
+    tiny_cfg, val_subset, lr_context
+):
+    """GT is flipped/rotated before the degradation (with its HR context, if any), so D(GT)
+    with the recorded kernels is the LQ."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
     from sr_cli.degradations.functional import quantize
     from sr_cli.train.build import build_module
 
-    cfg = tiny_cfg("loss=[l1]", "augment=device", "degradation=blur", f"data.val_dir={val_subset}")
+    cfg = tiny_cfg(
+        "loss=[l1]", "augment=device", "degradation=blur", f"data.val_dir={val_subset}",
+        f"data.lr_context={lr_context}", "data.patch_size=96", "data.batch_size=8",
+        "degradation.kernel_list=[aniso]", "degradation.kernel_prob=[1.0]",
+        "degradation.sigma=[1.0,3.0]",
+    )  # fmt: skip
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup("fit")
     module = build_module(cfg, dm.val_names, Path(cfg.paths.output_dir))
@@ -276,4 +297,5 @@ def test_augmentation_keeps_lq_equal_to_d_of_gt_for_anisotropic_blur(tiny_cfg, v
     trainer.training = True
     batch = module.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     replay = quantize(module.degradation.replay(batch["gt"], batch["degradation_params"]))
-    assert (replay - batch["lq"]).abs().max() <= 1 / 255 + 1e-6
+    assert batch.get("lq_border", 0) == int(lr_context)
+    assert (inside(replay, batch) - inside(batch["lq"], batch)).abs().max() <= 1 / 255 + 1e-6

@@ -138,6 +138,8 @@ class RunCheckpoints(Checkpoint):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking or not trainer.training and trainer.state.fn != "fit":
             return
+        if int(getattr(pl_module, "iteration", 1)) == 0:
+            return  # the starting weights (model.pretrained): measured, nothing trained to save
         self.save_last(trainer, pl_module)
         self._update_best(trainer, pl_module)
 

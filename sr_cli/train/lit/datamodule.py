@@ -35,6 +35,31 @@ def check_val_shards(name: str, folder, images: int, world: int) -> None:
         )
 
 
+def check_lr_context(value) -> None:
+    """``data.lr_context`` is ``auto`` or a number of LR pixels >= 0: one line otherwise."""
+    if value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"data.lr_context={value!r}: use a number of LR pixels >= 0 (0: degrade the patch "
+            "alone) or auto (what the degradation reads around a pixel)."
+        )
+
+
+def resolve_lr_context(value, degradation, patch_size: int, scale: int) -> int:
+    """``data.lr_context`` as LR pixels: a number as given; ``auto`` the degradation's reach
+    (:meth:`~sr_cli.degradations.base.Degradation.context_margin`: 2 for MATLAB bicubic, 5 for
+    ``blur`` at x4), at most a quarter of the LR patch side (random pipelines such as
+    ``realesrgan`` bound their reach only loosely)."""
+    if value != "auto":
+        return value
+    if degradation is None:
+        from sr_cli.degradations.pipeline import ResizeDownsample
+
+        degradation = ResizeDownsample(scale)
+    return min(int(degradation.context_margin()), max(1, patch_size // scale // 4))
+
+
 class SRDataModule(pl.LightningDataModule):
     """HR folders (or paired LR/HR folders) for training; HR or benchmark folders for validation.
 
@@ -65,6 +90,12 @@ class SRDataModule(pl.LightningDataModule):
             ``train_dir`` (:mod:`sr_cli.data.streaming`); validation stays on folders.
         shuffle_shards, shuffle_buffer: with ``train_stream``, shards read together and images
             held in the shuffle buffer.
+        lr_context: LR pixels of HR context cut around every training patch (``0``: the patch
+            alone). With context, patches sit on the scale grid and the module degrades each
+            with its context, so its LQ equals the LQ of the whole image there
+            (:mod:`sr_cli.degradations.context`). ``auto``: :func:`resolve_lr_context` for
+            ``degradation`` (else the attached module's; else MATLAB bicubic's 2).
+        degradation: the training degradation, for ``lr_context=auto``.
         stream_retries, stream_backoff: with an http(s) ``train_stream``, failures in a row
             retried on a shard's connection (resuming where it stopped) and the first wait in
             seconds, doubled after each failure.
@@ -92,10 +123,15 @@ class SRDataModule(pl.LightningDataModule):
         train_stream: str | None = None,
         shuffle_shards: int = 4,
         shuffle_buffer: int = 1000,
+        lr_context: int | str = 0,
+        degradation=None,
         stream_retries: int = 5,
         stream_backoff: float = 1.0,
     ) -> None:
         super().__init__()
+        check_lr_context(lr_context)
+        self.lr_context = lr_context
+        self.degradation = degradation
         self.train_dir = train_dir
         self.train_lr_dir = train_lr_dir
         self.val_dirs: dict[str, str] = {}
@@ -129,6 +165,10 @@ class SRDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Open the folders; missing, empty or bad folders fail here, before training starts."""
+        if self.lr_context == "auto":
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            degradation = self.degradation or getattr(module, "degradation", None)
+            self.lr_context = resolve_lr_context("auto", degradation, self.patch_size, self.scale)
         if stage in (None, "fit") and self.train_set is None and self.train_stream:
             self.train_set = self._stream_set()
         if stage in (None, "fit") and self.train_set is None and not self.train_dir:
@@ -156,6 +196,7 @@ class SRDataModule(pl.LightningDataModule):
                 cache_images=self.cache_images,
                 skip_bad=self.skip_bad,
                 max_pixels=self.max_pixels,
+                context=self.lr_context * self.scale,
                 **self.flags,
             )
         if not self.val_sets:
@@ -183,6 +224,7 @@ class SRDataModule(pl.LightningDataModule):
             max_pixels=self.max_pixels,
             rank=rank,
             world_size=world,
+            context=self.lr_context * self.scale,
             stream_retries=self.stream_retries,
             stream_backoff=self.stream_backoff,
             **self.flags,

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from sr_cli.degradations.base import Degradation
+from sr_cli.degradations.context import degrade_with_context
 from sr_cli.errors import ConfigError
 from sr_cli.losses.base import AdversarialTerm, LossInputs, LossTerm
 from sr_cli.metrics.aggregate import PerImageTable
@@ -47,6 +48,18 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
 
 NAN_POLICIES = ("stop", "skip")
+
+
+def source_bits(batch: dict) -> int | Tensor:
+    """The bit depth to round the batch's LQ to: ``batch["bits"]`` (8 or 16 per image), as one
+    int when the batch shares it (8 without the key)."""
+    bits = batch.get("bits")
+    if bits is None:
+        return 8
+    bits = torch.as_tensor(bits)
+    if bits.numel() == 0 or bool((bits == bits.flatten()[0]).all()):
+        return int(bits.flatten()[0]) if bits.numel() else 8
+    return bits
 
 
 class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
@@ -84,6 +97,9 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
             tell what changed.
         nan_policy: ``stop`` or ``skip`` (see :mod:`~sr_cli.train.lit.generator_step`).
         max_consecutive_skips: with ``skip``, give up after this many skipped steps in a row.
+        validate_first: validate once before the first step (iteration 0) of a fresh run, so
+            the console and ``metrics.csv`` show where a fine-tune starts (``model.pretrained``);
+            not on resume.
     """
 
     def __init__(
@@ -113,6 +129,7 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         accumulate_grad_batches: int = 1,
         extra_val_metrics: Sequence[str] = (),
         metric_modules: Mapping[str, nn.Module] | None = None,
+        validate_first: bool = False,
     ) -> None:
         super().__init__()
         if not losses:
@@ -177,6 +194,7 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         self.image_dir = Path(image_dir) if image_dir else None
         self.seed = int(seed)
         self.config = dict(config or {})
+        self.validate_first = bool(validate_first)
         self.iteration = 0
         #: An optimizer step of this iteration has begun and its iteration is not counted yet
         #: (weights, optimizer state, EMA may be half updated): see :meth:`state_intact`.
@@ -195,6 +213,8 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         #: like SR (what the run has to beat), logged as ``<set>/bicubic_<metric>``.
         self.bicubic_reference: dict[str, dict[str, float]] = {}
         self._consistency_ok = has_consistency(degradation)
+        #: LR pixels of context that replaying the degradation on SR would need.
+        self.replay_margin = degradation.context_margin(replayed=True)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -225,28 +245,59 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         """Make LQ from GT on the device, batched, recording the degradation's parameters.
 
         The on-device augmentation of training batches is applied to GT *before* the
-        degradation when LQ is made here (so ``LQ = D(GT)`` stays exact for any kernel); CutBlur,
-        which needs the LQ, and batches whose LQ came from disk are augmented as pairs.
+        degradation when LQ is made here (so ``LQ = D(GT)`` stays exact for any kernel);
+        patches degraded with their HR context (``data.lr_context``) are flipped/rotated with
+        their context before the degradation (so an anisotropic kernel's replay still makes the
+        LQ) and mixed up after it, as pairs (``LQ = D(GT)`` up to the rounding); CutBlur, which
+        needs the LQ, and batches whose LQ came from disk are augmented as pairs.
+
+        A batch with ``gt_context`` (patches cut with HR context around them) gets the LQ those
+        patches have inside their images (:func:`~sr_cli.degradations.context.degrade_with_context`),
+        and ``lq_border``: the LR pixels along each edge whose replay on SR alone lacks that
+        context (the downsample-consistency loss compares inside them). The LQ is rounded to
+        the source's bit depth (``batch["bits"]``: 8, or 16 for 16-bit images).
         """
         training = self._trainer is not None and self.trainer.training
         augment = self.augment if training else None
+        aug_params = None  # drawn here when part of the augmentation precedes the degradation
         if "lq" not in batch:
             gt = batch["gt"]
             if training:
                 rng = self._rng("train_degradation", self.iteration, self._rank())
             else:  # the same LQ as sr-eval's for this image
                 rng = self._rng("val_degradation", int(batch["index"][0]))
+            bits = source_bits(batch)
+            context = batch.get("gt_context")
             with torch.no_grad():
-                if augment is not None and not getattr(augment, "cutblur_prob", 0.0):
+                if (
+                    context is None
+                    and augment is not None
+                    and not getattr(augment, "cutblur_prob", 0.0)
+                ):
                     _, gt = augment(gt, gt, self._rng("augmentation", self.iteration, self._rank()))
                     batch["gt"], augment = gt, None
+                elif augment is not None and not getattr(augment, "cutblur_prob", 0.0):
+                    rng_aug = self._rng("augmentation", self.iteration, self._rank())
+                    aug_params = augment.sample(gt.shape[0], gt.device, rng_aug)
+                    context, batch["context_box"] = augment.dihedral_regions(
+                        context, batch["context_box"], aug_params
+                    )
+                    gt = batch["gt"] = augment.dihedral(gt, aug_params)
+                    aug_params = augment.without_dihedral(aug_params)  # mixup: after degrading
                 params = self.degradation.sample(gt, generator=rng)
-                batch["lq"] = self.degradation(gt, params).detach()
+                if context is None:
+                    batch["lq"] = self.degradation(gt, params, bits=bits).detach()
+                else:  # the LQ of the patch inside its image (data.lr_context)
+                    batch["lq"] = degrade_with_context(
+                        self.degradation, context, batch["context_box"], gt.shape[-1], params, bits
+                    ).detach()
+                    margin = (context.shape[-1] - gt.shape[-1]) // (2 * self.scale)
+                    batch["lq_border"] = min(margin, self.replay_margin)
             batch["degradation_params"] = params
         if augment is not None:
             with torch.no_grad():
                 rng = self._rng("augmentation", self.iteration, self._rank())
-                batch["lq"], batch["gt"] = augment(batch["lq"], batch["gt"], rng)
+                batch["lq"], batch["gt"] = augment(batch["lq"], batch["gt"], rng, aug_params)
         if self.channels_last:
             for key in ("lq", "gt"):
                 if batch[key].dim() == 4:
@@ -271,6 +322,7 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
             generator=self.generator,
             discriminators=self.discriminators,
             ema_generator=self.generator_ema,
+            lq_border=int(batch.get("lq_border", 0)),
         )
 
     # ------------------------------------------------------------------ optimization
@@ -369,6 +421,18 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         )
         self.rank_iterations = [int(c) for c in counts.flatten().tolist()]
 
+    def _validate_start(self) -> None:
+        """One validation pass before training, as Lightning runs one after an epoch (the fit
+        loop's own validation loop: same metrics, loggers and callbacks, logged at step 0)."""
+        trainer = self.trainer
+        if not self.val_names or trainer.limit_val_batches == 0:
+            return
+        trainer.validating = True
+        try:
+            trainer.fit_loop.epoch_loop.val_loop.run()
+        finally:
+            trainer.training = True
+
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["sr_cli"] = {
@@ -389,8 +453,12 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         self.resume_changes = optimizer_changes(meta.get("optim"), self.config.get("optim"))
 
     def on_train_start(self) -> None:
-        """After a resume, apply optimizer settings the user changed (Lightning restored the
-        checkpoint's), rescaling scheduled learning rates in proportion."""
+        """A fresh fine-tune validates its starting weights first (iteration 0); after a resume,
+        apply optimizer settings the user changed (Lightning restored the checkpoint's),
+        rescaling scheduled learning rates in proportion."""
+        resumed = self.trainer.ckpt_path is not None
+        if self.validate_first and not resumed and self.iteration == 0:
+            self._validate_start()
         if not self.resume_changes:
             return
         optimizers = self.optimizers()

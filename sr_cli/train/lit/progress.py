@@ -121,12 +121,18 @@ class RunProgress(ProgressBar):
             return
         value = float(metrics[monitor])
         text = f"iter {pl_module.iteration}: {monitor.replace('/', ' ')} {value:.4f}"
-        # Lightning runs checkpoint callbacks last: the best so far may not include this value yet.
-        best, at = (ckpts.best_score, ckpts.best_iteration) if ckpts is not None else (None, None)
-        higher = ckpts is None or ckpts.mode == "max"
-        if best is None or (value > best if higher else value < best):
-            best, at = value, pl_module.iteration
-        text += f" (best {best:.4f} @ {at})"
+        if pl_module.iteration == 0:
+            text += " (start: the pretrained weights)"
+        else:
+            # Lightning runs checkpoint callbacks last: the best so far may not include this
+            # value yet.
+            best, at = (
+                (ckpts.best_score, ckpts.best_iteration) if ckpts is not None else (None, None)
+            )
+            higher = ckpts is None or ckpts.mode == "max"
+            if best is None or (value > best if higher else value < best):
+                best, at = value, pl_module.iteration
+            text += f" (best {best:.4f} @ {at})"
         prefix, metric = monitor.rsplit("/", 1)
         bicubic = metrics.get(f"{prefix}/bicubic_{metric}")
         if bicubic is not None:

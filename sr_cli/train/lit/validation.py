@@ -1,7 +1,7 @@
 """Validation of :class:`~sr_cli.train.lit.module.SRModule`.
 
 Validation logs the registry's validation metrics (paper protocol: Y channel, border crop,
-8-bit rounding), gathered per image across processes, so the figure is exact under DDP, and the
+rounding to the source's bit depth: 8, or 16 for 16-bit images), gathered per image across processes, so the figure is exact under DDP, and the
 same metrics of bicubic upscaling of the very validation LQ, once (what the run has to beat).
 Its LQ comes from the ``val_degradation`` stream, as ``sr-eval``'s does. The first
 ``val.save_images`` images of each set are written as LQ (bicubic) | SR | GT PNGs.
@@ -76,13 +76,14 @@ class Validation:
             def replay(s: Tensor) -> Tensor:
                 return self.degradation.replay(s, params)
 
-        inputs = MetricInputs(sr, gt, lq, self.scale, self.val_protocol, replay)
+        bits = int(batch["bits"][0]) if "bits" in batch else 8  # the source's depth
+        inputs = MetricInputs(sr, gt, lq, self.scale, self.val_protocol, replay, bits=bits)
         self._val_sums[dataloader_idx].update(
             batch["index"], compute_metrics(self.val_metrics, inputs, self._metric_modules())
         )
         if not self.bicubic_reference:
             up = imresize(lq, size=tuple(gt.shape[-2:])).clamp(0, 1)
-            ref = MetricInputs(up, gt, lq, self.scale, self.val_protocol, replay)
+            ref = MetricInputs(up, gt, lq, self.scale, self.val_protocol, replay, bits=bits)
             self._bicubic_sums[dataloader_idx].update(
                 batch["index"], compute_metrics(self.val_metrics, ref, self._metric_modules())
             )
