@@ -5,6 +5,8 @@ The evaluation itself is :func:`sr_cli.evaluate.evaluation.evaluate`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from sr_cli.config import config_dir, register_resolvers
@@ -15,7 +17,25 @@ from sr_cli.evaluate.evaluation import evaluate
 # ---------------------------------------------------------------------------- CLI
 def _run(cfg: DictConfig) -> None:
     with exit_on_user_error("sr-eval"):
-        evaluate(cfg)
+        results, objects = evaluate(cfg)
+        if objects["plane"] and objects["is_global_zero"]:
+            write_planes(results, objects["output_dir"])
+
+
+def write_planes(results, output_dir: Path) -> list[Path]:
+    """The perception-distortion plane of every dataset beside results.md, linked from it."""
+    from sr_cli.report.plane import comparison_planes
+
+    pngs = comparison_planes(results, output_dir)
+    if pngs:
+        md = Path(output_dir) / "results.md"
+        lines = ["## Perception-distortion plane", ""]
+        lines += [f"![{p.stem}]({p.name}) (points: [{p.stem}.csv]({p.stem}.csv))" for p in pngs]
+        with open(md, "a") as f:
+            f.write("\n".join(lines) + "\n")
+        for p in pngs:
+            print(f"sr-eval: perception-distortion plane {p} (points: {p.with_suffix('.csv')})")
+    return pngs
 
 
 def main() -> None:

@@ -217,6 +217,20 @@ def _degradation_for(cfg_node: Any, what: str, source: Path | None = None) -> nn
         raise ConfigError(f"cannot build the {what} degradation from {cfg_node}: {exc}") from exc
 
 
+#: The metrics the perception-distortion plane needs (``pi`` only where it is registered).
+PLANE_METRICS = ("niqe", "rmse_y", "pi")
+
+
+def plane_wanted(cfg: DictConfig, n_checkpoints: int) -> bool:
+    """``plane=auto`` (two or more checkpoints), ``true`` or ``false``."""
+    value = cfg.get("plane", "auto")
+    if value in (True, False):
+        return bool(value)
+    if str(value) == "auto":
+        return n_checkpoints >= 2
+    raise ConfigError(f"plane={value!r} is not one of auto, true, false")
+
+
 def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     """Evaluate ``cfg.checkpoints`` on ``cfg.datasets``. Returns ``(results, objects)``.
 
@@ -233,10 +247,14 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     protocol = str(cfg.get("protocol", "paper"))
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={protocol!r} is unknown; choose one of {list(PROTOCOLS)}")
-    selection = select_metrics(list(cfg.get("metrics") or []), list(cfg.get("extra_metrics") or []))
     ckpts = cfg.get("checkpoints") or []
     if isinstance(ckpts, str):
         ckpts = [ckpts]
+    extra = list(cfg.get("extra_metrics") or [])
+    plane = plane_wanted(cfg, len(ckpts))
+    if plane:
+        extra += [m for m in PLANE_METRICS if m in metric_names() and m not in extra]
+    selection = select_metrics(list(cfg.get("metrics") or []), extra)
     if not ckpts:
         raise ConfigError(
             "no checkpoint to evaluate: pass checkpoints=[path/to/best.ckpt] (a .ckpt or an "
@@ -311,4 +329,10 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
         print_results(results)
         if (cfg.get("logger") or {}).get("wandb"):
             log_to_wandb(results, cfg, output_dir)
-    return results, {"trainer": trainer, "module": module, "output_dir": output_dir}
+    return results, {
+        "trainer": trainer,
+        "module": module,
+        "output_dir": output_dir,
+        "plane": plane,
+        "is_global_zero": trainer.is_global_zero,
+    }
