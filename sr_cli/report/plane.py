@@ -277,9 +277,12 @@ def comparison_planes(results, output_dir: str | Path, stem: str = "plane") -> l
         note = f"PI not shown: {why}"[:160]
     written = []
     for dataset in dict.fromkeys(r["dataset"] for r in results.rows):
+        points = points_from_rows(results.rows, x_metric, dataset)
+        if not any(_finite(p) for p in points):  # e.g. images too small for NIQE's blocks
+            continue
         png = Path(output_dir) / f"{stem}_{dataset}.png"
         draw_plane(
-            points_from_rows(results.rows, x_metric, dataset),
+            points,
             png,
             png.with_suffix(".csv"),
             x_metric=x_metric,
