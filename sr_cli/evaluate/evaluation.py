@@ -217,6 +217,31 @@ def _degradation_for(cfg_node: Any, what: str, source: Path | None = None) -> nn
         raise ConfigError(f"cannot build the {what} degradation from {cfg_node}: {exc}") from exc
 
 
+def lq_degradation_for(cfg: DictConfig, loaded: list, scale: int) -> tuple[nn.Module, Any]:
+    """The degradation that makes the LQ of HR images: ``degradation=`` when set, else the first
+    checkpoint's (a warning when the checkpoints disagree), else MATLAB bicubic. Returns
+    ``(degradation, its config)``."""
+    lq_source = None  # the checkpoint the LQ degradation config was read from, if any
+    if cfg.get("degradation"):
+        lq_cfg = OmegaConf.to_container(cfg.degradation, resolve=True)
+    else:
+        lq_source = loaded[0].source if loaded[0].degradation_config else None
+        lq_cfg = loaded[0].degradation_config or default_lq_config(scale)
+        others = {str(lg.source) for lg in loaded[1:] if lg.degradation_config != lq_cfg}
+        if others:
+            log.warning(
+                "checkpoints were trained with different degradations; LQ is made with that of "
+                "%s for all of them (set degradation=... to choose)",
+                loaded[0].source,
+            )
+    lq_degradation = _degradation_for(lq_cfg, "LQ", lq_source)
+    if int(getattr(lq_degradation, "scale", scale)) != scale:
+        raise ConfigError(
+            f"the LQ degradation is x{lq_degradation.scale} but the evaluation is x{scale}"
+        )
+    return lq_degradation, lq_cfg
+
+
 #: The metrics the perception-distortion plane needs (``pi`` only where it is registered).
 PLANE_METRICS = ("niqe", "rmse_y", "pi")
 
@@ -265,25 +290,7 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
         paths, prefer_ema=bool(cfg.get("prefer_ema", True)), scale=cfg.get("scale")
     )
 
-    # LQ degradation for HR-only folders.
-    lq_source = None  # the checkpoint the LQ degradation config was read from, if any
-    if cfg.get("degradation"):
-        lq_cfg = OmegaConf.to_container(cfg.degradation, resolve=True)
-    else:
-        lq_source = loaded[0].source if loaded[0].degradation_config else None
-        lq_cfg = loaded[0].degradation_config or default_lq_config(scale)
-        others = {str(lg.source) for lg in loaded[1:] if lg.degradation_config != lq_cfg}
-        if others:
-            log.warning(
-                "checkpoints were trained with different degradations; LQ is made with that of "
-                "%s for all of them (set degradation=... to choose)",
-                paths[0],
-            )
-    lq_degradation = _degradation_for(lq_cfg, "LQ", lq_source)
-    if int(getattr(lq_degradation, "scale", scale)) != scale:
-        raise ConfigError(
-            f"the LQ degradation is x{lq_degradation.scale} but the evaluation is x{scale}"
-        )
+    lq_degradation, lq_cfg = lq_degradation_for(cfg, loaded, scale)
     rows = checkpoint_rows(
         loaded,
         lq_degradation,
