@@ -29,6 +29,11 @@ from pathlib import Path
 PIRM_REGIONS = (11.5, 12.5, 16.0)
 #: Metrics that may stand on the perception axis, in order of preference.
 PERCEPTION_METRICS = ("pi", "niqe")
+#: Why the x-axis is NIQE and not PI when no ``pi`` metric is registered.
+PI_MISSING = (
+    "PI not shown: Ma et al.'s score needs their trained model and feature extractor, "
+    "which sr-cli does not have"
+)
 CSV_COLUMNS = (
     "kind",
     "label",
@@ -229,7 +234,7 @@ def draw_plane(
         if note:
             fig.text(0.01, 0.01, note, fontsize=6.5, color="#555555")
         if shown:
-            ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
+            ax.legend(fontsize=7, loc="best", framealpha=0.8)
         fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
         fig.savefig(out_png)
     finally:
@@ -273,8 +278,8 @@ def comparison_planes(results, output_dir: str | Path, stem: str = "plane") -> l
         return []
     note = None
     if x_metric != "pi":
-        why = results.unavailable.get("pi") or "PI was not selected"
-        note = f"PI not shown: {why}"[:160]
+        why = results.unavailable.get("pi")
+        note = f"PI not shown: {why}"[:160] if why else PI_MISSING
     written = []
     for dataset in dict.fromkeys(r["dataset"] for r in results.rows):
         points = points_from_rows(results.rows, x_metric, dataset)
