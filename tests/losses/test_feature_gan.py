@@ -175,3 +175,28 @@ def test_resume_is_exact_with_both_discriminators(vgg_home, tiny_cfg, val_subset
     for oa, ob in zip(straight["trainer"].optimizers, resumed["trainer"].optimizers):
         for pa, pb in zip(oa.state.values(), ob.state.values()):
             assert all(torch.equal(pa[k], pb[k]) for k in pa), "optimizer state differs"
+
+
+def test_a_changed_discriminator_rate_on_resume_reaches_every_discriminator(
+    tiny_cfg, val_subset, tmp_path
+):
+    common = [
+        "loss=[l1,gan]",
+        "+loss.lsq._target_=tests.losses.test_contract.LeastSquaresTerm",
+        "+loss.lsq.d_start_step=0",
+        f"data.val_dir={val_subset}",
+        "loss.gan.discriminator.num_feat=8",
+        "optim.scheduler=null",
+    ]
+    _train(tiny_cfg, tmp_path / "a", *common, "trainer.max_steps=1")
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    resumed = _train(
+        tiny_cfg,
+        tmp_path / "b",
+        *common,
+        "trainer.max_steps=2",
+        f"resume={last}",
+        "optim.discriminator.lr=3e-5",
+    )
+    _, opt_gan, opt_lsq = resumed["trainer"].optimizers
+    assert opt_gan.param_groups[0]["lr"] == opt_lsq.param_groups[0]["lr"] == pytest.approx(3e-5)
