@@ -31,7 +31,7 @@ STUDY_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train pretrain-demo test test-slow test-all lint format bench clean chromium FORCE
+.PHONY: help install train pretrain-demo pretrain-aux test test-slow test-all lint format bench clean chromium FORCE
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -68,6 +68,14 @@ pretrain-demo: $(STAMP) ## Rebuild the warm start of `make train` (L1, bundled i
 	$(BIN)/python -c 'import sys; from sr_cli.models.pretrained import export_generator; \
 	  print(export_generator(*sys.argv[1:]))' $(PRETRAIN_DIR)/checkpoints/last.ckpt $(DEMO_WEIGHTS)
 
+AUX_WEIGHTS := sr_cli/data/weights/auxnet_samples.safetensors
+AUX_STEPS := 2000
+
+pretrain-aux: $(STAMP) ## Rebuild the auxiliary perceptual network (AuxNet, source-image task) into $(AUX_WEIGHTS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -c 'import sys; \
+	  from sr_cli.data import sample_dir; from sr_cli.train.auxiliary import pretrain_auxnet; \
+	  pretrain_auxnet(sample_dir("train"), sys.argv[1], steps=int(sys.argv[2]))' $(AUX_WEIGHTS) $(AUX_STEPS)
+
 # Headless Chromium renders the sr-report page and, driven by selenium through chromedriver,
 # rates an sr-rate session in the tests (Debian packages; root on CI).
 chromium:
@@ -86,12 +94,12 @@ test-all: $(STAMP) ## Run every test
 	$(BIN)/python -m pytest -m 'slow or not slow' $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Lint with ruff
-	$(BIN)/ruff check sr_cli tests bench
-	$(BIN)/ruff format --check sr_cli tests bench
+	$(BIN)/ruff check sr_cli hydra_plugins tests bench
+	$(BIN)/ruff format --check sr_cli hydra_plugins tests bench
 
 format: $(STAMP) ## Format with ruff
-	$(BIN)/ruff format sr_cli tests bench
-	$(BIN)/ruff check --fix sr_cli tests bench
+	$(BIN)/ruff format sr_cli hydra_plugins tests bench
+	$(BIN)/ruff check --fix sr_cli hydra_plugins tests bench
 
 bench: $(STAMP) ## Benchmarks (BENCH=quick|full|smoke); writes bench/results.md and .json
 	$(BIN)/python -m bench.run --preset $(BENCH) --out $(BENCH_OUT) $(BENCH_ARGS)

@@ -6,22 +6,35 @@ import os
 import re
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from sr_cli.data import demo_weights, sample_dir
 
-#: Config groups that may select several members at once (``loss=[l1,gan]``).
-LIST_GROUPS = ("loss",)
+#: Config groups that may select several members at once (``loss=[l1,gan]``,
+#: ``logger=[wandb,tensorboard]``).
+LIST_GROUPS = ("loss", "logger")
+
+
+#: The configs ship inside the package (``sr_cli/conf``; the repository's top-level ``conf`` is a
+#: symlink to it), so an editable install, ``pip install .`` and a wheel all find them.
+PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def config_dir() -> Path:
-    """The ``conf/`` folder: ``$SR_CLI_CONFIG_DIR`` if set, else the one next to the package."""
+    """The configs: ``$SR_CLI_CONFIG_DIR`` if set (a complete replacement), else the package's
+    ``sr_cli/conf``. To add or override single configs, use Hydra's ``--config-dir DIR``."""
     env = os.environ.get("SR_CLI_CONFIG_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parent.parent / "conf"
+    path = Path(env).expanduser() if env else PACKAGE_CONFIG_DIR
     if not (path / "train.yaml").is_file():
+        if env:
+            raise FileNotFoundError(
+                f"SR_CLI_CONFIG_DIR={env} holds no train.yaml; unset it to use the configs "
+                "installed with sr-cli, or point it at a complete copy of them."
+            )
         raise FileNotFoundError(
-            f"sr-cli configs not found in {path}. Install the project editable (`make install`) or "
-            "point SR_CLI_CONFIG_DIR at its conf/ folder."
+            f"sr-cli configs not found in {path}: the installation is incomplete; reinstall "
+            "sr-cli (pip install --force-reinstall sr-cli, or make install in a clone)."
         )
     return path
 
@@ -47,6 +60,7 @@ NAME_EXCLUDED = (
     "hparams_search",
     "name",
     "resume",
+    "init_from",
     "hydra",
     "trainer",
     "logger",
@@ -206,14 +220,44 @@ def _split_outside_brackets(value: str) -> list[str]:
     return [*parts, current]
 
 
-def group_options(group: str) -> list[str]:
-    """Names of the members of a config group (``conf/<group>/*.yaml``)."""
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+def user_config_dirs(args: list[str]) -> list[Path]:
+    """The config folders a command line adds to the package's: Hydra's ``--config-dir DIR``
+    (``-cd DIR``, ``--config-dir=DIR``) and the ``file://`` / ``pkg://`` entries of
+    ``hydra.searchpath=[...]``. Hydra searches them after the package's configs, so they add
+    members (``DIR/model/my_model.yaml`` -> ``model=my_model``)."""
+    import importlib.util
+
+    dirs: list[Path] = []
+    for i, arg in enumerate(args):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            dirs.append(Path(args[i + 1]).expanduser())
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]).expanduser())
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            for entry in re.split(r"[\[\],]", arg.split("=", 1)[1]):
+                entry = entry.strip().strip("'\"")
+                if entry.startswith("file://"):
+                    dirs.append(Path(entry[len("file://") :]).expanduser())
+                elif entry.startswith("pkg://"):
+                    try:
+                        spec = importlib.util.find_spec(entry[len("pkg://") :])
+                    except (ImportError, ValueError):
+                        spec = None
+                    dirs += [Path(p) for p in (spec and spec.submodule_search_locations) or []]
+    return dirs
+
+
+def group_options(group: str, extra_dirs: list[Path] | tuple[Path, ...] = ()) -> list[str]:
+    """Names of the members of a config group (``conf/<group>/*.yaml``), with those of the
+    user's config folders ``extra_dirs`` (:func:`user_config_dirs`)."""
+    folders = [config_dir(), *extra_dirs]
+    return sorted({p.stem for folder in folders for p in (Path(folder) / group).glob("*.yaml")})
 
 
 def unknown_list_members(args: list[str], groups: tuple[str, ...] = LIST_GROUPS) -> str | None:
     """Hydra's message for a bad member of a multi-select group, which Hydra itself gives without
     the list of options (``Could not load 'loss/nope'``). Returns ``None`` when all exist."""
+    extra = user_config_dirs(args)
     for arg in args:
         m = _LIST_OVERRIDE.match(arg)
         if not m or m.group("key") not in groups or m.group("prefix") == "~":
@@ -222,7 +266,7 @@ def unknown_list_members(args: list[str], groups: tuple[str, ...] = LIST_GROUPS)
         if "(" in value:
             continue
         names = [n.strip() for n in re.split(r"[\[\],+]", value) if n.strip() not in ("", "null")]
-        known = group_options(m.group("key"))
+        known = group_options(m.group("key"), extra)
         for name in names:
             if name not in known:
                 listing = "".join(f"\t{k}\n" for k in known)
@@ -236,3 +280,31 @@ def unknown_list_members(args: list[str], groups: tuple[str, ...] = LIST_GROUPS)
 def rewrite_overrides(args: list[str]) -> list[str]:
     """Apply :func:`rewrite_list_override` to every command-line override."""
     return [rewrite_list_override(a) for a in args]
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback (``conf/hydra/default.yaml``): before Hydra creates the run folder
+    (``hydra.run.dir``) or the sweep folder (``hydra.sweep.dir``), check that it can be created
+    and written. Hydra's own ``mkdir`` would fail with a traceback before sr-train's (or
+    sr-eval's) task runs; here a read-only place is one line naming the folder, exit status 2,
+    and nothing is created."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config, key: str) -> None:
+        from sr_cli.errors import exit_on_user_error
+        from sr_cli.serialization import check_output_dir
+
+        try:
+            folder = OmegaConf.select(config, key)
+            prog = f"sr-{OmegaConf.select(config, 'hydra.job.config_name') or 'train'}"
+        except Exception:  # noqa: BLE001 - Hydra reports a folder it cannot resolve itself
+            return
+        if folder:
+            with exit_on_user_error(prog):
+                check_output_dir(str(folder), key)

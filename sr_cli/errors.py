@@ -8,6 +8,7 @@ and how to fix it.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,48 @@ class NonFiniteLossError(SrCliError, FloatingPointError):
     def __init__(self, message: str, checkpoint=None) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
+
+
+class OutOfMemory(SrCliError, MemoryError):
+    """The accelerator ran out of memory; the message names the options that need less."""
+
+
+#: Messages of out-of-memory errors that torch raises as plain ``RuntimeError`` (cuBLAS/cuDNN
+#: workspaces, MPS, older torch versions); ``torch.OutOfMemoryError`` is matched by its class.
+_OOM_PATTERN = re.compile(
+    r"out of memory|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_(NOT_INITIALIZED|ALLOC_FAILED)"
+)
+
+
+def is_out_of_memory(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is an accelerator out-of-memory error (CUDA, ROCm, MPS, cuBLAS, cuDNN)."""
+    if exc is None or isinstance(exc, OutOfMemory):
+        return False
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (torch.cuda.…)
+        return True
+    return isinstance(exc, RuntimeError) and bool(_OOM_PATTERN.search(str(exc)))
+
+
+def out_of_memory_summary(exc: BaseException) -> str:
+    """The first words of torch's message, e.g. ``CUDA out of memory (tried to allocate 2.00
+    GiB)``: torch's own message goes on for several sentences."""
+    text = str(exc.args[0]) if exc.args else str(exc)
+    head = re.split(r"\.\s|\n", text.strip(), maxsplit=1)[0].rstrip(".") or "out of memory"
+    tried = re.search(r"[Tt]ried to allocate ([\d.]+ ?[KMGT]?i?B)", text)
+    return f"{head} (tried to allocate {tried.group(1)})" if tried else head
+
+
+def one_line(exc: BaseException | str) -> str:
+    """The whole message of ``exc`` on one line (newlines and runs of blanks become one space);
+    the exception's type name when it has no message, so a reason is never empty. Nothing is
+    cut: a state-dict error keeps every key it lists."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, BaseException):
+        if not text:
+            return type(exc).__name__
+        if isinstance(exc, (KeyError, IndexError, EOFError)):
+            return f"{type(exc).__name__}: {text}"
+    return text
 
 
 def find_user_error(exc: BaseException | None) -> SrCliError | None:

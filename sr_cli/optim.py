@@ -1,7 +1,7 @@
 """Optimizer and learning-rate schedule factories for ``conf/optim/*.yaml``.
 
 The optimizers themselves come from their maintained packages (``torch.optim.AdamW``,
-``adan_pytorch.Adan``, ``schedulefree.AdamWScheduleFree``); this module only adds what a config
+``pytorch_optimizer.Adan``, ``schedulefree.AdamWScheduleFree``); this module only adds what a config
 cannot express:
 
 * :func:`cosine_with_warmup`: linear warm-up to the base rate, then a cosine decay to

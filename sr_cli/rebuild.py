@@ -259,6 +259,17 @@ def rebuild(node: Any, source: str | Path, what: str) -> Any:
         ...         "x.ckpt", "degradation").scale
         2
     """
+    from sr_cli.errors import SrCliError, one_line
+
     node = migrate(node)
     found = check_stored_config(node, source, what)
-    return _build(node, found)
+    try:
+        return _build(node, found)
+    except SrCliError:
+        raise
+    except Exception as exc:  # a value of the wrong type or out of range: the file is damaged
+        raise CheckpointError(
+            f"{str(source)!r}: its stored {what} config does not build "
+            f"({type(exc).__name__}: {one_line(exc)}); the file is damaged or was not written by "
+            "this sr-cli. Use a checkpoint written by sr-train."
+        ) from exc

@@ -111,3 +111,26 @@ def trained_run(tmp_path_factory, eval_images) -> Path:
     train(cfg)
     assert (out / "checkpoints" / "last.ckpt").is_file()
     return out
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """An existing, empty folder nothing can be written to: a read-only tmpfs when running as
+    root (root ignores file modes), else a folder with mode 0o555."""
+    import subprocess
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+            capture_output=True,
+        )
+        if mounted.returncode != 0:
+            pytest.skip("running as root and cannot mount a read-only tmpfs")
+        yield folder
+        subprocess.run(["umount", str(folder)], capture_output=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)

@@ -6,7 +6,8 @@ module. From the top, the floors are::
 
     bench      the benchmarks (may use anything)
     commands   sr_cli/commands/: one console command each
-    features   study -> {train, evaluate, report}; report -> {evaluate, rate}; rate -> evaluate;
+    features   study -> {train, evaluate, report, rate}; report -> {evaluate, rate};
+               rate -> evaluate;
                train and evaluate use no other feature
     config     sr_cli/config.py: the Hydra config tree and its resolvers
     leaves     losses -> {models, metrics, degradations}; models, metrics, data -> degradations
@@ -33,7 +34,7 @@ MAX_LINES = 600
 FLOORS = ("bench", "commands", "features", "config", "leaves", "ground")
 #: Feature wing -> the feature wings it may import.
 FEATURES: dict[str, set[str]] = {
-    "study": {"train", "evaluate", "report"},
+    "study": {"train", "evaluate", "report", "rate"},
     "report": {"evaluate", "rate"},
     "rate": {"evaluate"},
     "train": set(),

@@ -41,7 +41,10 @@ def clone(tmp_path_factory) -> Path:
     ).stdout.split("\0")  # fmt: skip
     for f in filter(None, files):
         src = REPO / f
-        if src.is_file():
+        if src.is_symlink():  # conf -> sr_cli/conf
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.readlink(src), dest / f)
+        elif src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
     assert not (dest / "bench" / "results.md").exists()
@@ -58,7 +61,7 @@ def make(clone: Path, *args: str, timeout: int = 900) -> subprocess.CompletedPro
 
 
 def test_every_target_has_a_quick_form():
-    covered = {"help", "install", "train", "pretrain-demo", "lint", "bench", "gpu-check"} | DRY_RUN
+    covered = {"help", "install", "train", "pretrain-demo", "pretrain-aux", "lint", "bench", "gpu-check"} | DRY_RUN
     assert set(documented_targets()) <= covered, "add the new target's quick form to this file"
 
 
@@ -136,6 +139,19 @@ def test_pretrain_demo(clone, tmp_path):
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert any(k.startswith("body.") or k.startswith("conv_first") for k in load_file(weights))
+
+
+def test_pretrain_aux(clone, tmp_path):
+    """The AuxNet recipe, three steps long, written where AUX_WEIGHTS says with its metadata."""
+    from safetensors import safe_open
+
+    weights = tmp_path / "aux.safetensors"
+    r = make(clone, "pretrain-aux", "AUX_STEPS=3", f"AUX_WEIGHTS={weights}")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    with safe_open(weights, "pt") as f:
+        meta = f.metadata()
+        assert f.keys()
+    assert meta and int(meta["steps"]) == 3, meta
 
 
 def test_bench_on_a_fresh_clone(clone, tmp_path):

@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sr_cli.errors import SrCliError
+from sr_cli.errors import ConfigError, SrCliError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,8 +118,52 @@ def _parser() -> argparse.ArgumentParser:
         "--keep-archives", action="store_true", help="keep downloaded archives after extraction"
     )
     d.add_argument("--no-verify", action="store_true", help="do not check the archives' checksums")
+    d.add_argument(
+        "--max-unpacked-bytes",
+        type=float,
+        default=50e9,
+        metavar="B",
+        help="refuse an extraction that would write more bytes (declared or actual; 50e9)",
+    )
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+#: Every numeric option of sr-data -> its default, for the message. All must be positive,
+#: except ``--thresh-size``, whose 0 is the documented default (no extra border crop).
+#: ``--max-pixels`` (0 = no limit) is checked by :func:`sr_cli.data.images.check_max_pixels`.
+NUMERIC = {
+    "crop_size": "480",
+    "step": "240",
+    "thresh_size": "0",
+    "lr_scales": None,
+    "workers": "1",
+    "shard_size": "1000",
+    "shard_bytes": "1e9",
+    "timeout": "10",
+    "max_unpacked_bytes": "50e9",
+}
+ZERO_ALLOWED = ("thresh_size",)
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """One line for a numeric option out of range (negative, zero where 0 means nothing, NaN
+    or infinite), before anything is read or written."""
+    import math
+
+    for name, default in NUMERIC.items():
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            if value is None:
+                continue
+            zero_ok = name in ZERO_ALLOWED
+            if math.isfinite(value) and (value > 0 or (zero_ok and value == 0)):
+                continue
+            need = "a number >= 0" if zero_ok else "positive"
+            raise ConfigError(
+                f"--{name.replace('_', '-')} {value:g} is out of range: it must be {need}"
+                + (f" (default {default})." if default else ".")
+            )
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -186,6 +230,7 @@ def _download(args: argparse.Namespace) -> int:
         keep_archives=args.keep_archives,
         verify=not args.no_verify,
         progress=not args.quiet,
+        max_unpacked_bytes=int(args.max_unpacked_bytes),
     )
     for line in lines:
         print(f"sr-data download: {line}")
@@ -200,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_numbers(args)
         if args.command == "prepare":
             return _prepare(args)
         if args.command == "shard":

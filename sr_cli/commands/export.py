@@ -13,7 +13,7 @@ from sr_cli.evaluate.export import FORMATS, OPSET, export
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``sr-export CHECKPOINT [-o model.onnx] [--opset 17] [--no-check]``."""
+    """``sr-export CHECKPOINT [-o model.onnx] [--opset 18] [--no-check]``."""
     parser = argparse.ArgumentParser(
         prog="sr-export", description="Export an sr-train generator to ONNX."
     )
@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"sr-export: check skipped: {report.skipped}")
         return
     print(f"sr-export: wrote {report.path} (x{report.scale}, opset {args.opset})")
-    for (h, w), diff in report.max_abs_diff.items():
-        print(f"sr-export: ONNX Runtime vs PyTorch at {h}x{w}: max abs diff {diff:.2e}")
+    for (b, h, w), diff in report.max_abs_diff.items():
+        print(f"sr-export: ONNX Runtime vs PyTorch at {b}x3x{h}x{w}: max abs diff {diff:.2e}")
     if report.skipped:
         print(f"sr-export: runtime check skipped: {report.skipped}")
 

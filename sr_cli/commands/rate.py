@@ -4,15 +4,23 @@
 
     sr-rate RUN_OR_CKPT... [--set samples|PATH] [--port N] [--host H] [--db URL]
             [--mode pairwise|absolute] [--show-gt] [-o OUT]
+            [--raters NAME,NAME] [--invite NAME] [--public-url URL] [--trusted-proxy ADDR]
     sr-rate --results [RUN_OR_CKPT...] [--db URL] [--session N] [-o OUT]
 
 The first form prepares (or resumes) a session and serves the rating page; the second fits
 the scores and writes ``mos.csv`` / ``mos.md`` to ``OUT`` (default ``sr-rate/``).
+
+``--raters`` / ``--invite`` make the session *by invitation*: each rater gets a link of their
+own (printed once; only its hash is stored) and only link holders can vote, each as themself.
+Serving beyond localhost (``--host 0.0.0.0``) needs invitations. Every start also prints an
+admin link to a page with the progress per rater and the live scores.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=0, help="use at most N images (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the LQ and the random regions")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator, not the EMA")
+    r = p.add_argument_group("remote raters")
+    r.add_argument(
+        "--raters", default=None, help="invite these raters (comma-separated): a link each"
+    )
+    r.add_argument(
+        "--invite",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a new invite link for NAME (replaces their earlier link); repeatable",
+    )
+    r.add_argument(
+        "--public-url",
+        default=None,
+        help="address raters open, e.g. https://rate.lab.org/ behind a reverse proxy "
+        "(default: this server's address)",
+    )
+    r.add_argument(
+        "--trusted-proxy",
+        default=None,
+        metavar="ADDR",
+        help="the reverse proxy's address: its X-Forwarded-For/-Proto headers are believed",
+    )
     g = p.add_argument_group("results")
     g.add_argument("--results", action="store_true", help="fit and print the scores, then exit")
     g.add_argument("--session", type=int, default=None, help="session id (default: the latest)")
@@ -62,6 +93,55 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--crop must be 8 pixels at least")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} is not a port number (0-65535)")
+    from sr_cli.rate import invites
+
+    if args.raters:
+        invites.parse_names(args.raters)  # bad names fail here, before any work
+    for name in args.invite:
+        invites.parse_names(name, "--invite")
+    if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--public-url {args.public_url!r} must start with https:// (or http://), e.g. "
+            "--public-url https://rate.lab.org/"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def link_base(server, public_url: str | None) -> str:
+    """The address links start with: ``--public-url``, else the server's own (this machine's
+    name when it listens on every interface)."""
+    from sr_cli.rate.server import address
+
+    if public_url:
+        return public_url.rstrip("/") + "/"
+    host, port = server.server_address[:2]
+    if host in ("0.0.0.0", "::", ""):
+        return f"http://{socket.getfqdn()}:{port}/"
+    return address(server)
+
+
+def invite(args: argparse.Namespace, app) -> dict[str, str]:
+    """Make the invite links ``--raters`` / ``--invite`` ask for: ``{name: token}``."""
+    from sr_cli.rate import invites
+
+    names = invites.parse_names(args.raters) if args.raters else []
+    renew = [n for arg in args.invite for n in invites.parse_names(arg, "--invite")]
+    made = invites.ensure(app.engine, app.session_id, names, renew)
+    if not is_loopback(args.host) and not app.by_invitation:
+        raise ConfigError(
+            f"--host {args.host} lets other machines vote: invite the raters with "
+            "--raters alice,bob (or --invite NAME), so that each votes with a link of their own"
+        )
+    return made
 
 
 def prepare(args: argparse.Namespace):
@@ -85,9 +165,17 @@ def prepare(args: argparse.Namespace):
 
 
 def results(args: argparse.Namespace) -> Path:
-    from sr_cli.rate.aggregate import log_to_wandb, markdown, summarize, write_results
+    from sr_cli.rate.aggregate import (
+        check_results_destination,
+        log_to_wandb,
+        markdown,
+        summarize,
+        write_results,
+    )
     from sr_cli.rate.session import pick_session
 
+    out = Path(args.output)
+    check_results_destination(out)  # before anything is fitted
     url = db_url(args)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
         raise ConfigError(
@@ -96,7 +184,6 @@ def results(args: argparse.Namespace) -> Path:
     engine = db.open_engine(url)
     sid = pick_session(engine, url, args.session, args.runs)
     res = summarize(engine, sid, n_boot=args.bootstrap, seed=args.seed)
-    out = Path(args.output)
     csv_path, md_path = write_results(res, out)
     print(markdown(res))
     print(f"sr-rate: wrote {csv_path} and {md_path}", file=sys.stderr)
@@ -105,19 +192,60 @@ def results(args: argparse.Namespace) -> Path:
     return csv_path
 
 
+def expand_study(args: argparse.Namespace) -> None:
+    """``sr-rate <study folder>``: rate the study's arms on its evaluation images, with the votes
+    in the study's own ``rate/`` folder (where ``sr-study`` finds them for the MOS column)."""
+    from sr_cli.study.rating import is_study_folder, study_rating_inputs
+
+    if len(args.runs) == 1 and is_study_folder(args.runs[0]):
+        runs, image_set, out = study_rating_inputs(args.runs[0])
+        args.runs, args.output = runs, str(out)
+        if args.set == "samples":
+            args.set = image_set
+
+
+def log_to_stderr() -> None:
+    """The server's log (refused requests) as ``sr-rate: ...`` lines on stderr."""
+    import logging
+
+    logger = logging.getLogger("sr_cli.rate")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("sr-rate: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``sr-rate RUN_OR_CKPT...`` serves the rating page; ``sr-rate --results`` scores it."""
     args = build_parser().parse_args(argv)
     with exit_on_user_error("sr-rate"):
         _check_args(args)
+        expand_study(args)
         if args.results:
             results(args)
             return
+        from sr_cli.rate import invites
         from sr_cli.rate.server import make_server, serve_forever
 
+        log_to_stderr()
         app = prepare(args)
-        server = make_server(app, args.host, args.port)
-    serve_forever(server)
+        made = invite(args, app)
+        server = make_server(app, args.host, args.port, args.trusted_proxy)
+        admin = invites.issue(app.engine, app.session_id, invites.ADMIN, role="admin")
+    base = link_base(server, args.public_url)
+    lines = [
+        f"sr-rate: invite link for {name}: {base}#invite={token}" for name, token in made.items()
+    ]
+    earlier = [n for n in invites.invited(app.engine, app.session_id) if n not in made]
+    if earlier:
+        lines.append(
+            f"sr-rate: {len(earlier)} rater(s) keep the links made earlier: {', '.join(earlier)} "
+            "(--invite NAME makes a new one)"
+        )
+    lines.append(f"sr-rate: admin page (progress, live scores): {base}admin#admin={admin}")
+    serve_forever(server, lines=lines, on_stop=lambda: invites.revoke(app.engine, admin))
 
 
 if __name__ == "__main__":  # python -m sr_cli.commands.rate

@@ -79,6 +79,7 @@ def draw_stage_plane(records: list[dict], root: Path) -> None:
 
 
 #: Launcher / sweeper plugins: the option that picks them, their module and their pip package.
+#: (``hparams_search=optuna`` is sr-cli's own sweeper, installed with it.)
 PLUGINS = {
     "ray": ("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher"),
     "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
@@ -90,29 +91,44 @@ PLUGINS = {
 
 
 def missing_plugin(args: list[str]) -> str | None:
-    """One line naming the pip package when ``cluster=``/``hydra/launcher=``/``hydra/sweeper=``/
-    ``hparams_search=optuna`` picks a Hydra plugin that is not installed."""
+    """One line naming the pip package when ``cluster=``/``hydra/launcher=``/``hydra/sweeper=``
+    picks a Hydra plugin that is not installed."""
     import importlib.util
 
     for arg in args:
         key, _, value = arg.partition("=")
-        if key.lstrip("+~") not in ("cluster", "hydra/launcher", "hydra/sweeper", "hparams_search"):
+        if key.lstrip("+~") not in ("cluster", "hydra/launcher", "hydra/sweeper"):
             continue
         name = "optuna" if value.startswith("optuna") else value
         if name not in PLUGINS:
             continue
         module, package = PLUGINS[name]
         if importlib.util.find_spec(module) is None:
+            hint = " (or use sr-cli's own: hparams_search=optuna)" if name == "optuna" else ""
             return (
                 f"sr-train: {arg} needs the Hydra plugin {package}, which is not installed; "
-                f"install it with `pip install {package}`."
+                f"install it with `pip install {package}`{hint}."
             )
     return None
+
+
+def register_sweeper() -> None:
+    """Register sr-cli's sweepers (Optuna searches, studies) with Hydra. Hydra finds plugins by
+    listing the ``hydra_plugins`` folders on ``sys.path``, and an editable install's import hook
+    is not one."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.sr_cli_study_sweeper.study_sweeper import StudySweeper
+    from hydra_plugins.sr_cli_sweeper import OptunaSweeper
+
+    Plugins.instance().register(OptunaSweeper)
+    Plugins.instance().register(StudySweeper)
 
 
 def train_main() -> None:
     """``sr-train [overrides...]``: train a model (see ``conf/train.yaml``)."""
     register_resolvers()
+    register_sweeper()
     from sr_cli.train.slurm import set_run_id
 
     set_run_id()

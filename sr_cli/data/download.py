@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -248,27 +249,69 @@ def _under(name: str, member: str) -> bool:
     return not member or name == member or name.startswith(member.rstrip("/") + "/")
 
 
-def extract_member(archive_path: Path, member: str, staging: Path) -> Path:
-    """Extract the files of ``archive_path`` under folder ``member`` into ``staging``.
+#: Default bound on the bytes one extraction may write (``--max-unpacked-bytes``): DIV2K's
+#: largest archive unpacks to about 3.5 GB, so 50 GB leaves room and still stops a bomb.
+DEFAULT_MAX_UNPACKED = 50_000_000_000
 
-    Returns ``staging / member``. Paths that would escape ``staging`` are refused.
+
+class _Budget:
+    """Bytes an extraction may still write; checked against the archive's declared sizes first,
+    then against every byte actually written (a header that lies about a size is caught)."""
+
+    def __init__(self, archive: Path, limit: int) -> None:
+        self.archive, self.limit, self.declared, self.written = archive, int(limit), 0, 0
+
+    def declare(self, sizes: list[int]) -> None:
+        self.declared = sum(max(0, int(s)) for s in sizes)
+        if self.declared > self.limit:
+            raise DataError(
+                f"archive {str(self.archive)!r} declares {self.declared} unpacked bytes, more "
+                f"than --max-unpacked-bytes {self.limit}; nothing was extracted. If you trust "
+                "it, raise --max-unpacked-bytes."
+            )
+
+    def copy(self, src, out) -> None:
+        while block := src.read(1 << 20):
+            self.written += len(block)
+            if self.written > self.limit:
+                raise DataError(
+                    f"archive {str(self.archive)!r} unpacked more than --max-unpacked-bytes "
+                    f"{self.limit} bytes although its headers declare {self.declared}: the "
+                    "archive lies about its sizes (a decompression bomb?); extraction stopped "
+                    "and removed."
+                )
+            out.write(block)
+
+
+def extract_member(
+    archive_path: Path, member: str, staging: Path, max_bytes: int = DEFAULT_MAX_UNPACKED
+) -> Path:
+    """Extract the regular files of ``archive_path`` under folder ``member`` into ``staging``.
+
+    Returns ``staging / member``. Paths that would escape ``staging`` are refused, and at most
+    ``max_bytes`` are written (declared sizes and actual bytes, see :class:`_Budget`); on any
+    error the caller removes ``staging``.
     """
+    budget = _Budget(archive_path, max_bytes)
     count = 0
     name = archive_path.name.lower()
     try:
         if name.endswith(".zip"):
             with zipfile.ZipFile(archive_path) as zf:
+                chosen = []
                 for info in zf.infolist():
                     rel = _norm(info.filename)
                     if rel is None:
                         raise DataError(f"{archive_path}: unsafe member path {info.filename!r}")
-                    if info.is_dir() or not _under(rel, member):
-                        continue
+                    if not info.is_dir() and _under(rel, member):
+                        chosen.append((info, rel))
+                budget.declare([info.file_size for info, _ in chosen])
+                for info, rel in chosen:
                     dst = staging / rel
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(info) as src, open(dst, "wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
-                    count += 1
+                        budget.copy(src, out)
+                count = len(chosen)
         else:
             with tarfile.open(archive_path) as tf:
                 chosen = []
@@ -277,14 +320,24 @@ def extract_member(archive_path: Path, member: str, staging: Path) -> Path:
                     if rel is None:
                         raise DataError(f"{archive_path}: unsafe member path {info.name!r}")
                     if info.isfile() and _under(rel, member):
-                        info.name = rel
-                        chosen.append(info)
-                tf.extractall(staging, members=chosen, filter="data")
+                        chosen.append((info, rel))
+                budget.declare([info.size for info, _ in chosen])
+                for info, rel in chosen:  # regular files only: no links, devices or modes
+                    dst = staging / rel
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    src = tf.extractfile(info)
+                    with src, open(dst, "wb") as out:
+                        budget.copy(src, out)
                 count = len(chosen)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
         raise DataError(
             f"cannot read archive {str(archive_path)!r} ({exc}): it is corrupt or incomplete. "
             "Delete it and fetch it again."
+        ) from exc
+    except (NotADirectoryError, FileExistsError, IsADirectoryError) as exc:
+        raise DataError(
+            f"archive {str(archive_path)!r} holds a file and a folder of the same name "
+            f"({exc.filename}); it is corrupt or not the expected archive."
         ) from exc
     if count == 0:
         raise DataError(
@@ -352,12 +405,22 @@ def download(
     keep_archives: bool = False,
     verify: bool = True,
     progress: bool = True,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED,
 ) -> list[str]:
     """Fetch (or take from ``from_dir``), verify and extract data set ``name``.
+
+    Each extraction writes at most ``max_unpacked_bytes`` (declared and actual sizes). A refused
+    or failed extraction removes its staging folder (and ``dest``, if this call created it and
+    it is empty): nothing half-made is left.
 
     Returns the lines of a report. Raises :class:`DataError` with instructions for a manual
     download when an archive can neither be found locally nor downloaded.
     """
+    if isinstance(max_unpacked_bytes, bool) or not max_unpacked_bytes > 0:
+        raise DataError(
+            f"--max-unpacked-bytes {max_unpacked_bytes} must be positive (default "
+            f"{DEFAULT_MAX_UNPACKED})."
+        )
     key = name.lower()
     if key not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}.")
@@ -367,6 +430,41 @@ def download(
     src_dir = Path(from_dir).expanduser() if from_dir is not None else None
     if src_dir is not None and not src_dir.is_dir():
         raise DataError(f"--from-dir {str(src_dir)!r} is not a folder.")
+    created_dest = not dest_abs.exists()
+    try:
+        return _download(
+            spec,
+            key,
+            dest_abs,
+            src_dir,
+            timeout,
+            keep_archives,
+            verify,
+            progress,
+            int(max_unpacked_bytes),
+        )
+    except BaseException:
+        for staging in dest_abs.glob(".extract-*.tmp"):
+            shutil.rmtree(staging, ignore_errors=True)
+        if created_dest:
+            _remove_empty_tree(dest_abs)
+        raise
+
+
+def _remove_empty_tree(folder: Path) -> None:
+    """Remove ``folder`` and the empty folders in it, if nothing else is there."""
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        try:
+            sub.rmdir()
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _download(spec, key, dest_abs, src_dir, timeout, keep_archives, verify, progress, max_bytes):
     downloads = dest_abs / "downloads"
     report: list[str] = []
     pending = []
@@ -433,7 +531,7 @@ def download(
         verified = verify_archive(path, archive, check=verify)
         for part in parts:
             staging = _staging(dest_abs, akey)
-            extracted = extract_member(path, part.member, staging)
+            extracted = extract_member(path, part.member, staging, max_bytes)
             _install(extracted, dest_abs / part.target, staging)
             note = "verified SHA-256" if verified else "NOT verified"
             report.append(f"{part.target}: extracted from {path} ({note})")

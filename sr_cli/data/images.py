@@ -203,8 +203,11 @@ def read_image(path: str | Path, warn: bool = True, max_pixels: int | None = Non
 
 
 def save_image(array: np.ndarray, path: str | Path) -> None:
-    """Write an ``(H, W, 3)`` uint8 array, atomically (temporary file, then rename)."""
-    path = Path(path)
+    """Write an ``(H, W, 3)`` uint8 array, atomically (temporary file, then rename); a
+    destination that is not a regular file (a folder, a FIFO, a device) is refused."""
+    from sr_cli.serialization import check_output_file
+
+    path = check_output_file(Path(path), folder=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     Image.fromarray(array).save(tmp, format=path.suffix.lstrip(".").upper().replace("JPG", "JPEG"))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -255,9 +254,10 @@ class Manifest:
 
     def mark(self, name: str, records: dict[str, FileRecord]) -> None:
         self.done[name] = {"outputs": records}
-        tmp = self.path.with_name(f"{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"settings": self.settings.key(), "done": self.done}, indent=1))
-        os.replace(tmp, self.path)
+        from sr_cli.serialization import atomic_write_text
+
+        text = json.dumps({"settings": self.settings.key(), "done": self.done}, indent=1)
+        atomic_write_text(self.path, text)
 
 
 def _remove_stale_tmp(folders: Iterable[Path]) -> int:
@@ -332,6 +332,9 @@ def prepare(
         stems[f.stem] = f
     if src_p.resolve() == out_p.resolve():
         raise DataError(f"output folder {str(out_p)!r} must differ from the source folder.")
+    from sr_cli.serialization import check_output_dir
+
+    check_output_dir(out_p, "output folder")  # before anything is decoded
     out_p.mkdir(parents=True, exist_ok=True)
     report = PrepareReport(sources=len(files))
     report.removed_tmp = _remove_stale_tmp([out_p] + [lr_dir(out_p, s) for s in lr_scales])

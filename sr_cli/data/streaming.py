@@ -52,7 +52,7 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sr_cli.data.arrays import augment, to_tensor
-from sr_cli.data.images import _to_rgb8, image_size, list_images, open_image
+from sr_cli.data.images import _to_rgb8, check_max_pixels, image_size, list_images, open_image
 from sr_cli.errors import ConfigError, DataError
 
 # Lightning warns that an IterableDataset's length may be wrong with several workers; each
@@ -120,8 +120,11 @@ def write_shards(
     """
     import webdataset as wds
 
+    check_max_pixels(max_pixels, "--max-pixels")
     if shard_size < 1:
         raise ConfigError(f"--shard-size {shard_size}: use at least 1 image per shard.")
+    if not shard_bytes > 0:
+        raise ConfigError(f"--shard-bytes {shard_bytes:g}: use a positive size, e.g. 1e9.")
     src, out = Path(src).expanduser(), Path(out).expanduser()
     files = list_images(src, what="source folder")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
@@ -129,6 +132,9 @@ def write_shards(
             f"output folder {str(out)!r} is inside the source folder {str(src)!r}; "
             "write the shards to a folder of their own."
         )
+    from sr_cli.serialization import atomic_write_text, check_output_dir, check_output_file
+
+    check_output_dir(out, "output folder")  # before anything is read
     if out.exists() and any(out.iterdir()):
         if not force and (out / MANIFEST).exists():
             raise ConfigError(
@@ -140,7 +146,10 @@ def write_shards(
                 f"output folder {str(out)!r} is not empty; choose a new folder (or --force to "
                 "write into it, replacing any shard-*.tar)."
             )
-        for old in [*out.glob("shard-*.tar"), *out.glob("shard-*.tar.partial"), out / MANIFEST]:
+        olds = [*out.glob("shard-*.tar"), *out.glob("shard-*.tar.partial"), out / MANIFEST]
+        for old in olds:  # --force replaces files, never a folder, FIFO or device
+            check_output_file(old, "--force would replace", folder=False)
+        for old in olds:
             old.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -214,9 +223,7 @@ def write_shards(
         "source": str(src),
         "shards": shards,
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return ShardReport(
         images=written,
         shards=len(shards),
@@ -340,26 +347,32 @@ def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.nd
         return np.ascontiguousarray(_to_rgb8(im, Path(name), warn=False))
 
 
-def _shard_samples(shard: Shard, skip_bad: bool) -> Iterator[dict]:
+def _shard_samples(
+    shard: Shard, skip_bad: bool, retries: int = 5, backoff: float = 1.0
+) -> Iterator[dict]:
     """The raw samples of one shard; a truncated or unreadable shard raises, or is cut short
-    with a warning when ``skip_bad``."""
-    from webdataset.tariterators import tarfile_samples
-
-    def reraise(exc: Exception) -> bool:
-        raise exc
+    with a warning when ``skip_bad``. An http(s) shard survives dropped connections
+    (:func:`~sr_cli.data.resumable.tar_samples`)."""
+    from sr_cli.data.resumable import tar_samples
 
     count = 0
     try:
-        for sample in tarfile_samples([{"url": shard.url}], handler=reraise):
+        for sample in tar_samples(shard.url, shard.bytes, retries, backoff):
             count += 1
             yield sample
         if count != shard.count:
             raise DataError(f"it ended after {count} of its {shard.count} images")
     except Exception as exc:  # noqa: BLE001 - tar, pipe and network errors alike
         reason = str(exc.args[0]) if exc.args else type(exc).__name__
+        reason = reason.split(" @ <", 1)[0]  # webdataset appends the stream's repr
+        retry = (
+            f" (raise data.stream_retries, now {retries}, for a flaky network)"
+            if urlparse(shard.url).scheme in ("http", "https")
+            else ""
+        )
         msg = (
             f"shard {shard.url} is truncated or unreadable ({reason}); rewrite the set with "
-            "`sr-data shard`, or set data.skip_bad=true to skip the rest of it."
+            f"`sr-data shard`{retry}, or set data.skip_bad=true to skip the rest of it."
         )
         if not skip_bad:
             raise DataError(msg) from None
@@ -383,6 +396,9 @@ class StreamingHRDataset(IterableDataset):
         skip_bad: skip undecodable or too-small images and truncated shards with a warning.
         max_pixels: refuse images over this many pixels (``None``: 100 MP; ``0``: no limit).
         rank, world_size: this process and the number of processes.
+        stream_retries: http(s) shards: failures in a row tolerated on a connection before
+            the shard counts as unreadable (it resumes where it stopped: same samples, once).
+        stream_backoff: seconds before the first retry, doubled after each failure in a row.
 
     Items are dicts ``{"gt": (3, P, P) float32, "index": int, "key": str}``. Set
     :attr:`start_batch` (the rank's number of batches already trained) before iterating.
@@ -405,12 +421,22 @@ class StreamingHRDataset(IterableDataset):
         max_pixels: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        stream_retries: int = 5,
+        stream_backoff: float = 1.0,
     ) -> None:
         if patch_size % scale:
             raise DataError(
                 f"data.patch_size={patch_size} is not a multiple of scale={scale}; "
                 f"use e.g. data.patch_size={patch_size - patch_size % scale or scale * 8}."
             )
+        if (
+            isinstance(stream_retries, bool)
+            or not isinstance(stream_retries, int)
+            or (stream_retries < 0)
+        ):
+            raise ConfigError(f"data.stream_retries={stream_retries!r}: use a whole number >= 0.")
+        if not isinstance(stream_backoff, (int, float)) or not stream_backoff >= 0:
+            raise ConfigError(f"data.stream_backoff={stream_backoff!r}: use seconds >= 0, e.g. 1.")
         if shuffle_shards < 1 or shuffle_buffer < 1:
             raise ConfigError(
                 f"data.shuffle_shards={shuffle_shards}, data.shuffle_buffer={shuffle_buffer}: "
@@ -429,6 +455,8 @@ class StreamingHRDataset(IterableDataset):
         self.max_pixels = max_pixels
         self.rank = int(rank)
         self.world_size = int(world_size)
+        self.stream_retries = int(stream_retries)
+        self.stream_backoff = float(stream_backoff)
         self.start_batch = 0
 
     def __len__(self) -> int:
@@ -455,7 +483,10 @@ class StreamingHRDataset(IterableDataset):
 
     def _block_samples(self, block: list[Shard], rng: np.random.Generator) -> Iterator[dict]:
         """The samples of a block: its shards interleaved at random, through the buffer."""
-        sources = [_shard_samples(s, self.skip_bad) for s in block]
+        sources = [
+            _shard_samples(s, self.skip_bad, self.stream_retries, self.stream_backoff)
+            for s in block
+        ]
         buffer: list[dict] = []
         while sources:
             i = int(rng.integers(len(sources)))

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from sr_cli.degradations.base import DegradationNotInvertible
-from sr_cli.errors import ConfigError
+from sr_cli.errors import ConfigError, is_out_of_memory, one_line
 from sr_cli.metrics.aggregate import PerImageTable, image_mean
 from sr_cli.metrics.protocol import PROTOCOL_DESCRIPTIONS
 from sr_cli.metrics.registry import (
@@ -152,15 +152,35 @@ def make_lq(degradation: nn.Module, gt: Tensor, seed: int, index: int) -> tuple[
     return degradation(gt, params), params
 
 
-def super_resolve_row(row: GeneratorRow, generator: nn.Module, lq: Tensor, gt: Tensor) -> Tensor:
-    """SR of one row (MATLAB bicubic for the baseline), checked against GT's size."""
-    from sr_cli.degradations.resize import imresize
+def generator_sr(generator: nn.Module, lq: Tensor, scale: int, tile: int = 0, overlap: int = 16):
+    """SR of a generator, on overlapping tiles of ``tile`` LQ pixels when ``tile > 0`` (an image
+    no larger than one tile is one pass, so ``tile`` changes nothing for it)."""
     from sr_cli.evaluate.inference import super_resolve
+    from sr_cli.evaluate.tiling import tiled_forward
+
+    if tile <= 0:
+        return super_resolve(generator, lq).float()
+    with torch.no_grad():
+        return tiled_forward(lambda x: super_resolve(generator, x), lq, scale, tile, overlap)
+
+
+def super_resolve_row(
+    row: GeneratorRow,
+    generator: nn.Module,
+    lq: Tensor,
+    gt: Tensor,
+    scale: int = 1,
+    tile: int = 0,
+    overlap: int = 16,
+) -> Tensor:
+    """SR of one row (MATLAB bicubic for the baseline; ``tile > 0``: the generator on tiles of
+    ``tile`` LQ pixels), checked against GT's size."""
+    from sr_cli.degradations.resize import imresize
 
     if row.generator is None:
         sr = imresize(lq, size=tuple(gt.shape[-2:])).clamp(0, 1)
     else:
-        sr = super_resolve(generator, lq).float()
+        sr = generator_sr(generator, lq, scale, tile, overlap).clamp(0, 1)
     if sr.shape != gt.shape:
         raise ConfigError(
             f"{row.label} turned a {tuple(lq.shape[-2:])} LQ into {tuple(sr.shape[-2:])}, "
@@ -189,8 +209,14 @@ class CompareModule(pl.LightningModule):
         seed: int = 0,
         num_workers: int = 0,
         on_image: ImageCallback | None = None,
+        tile: int = 0,
+        tile_overlap: int = 16,
     ) -> None:
         super().__init__()
+        from sr_cli.evaluate.tiling import check_tiling
+
+        check_tiling(tile, tile_overlap)
+        self.tile, self.tile_overlap = int(tile or 0), int(tile_overlap)
         self.rows = list(rows)
         self.generators = nn.ModuleList([r.generator or nn.Identity() for r in self.rows])
         self.replays = nn.ModuleList([r.replay or nn.Identity() for r in self.rows])
@@ -253,21 +279,22 @@ class CompareModule(pl.LightningModule):
         """SR of any LQ by row ``r`` (MATLAB bicubic for the baseline), for metrics that
         super-resolve other inputs than the image's LQ."""
         from sr_cli.degradations.resize import imresize
-        from sr_cli.evaluate.inference import super_resolve
 
         if self.rows[r].generator is None:
             return imresize(lq, scale=self.scale).clamp(0, 1)
-        return super_resolve(self.generators[r], lq).float()
+        return generator_sr(self.generators[r], lq, self.scale, self.tile, self.tile_overlap)
 
     def row_metrics(self, r: int, inputs: MetricInputs) -> Tensor:
         """Every selected metric of one row for one image: ``(B, N_metrics)`` float64."""
         label = self.rows[r].label
 
         def on_skip(name: str, exc: Exception) -> None:
+            if is_out_of_memory(exc):  # never a silently missing value: the run stops
+                raise exc
             if isinstance(exc, (MetricNotApplicable, DegradationNotInvertible)):
                 self.notes.setdefault(name, f"skipped for {label}: {exc}")
             else:
-                self.notes.setdefault(name, f"could not be computed: {str(exc).splitlines()[0]}")
+                self.notes.setdefault(name, f"could not be computed: {one_line(exc)}")
 
         skip = (DegradationNotInvertible, ValueError, AssertionError, RuntimeError)
         return compute_metrics(self.metrics, inputs, dict(self.built), on_skip, skip)
@@ -281,7 +308,9 @@ class CompareModule(pl.LightningModule):
             lq, params = make_lq(self.lq_degradation, gt, self.seed, index)
         values, srs, gt_cache = [], {}, {}  # GT's Y planes, computed once for all rows
         for r, row in enumerate(self.rows):
-            sr = super_resolve_row(row, self.generators[r], lq, gt)
+            sr = super_resolve_row(
+                row, self.generators[r], lq, gt, self.scale, self.tile, self.tile_overlap
+            )
             srs[row.label] = sr
             inputs = self._inputs(r, sr, gt, lq, params, index, gt_cache)
             values.append(self.row_metrics(r, inputs))
@@ -318,6 +347,9 @@ class Comparison:
     unavailable: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     output_dir: Path | None = None
+    #: LQ tile side of the generators' SR (0: whole images) and the tiles' overlap.
+    tile: int = 0
+    tile_overlap: int = 0
 
     def row(self, dataset: str, model: str) -> dict[str, Any]:
         for r in self.rows:
@@ -336,6 +368,12 @@ class Comparison:
         return (
             f"protocol={self.protocol}: {PROTOCOL_DESCRIPTIONS[self.protocol]}. Other "
             f"full-reference metrics compare the 8-bit SR with GT, border cropped by {self.scale}."
+            + (
+                f" Generators ran on {self.tile}-pixel LQ tiles overlapping by "
+                f"{self.tile_overlap}, blended (tile={self.tile})."
+                if self.tile
+                else ""
+            )
         )
 
     def cell(self, row: Mapping[str, Any], metric: str) -> str:
@@ -376,7 +414,17 @@ def collect(
                     v = None if m in unavailable else float(values[i, r, module.metrics.index(m)])
                     item[m] = None if v is None or v != v else v
                 per_image.append(item)
-    return Comparison(protocol, scale, metrics, rows, per_image, unavailable, dict(module.notes))
+    return Comparison(
+        protocol,
+        scale,
+        metrics,
+        rows,
+        per_image,
+        unavailable,
+        dict(module.notes),
+        tile=module.tile,
+        tile_overlap=module.tile_overlap if module.tile else 0,
+    )
 
 
 def compare(

@@ -25,6 +25,7 @@ the ``val_degradation`` stream (:mod:`sr_cli.streams`), as validation during tra
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sr_cli.errors import ConfigError
+from sr_cli.errors import ConfigError, OutOfMemory, is_out_of_memory, out_of_memory_summary
 from sr_cli.evaluate.compare import (
     Comparison,
     checkpoint_rows,
@@ -81,10 +82,23 @@ def as_dataset_dict(datasets: Any) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- outputs
+#: The files sr-eval writes into its output folder.
+RESULT_FILES = ("results.csv", "results_per_image.csv", "results.md")
+
+
+def _write_rows(path: Path, fill) -> None:
+    """A CSV written atomically (never into a FIFO or over a device: see serialization)."""
+    from sr_cli.serialization import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    fill(csv.writer(buf))
+    atomic_write_text(path, buf.getvalue())
+
+
 def write_csv(results: Comparison, path: Path) -> None:
     cols = ["dataset", "model", "arch", "checkpoint", "iteration", "ema", "images"]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
+
+    def fill(writer) -> None:
         writer.writerow([*cols, *results.metrics])
         for row in results.rows:
             cells = []
@@ -95,16 +109,19 @@ def write_csv(results: Comparison, path: Path) -> None:
                 )
             writer.writerow([row.get(c, "") for c in cols] + cells)
 
+    _write_rows(path, fill)
+
 
 def write_per_image_csv(results: Comparison, path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
+    def fill(writer) -> None:
         writer.writerow(["dataset", "image", "model", *results.metrics])
         for row in results.per_image:
             writer.writerow(
                 [row["dataset"], row["image"], row["model"]]
                 + ["" if row.get(m) is None else f"{row[m]:.6f}" for m in results.metrics]
             )
+
+    _write_rows(path, fill)
 
 
 def markdown(results: Comparison) -> str:
@@ -256,6 +273,20 @@ def plane_wanted(cfg: DictConfig, n_checkpoints: int) -> bool:
     raise ConfigError(f"plane={value!r} is not one of auto, true, false")
 
 
+def _tiling(cfg: DictConfig) -> tuple[int, int]:
+    """``tile`` / ``tile_overlap`` of the eval config, checked (one line naming the option)."""
+    tile, overlap = cfg.get("tile") or 0, cfg.get("tile_overlap", 16)
+    for key, value in (("tile", tile), ("tile_overlap", overlap)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{key}={value!r} must be a whole number of LQ pixels >= 0")
+    if tile and overlap >= tile:
+        raise ConfigError(
+            f"tile_overlap={overlap} must be smaller than tile={tile}; e.g. tile=256 "
+            "tile_overlap=16"
+        )
+    return tile, overlap
+
+
 def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     """Evaluate ``cfg.checkpoints`` on ``cfg.datasets``. Returns ``(results, objects)``.
 
@@ -267,6 +298,7 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     from sr_cli.environment import setup_environment
     from sr_cli.evaluate.inference import resolve_checkpoint
     from sr_cli.metrics.protocol import PROTOCOLS
+    from sr_cli.serialization import atomic_write_text, check_output_dir, check_output_file
 
     setup_environment()
     protocol = str(cfg.get("protocol", "paper"))
@@ -315,24 +347,47 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
     trainer_kwargs.pop("_target_", None)
     output_dir = Path(cfg.output_dir)
-    results, trainer, module = compare(
-        rows,
-        datasets,
-        lq_degradation,
-        selection.metrics,
-        scale,
-        protocol=protocol,
-        unavailable=selection.unavailable,
-        seed=int(cfg.get("seed", 0)),
-        num_workers=int(cfg.get("num_workers", 0)),
-        trainer_kwargs={"default_root_dir": str(output_dir), **trainer_kwargs},
-    )
+    tile, overlap = _tiling(cfg)
+    check_output_dir(output_dir, "output_dir")  # before anything is computed
+    for name in RESULT_FILES:
+        check_output_file(output_dir / name, "output_dir", folder=False)
+    try:
+        results, trainer, module = compare(
+            rows,
+            datasets,
+            lq_degradation,
+            selection.metrics,
+            scale,
+            protocol=protocol,
+            unavailable=selection.unavailable,
+            seed=int(cfg.get("seed", 0)),
+            num_workers=int(cfg.get("num_workers", 0)),
+            tile=tile,
+            tile_overlap=overlap,
+            trainer_kwargs={"default_root_dir": str(output_dir), **trainer_kwargs},
+        )
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        half = max(1, tile // 2)
+        if not tile:
+            hint = "super-resolve on tiles with tile=256 (tile_overlap=16)"
+        elif half > overlap:
+            hint = f"lower tile (now {tile}), e.g. tile={half}"
+        else:
+            hint = f"lower tile and tile_overlap (now {tile}, {overlap}), e.g. tile={half} " + (
+                f"tile_overlap={half // 4}"
+            )
+        raise OutOfMemory(
+            f"{out_of_memory_summary(exc)} while evaluating; {hint}, or evaluate fewer "
+            f"checkpoints at once (now {len(paths)}); nothing was written."
+        ) from exc
     results.output_dir = output_dir
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_csv(results, output_dir / "results.csv")
         write_per_image_csv(results, output_dir / "results_per_image.csv")
-        (output_dir / "results.md").write_text(markdown(results))
+        atomic_write_text(output_dir / "results.md", markdown(results))
         print_results(results)
         if (cfg.get("logger") or {}).get("wandb"):
             log_to_wandb(results, cfg, output_dir)

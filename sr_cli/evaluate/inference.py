@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sr_cli.errors import CheckpointError
+from sr_cli.errors import CheckpointError, one_line
 from sr_cli.models.common import final_output
 from sr_cli.models.pretrained import LoadedGenerator, extract_state_dict
 from sr_cli.serialization import safe_torch_load
@@ -37,8 +37,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
             f"run directory {str(p)!r} has no checkpoints/best.ckpt or checkpoints/last.ckpt. "
             "Pass a .ckpt file written by sr-train."
         )
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {str(p)!r} does not exist. Check the path.")
+    from sr_cli.serialization import file_problem
+
+    problem = file_problem(p)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {str(p)!r} {problem}. Check the path.")
     return p
 
 
@@ -87,7 +90,12 @@ def load_generator(
     used_ema = prefer_ema and any(
         k.startswith("generator_ema.") for k in ckpt.get("state_dict", {})
     )
-    missing, unexpected = generator.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = generator.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches: every one is listed, nothing is cut
+        raise CheckpointError(
+            f"{str(path)!r} does not fit its own model config: {one_line(exc)}"
+        ) from exc
     if missing or unexpected:
         raise CheckpointError(
             f"{str(path)!r} does not fit its own model config: missing keys {missing[:5]}, "

@@ -5,7 +5,8 @@
   the tile size and the image width.
 * The alpha channel is kept: it is upscaled separately with MATLAB bicubic interpolation.
 * The bit depth is kept where the format allows: a 16-bit PNG gives a 16-bit PNG (grayscale,
-  gray + alpha, RGB or RGBA); grayscale stays grayscale.
+  gray + alpha, RGB or RGBA); grayscale stays grayscale. The ICC profile and EXIF block go
+  with the image (the file I/O: :mod:`sr_cli.evaluate.picture_io`).
 * Outputs never land in a data folder by default: a folder ``photos/`` goes to a new folder
   ``photos_x4/`` beside it, image files go to ``upscaled/`` in the current directory. Inputs
   are never overwritten (:func:`plan_outputs`).
@@ -15,181 +16,30 @@
 
 from __future__ import annotations
 
-import struct
-import warnings
-import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from sr_cli.errors import ConfigError, DataError, SrCliError
+from sr_cli.errors import (
+    ConfigError,
+    DataError,
+    OutOfMemory,
+    is_out_of_memory,
+    out_of_memory_summary,
+)
+from sr_cli.evaluate.picture_io import (
+    DEFAULT_QUALITY,
+    LUMA,
+    Picture,
+    read_picture,
+    write_array,
+)
 from sr_cli.models.common import final_output
 from sr_cli.pixels import quantize_array
 
-#: Default quality of JPEG (and WebP) outputs.
-DEFAULT_QUALITY = 95
-
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-#: BT.601 luma weights, used to turn the SR of a grayscale image back into one channel.
-LUMA = (0.299, 0.587, 0.114)
-
-
-# ---------------------------------------------------------------------------- image I/O
-@dataclass
-class Picture:
-    """An image as float arrays in ``[0, 1]``: ``rgb`` ``(H, W, 3)``, ``alpha`` ``(H, W)`` or
-    ``None``, with the stored ``bits`` (8 or 16) and whether it was ``gray``."""
-
-    rgb: np.ndarray
-    alpha: np.ndarray | None
-    bits: int
-    gray: bool
-
-
-def _raw_mode(im: Image.Image) -> str:
-    try:
-        args = im.tile[0][3]
-        return str(args[0] if isinstance(args, tuple) else args)
-    except (IndexError, TypeError, AttributeError):
-        return im.mode
-
-
-def _from_channels(arr: np.ndarray, peak: float, bits: int) -> Picture:
-    """``(H, W, C)`` with C in 1..4 (L, LA, RGB, RGBA) -> :class:`Picture`."""
-    arr = arr.astype(np.float32) / peak
-    c = arr.shape[2]
-    gray = c in (1, 2)
-    rgb = np.repeat(arr[..., :1], 3, axis=2) if gray else arr[..., :3]
-    alpha = arr[..., -1] if c in (2, 4) else None
-    return Picture(np.ascontiguousarray(rgb), alpha, bits, gray)
-
-
-def read_picture(path: str | Path, max_pixels: int | None = None) -> Picture:
-    """Decode an image keeping its alpha channel and (for PNG) its 16-bit depth.
-
-    The header is checked first: more than ``max_pixels`` pixels (``None``: 100 megapixels,
-    ``0``: no limit) is refused before anything is decoded."""
-    from sr_cli.data.images import open_image
-
-    path = Path(path)
-    try:
-        with open_image(path, max_pixels) as im:
-            raw, mode, fmt = _raw_mode(im), im.mode, im.format
-            if fmt == "PNG" and "16" in raw and not mode.startswith("I"):
-                # PIL decodes 16-bit colour PNGs to 8 bits; torchvision keeps all 16.
-                from torchvision.io import ImageReadMode, decode_png, read_file
-
-                data = decode_png(read_file(str(path)), ImageReadMode.UNCHANGED)
-                arr = data.permute(1, 2, 0).numpy()
-                peak = 65535.0 if arr.dtype == np.uint16 else 255.0
-                return _from_channels(arr, peak, 16 if peak > 255 else 8)
-            if mode.startswith("I;16") or mode == "I":
-                arr = np.asarray(im).astype(np.float64)
-                bits = 16 if mode.startswith("I;16") or arr.max() > 255 else 8
-                return _from_channels(arr[..., None], 65535.0 if bits == 16 else 255.0, bits)
-            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-                target = "LA" if mode == "LA" else "RGBA"
-                return _from_channels(
-                    np.asarray(im.convert(target)).reshape(*im.size[::-1], -1), 255.0, 8
-                )
-            if mode in ("L", "1"):
-                return _from_channels(np.asarray(im.convert("L"))[..., None], 255.0, 8)
-            return _from_channels(np.asarray(im.convert("RGB")), 255.0, 8)
-    except (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError) as exc:
-        if isinstance(exc, SrCliError):
-            raise
-        raise DataError(
-            f"cannot decode image {str(path)!r} ({exc}). The file is corrupt or not an image."
-        ) from exc
-
-
-def write_png16(array: np.ndarray, path: str | Path, rows_per_chunk: int = 256) -> None:
-    """Write a ``(H, W)`` or ``(H, W, C)`` ``uint16`` array (C = 1..4) as a 16-bit PNG.
-
-    Rows are filtered ("Sub") and compressed in chunks, so little memory is needed beyond the
-    array itself."""
-    arr = np.asarray(array, dtype=np.uint16)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    h, w, c = arr.shape
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    bpp = 2 * c
-    comp = zlib.compressobj(6)
-    idat = []
-    for r0 in range(0, h, rows_per_chunk):
-        block = arr[r0 : r0 + rows_per_chunk]
-        rows = block.astype(">u2").reshape(block.shape[0], w * c).view(np.uint8)
-        # "Sub" filter: each byte minus the byte one pixel to the left (mod 256).
-        sub = rows.copy()
-        sub[:, bpp:] = rows[:, bpp:] - rows[:, :-bpp]
-        raw = np.concatenate([np.ones((block.shape[0], 1), np.uint8), sub], axis=1)
-        idat.append(comp.compress(raw.tobytes()))
-    idat.append(comp.flush())
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
-    Path(path).write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", b"".join(idat))
-        + chunk(b"IEND", b"")
-    )
-
-
-def _pil_format(path: Path) -> str:
-    return (
-        path.suffix.lstrip(".")
-        .upper()
-        .replace("JPG", "JPEG")
-        .replace("TIF", "TIFF")
-        .replace("TIFFF", "TIFF")
-    )
-
-
-def write_array(arr: np.ndarray, path: str | Path, quality: int = DEFAULT_QUALITY) -> None:
-    """Encode ``(H, W, C)`` ``uint8``/``uint16`` (C: 1 = L, 2 = LA, 3 = RGB, 4 = RGBA),
-    atomically; 16 bits are kept for PNG, ``quality`` (1-100) applies to JPEG and WebP."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = _pil_format(path)
-    if arr.shape[2] in (2, 4) and fmt in ("JPEG", "BMP", "PPM"):
-        warnings.warn(f"{path}: {fmt} has no alpha channel; alpha dropped", stacklevel=2)
-        arr = arr[..., :-1]
-    if arr.dtype == np.uint16 and fmt != "PNG":
-        warnings.warn(f"{path}: 16 bits are kept for PNG only; writing 8 bits", stacklevel=2)
-        arr = np.round(arr / 257.0).astype(np.uint8)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        if arr.dtype == np.uint16 and arr.shape[2] != 1:
-            write_png16(arr, tmp)
-        elif arr.dtype == np.uint16:
-            Image.fromarray(np.ascontiguousarray(arr[..., 0])).save(tmp, format="PNG")
-        else:
-            img = Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[2] == 1 else arr))
-            options = {"quality": int(quality)} if fmt in ("JPEG", "WEBP") else {}
-            img.save(tmp, format=fmt, **options)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_picture(pic: Picture, path: str | Path, quality: int = DEFAULT_QUALITY) -> None:
-    """Encode a float :class:`Picture` with its bit depth, gray-ness and alpha."""
-    chans = (
-        [pic.rgb @ np.asarray(LUMA, np.float32)]
-        if pic.gray
-        else [pic.rgb[..., i] for i in range(3)]
-    )
-    if pic.alpha is not None:
-        chans.append(pic.alpha)
-    write_array(quantize_array(np.stack(chans, axis=-1), pic.bits), path, quality)
 
 
 # ---------------------------------------------------------------------------- upscaling
@@ -345,6 +195,17 @@ def plan_outputs(
     return pairs
 
 
+def check_destinations(pairs: Sequence[tuple[Path, Path]], what: str = "output") -> None:
+    """Before any image is decoded: every output is a new or a regular file (never a device, a
+    FIFO or a folder) in a folder that can be written (created if needed)."""
+    from sr_cli.serialization import check_output_dir, check_output_file
+
+    for folder in sorted({dst.parent for _, dst in pairs}):
+        check_output_dir(folder, f"{what} folder")
+    for _, dst in pairs:
+        check_output_file(dst, what, folder=False)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -355,6 +216,23 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
     return device
+
+
+def _memory_hint(tile: int, overlap: int, precision: str, device: torch.device) -> str:
+    """What needs less memory: smaller tiles, then half precision on CUDA."""
+    if tile > 0:
+        half = max(1, tile // 2)
+        hints = [
+            f"lower --tile (now {tile}), e.g. --tile {half}"
+            if half > overlap
+            else f"lower --tile (now {tile}) and --overlap (now {overlap}), e.g. --tile {half} "
+            f"--overlap {half // 4}"
+        ]
+    else:
+        hints = ["upscale on tiles: --tile 256 (now 0, the whole image at once)"]
+    if precision == "fp32" and device.type == "cuda":
+        hints.append("use --precision bf16 (or fp16)")
+    return ", or ".join(hints)
 
 
 def upscale_files(
@@ -387,6 +265,7 @@ def upscale_files(
         )
     loaded = load_generator(resolve_checkpoint(checkpoint), prefer_ema=prefer_ema)
     pairs = plan_outputs(inputs, output, loaded.scale, suffix, fmt)
+    check_destinations(pairs, "-o" if output else "output")
     for src, _ in pairs:  # every header first: a bomb or a broken file fails before any output
         image_size(src, max_pixels)
     generator = loaded.generator.to(target)
@@ -396,8 +275,17 @@ def upscale_files(
         for src, dst in pairs:
             bar.describe(src.name)
             pic = read_picture(src, max_pixels)
-            out = upscale_picture(pic, forward, loaded.scale, tile, overlap)
-            write_array(out, dst, quality)
+            try:
+                out = upscale_picture(pic, forward, loaded.scale, tile, overlap)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise OutOfMemory(
+                    f"{out_of_memory_summary(exc)} while upscaling {str(src)!r}; "
+                    + _memory_hint(tile, overlap, precision, target)
+                    + f"; {len(written)} image(s) written before it, none partly."
+                ) from exc
+            write_array(out, dst, quality, icc=pic.icc, exif=pic.exif)
             written.append(dst)
             bar.update(1)
     return written

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from sr_cli.errors import CheckpointError, ConfigError
+from sr_cli.errors import CheckpointError, ConfigError, one_line
 from sr_cli.losses.base import LossInputs, LossTerm, check_same_shape
 from sr_cli.losses.pixel import DISTANCES, check_distance
 from sr_cli.serialization import safe_torch_load
@@ -51,7 +51,12 @@ def load_discriminator(checkpoint: str | Path, term: str = "gan") -> nn.Module:
     disc = rebuild(node["discriminator"], path, f"loss.{term}.discriminator")
     prefix = f"losses.{term}.discriminator."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    missing, unexpected = disc.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = disc.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches: every one is listed, nothing is cut
+        raise CheckpointError(
+            f"discriminator weights in {str(path)!r} do not fit its config: {one_line(exc)}"
+        ) from exc
     if missing or unexpected:
         raise CheckpointError(
             f"discriminator weights in {str(path)!r} do not fit its config: missing {missing[:5]}, "

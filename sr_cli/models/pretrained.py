@@ -75,18 +75,25 @@ class LoadedGenerator:
 
 def read_checkpoint(path: str | Path) -> dict:
     """The raw object stored in a weight file (a dict), read without executing pickled code."""
+    from sr_cli.errors import one_line
+    from sr_cli.serialization import file_problem
+
     path = Path(path).expanduser()
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem is not None:
+        what = "checkpoint file not found" if problem == "does not exist" else "checkpoint file"
         raise CheckpointError(
-            f"checkpoint file not found: {path}. Check model.pretrained / the path you passed."
+            f"{what}: {path} {problem}. Check model.pretrained / the path you passed."
         )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"could not read safetensors file {path}: empty file (0 bytes)")
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:  # noqa: BLE001 - safetensors raises several types
-            raise CheckpointError(f"could not read safetensors file {path}: {e}") from e
+            raise CheckpointError(f"could not read safetensors file {path}: {one_line(e)}") from e
     obj = safe_torch_load(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict.")
@@ -236,7 +243,13 @@ def source_img_range(raw: Mapping) -> float:
     meta = raw.get("sr_cli")
     if isinstance(meta, Mapping) and isinstance(meta.get("model"), Mapping):
         gen = meta["model"].get("generator") or {}
-        return float(gen.get("img_range", 1.0) or 1.0)
+        value = gen.get("img_range", 1.0) or 1.0
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CheckpointError(
+                f"the stored model.generator.img_range {value!r} is not a number; the checkpoint "
+                "is damaged or was not written by sr-train."
+            )
+        return float(value)
     return PUBLISHED_IMG_RANGE
 
 
@@ -345,16 +358,16 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
     missing, unexpected, shapes, causes = diagnose(model, sd)
     if missing or unexpected or shapes:
         msg = (
-            f"checkpoint {path} does not fit {type(model).__name__}.\n"
-            f"  missing keys: {_summary(missing)}\n"
-            f"  unexpected keys: {_summary(unexpected)}\n"
-            f"  shape mismatches: {_summary(shapes, 5)}\n"
-            f"  likely cause: {'; '.join(causes)}"
+            f"checkpoint {path} does not fit {type(model).__name__}: "
+            f"missing keys: {_summary(missing)}; "
+            f"unexpected keys: {_summary(unexpected)}; "
+            f"shape mismatches: {_summary(shapes, 5)}; "
+            f"likely cause: {'; '.join(causes)}"
         )
         if strict:
             raise CheckpointError(msg)
         log.warning(
-            "%s\n  loading the %d matching tensors only (strict=False).",
+            "%s; loading the %d matching tensors only (strict=False).",
             msg,
             len(sd) - len(unexpected),
         )

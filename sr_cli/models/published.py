@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sr_cli.errors import CheckpointError, ConfigError
+from sr_cli.errors import CheckpointError, ConfigError, one_line
 from sr_cli.models.pretrained import (
     PUBLISHED_IMG_RANGE,
     convert_edsr_original,
@@ -131,8 +131,7 @@ def detect(sd: Mapping[str, Tensor], source: str = "state dict") -> tuple[nn.Mod
         return net, net.scale, info
     except Exception as exc:  # a recognised family whose tensors do not fit
         raise CheckpointError(
-            f"{source}: spandrel recognised the keys but could not build the model: "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            f"{source}: spandrel recognised the keys but could not build the model: {one_line(exc)}"
         ) from exc
     if not isinstance(desc, ImageModelDescriptor):
         raise CheckpointError(

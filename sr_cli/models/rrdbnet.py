@@ -30,6 +30,7 @@ PRESETS = {
 }
 
 PADDING_MODES = ("zeros", "replicate", "reflect")
+UPSAMPLERS = ("nearest+conv", "pixelshuffle")
 
 
 def _set_padding(module: nn.Module, padding_mode: str) -> None:
@@ -85,6 +86,10 @@ class RRDBNet(nn.Module):
         num_grow_ch: dense growth channels (32 in the paper).
         padding_mode: padding of every 3x3 conv: ``zeros`` (the paper), ``replicate`` or
             ``reflect``. Only the border pixels of the output depend on it.
+        upsampler: ``nearest+conv`` (the paper: nearest-neighbour x2, then ``conv_up``) or
+            ``pixelshuffle`` (``conv_up`` makes ``r^2`` times the features, then a pixel
+            shuffle by ``r``: the same body with a sub-pixel upsampler, for studies of
+            upsampler artifacts; its ``conv_up*`` weights are ``r^2`` times larger).
 
     Shape:
         ``(B, C, H, W) -> (B, C, H * scale, W * scale)``.
@@ -104,9 +109,16 @@ class RRDBNet(nn.Module):
         num_block: int = 23,
         num_grow_ch: int = 32,
         padding_mode: str = "zeros",
+        upsampler: str = "nearest+conv",
     ) -> None:
         super().__init__()
         self.scale = check_scale("RRDBNet", scale, (1, 2, 3, 4))
+        if upsampler not in UPSAMPLERS:
+            raise ConfigError(
+                f"RRDBNet upsampler={upsampler!r} is not supported; choose one of "
+                + ", ".join(UPSAMPLERS)
+            )
+        self.upsampler = upsampler
         if padding_mode not in PADDING_MODES:
             raise ConfigError(
                 f"RRDBNet padding_mode={padding_mode!r} is not supported; choose one of "
@@ -118,8 +130,11 @@ class RRDBNet(nn.Module):
             *[RRDB(num_feat, num_grow_ch, padding_mode) for _ in range(num_block)]
         )
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        # The first step upsamples by 3 at scale 3 (then conv_up2 refines), else by 2 twice.
+        steps = (3, 1) if self.scale == 3 else (2, 2)
+        shuffle = upsampler == "pixelshuffle"
+        self.conv_up1 = nn.Conv2d(num_feat, num_feat * (steps[0] ** 2 if shuffle else 1), 3, 1, 1)
+        self.conv_up2 = nn.Conv2d(num_feat, num_feat * (steps[1] ** 2 if shuffle else 1), 3, 1, 1)
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
@@ -136,15 +151,18 @@ class RRDBNet(nn.Module):
             return out[..., : h * self.scale, : w * self.scale]
         return self._forward(x)
 
+    def _up(self, conv: nn.Conv2d, feat: Tensor, factor: int) -> Tensor:
+        if factor == 1:
+            return self.lrelu(conv(feat))
+        if self.upsampler == "pixelshuffle":
+            return self.lrelu(F.pixel_shuffle(conv(feat), factor))
+        return self.lrelu(conv(F.interpolate(feat, scale_factor=factor, mode="nearest")))
+
     def _forward(self, x: Tensor) -> Tensor:
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
-        if self.scale == 3:
-            feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=3, mode="nearest")))
-            feat = self.lrelu(self.conv_up2(feat))
-        else:
-            feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
-            feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        first, second = (3, 1) if self.scale == 3 else (2, 2)
+        feat = self._up(self.conv_up2, self._up(self.conv_up1, feat, first), second)
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
 
 

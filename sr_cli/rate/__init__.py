@@ -6,7 +6,9 @@
   (SQLAlchemy; SQLite by default), one transaction per vote.
 * :mod:`~sr_cli.rate.session` prepares (or resumes) a session from the runs and writes its crops,
   and finds it again for the results.
-* :mod:`~sr_cli.rate.server` serves the rating page (stdlib ``ThreadingHTTPServer``).
+* :mod:`~sr_cli.rate.app` is the session being rated (items, sides, votes, who may vote, the
+  admin view); :mod:`~sr_cli.rate.invites` makes invite and admin links (tokens stored hashed).
+* :mod:`~sr_cli.rate.server` serves the rating and admin pages (WSGI on waitress).
 * :mod:`~sr_cli.rate.aggregate` fits a Bradley-Terry model to pairwise votes (or averages the
   1-5 ratings), with bootstrap intervals, the win matrix and the agreement between raters.
 * :mod:`~sr_cli.commands.rate` is the ``sr-rate`` console script.

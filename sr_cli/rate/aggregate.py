@@ -18,6 +18,8 @@ fraction of agreeing rating pairs.
 from __future__ import annotations
 
 import csv
+import html
+import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -273,9 +275,13 @@ def _f(x: float | None, d: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{d}f}"
 
 
-def _md(text: str) -> str:
-    """A name as a Markdown table cell (a ``|`` would end the cell)."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+def _md(text: Any) -> str:
+    """A name (a run, a rater, a session id) as inert Markdown text: HTML escaped as the HTML
+    report does (Markdown renderers pass raw HTML through: ``<script>`` would run), ``|``
+    escaped (it would end a table cell; backslashes first, so none can undo it) and line breaks
+    made spaces."""
+    text = html.escape(" ".join(str(text).splitlines()), quote=True)
+    return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
 def markdown(res: MosResults) -> str:
@@ -286,7 +292,7 @@ def markdown(res: MosResults) -> str:
         else "mean opinion score (1 = bad ... 5 = excellent)"
     )
     lines = [
-        f"# sr-rate results (session {res.session}, {res.mode})",
+        f"# sr-rate results (session {_md(res.session)}, {_md(res.mode)})",
         "",
         f"Score: {what}; 95% bootstrap interval over {res.n_boot} resamples of the votes.",
         "",
@@ -336,29 +342,48 @@ MOS_COLUMNS = ["run", "checkpoint", "mode", "score", "ci_low", "ci_high", "votes
 
 
 def write_csv(res: MosResults, path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(MOS_COLUMNS)
-        for k in res.order():
-            w.writerow(
-                [
-                    res.names[k],
-                    res.runs[k]["checkpoint"],
-                    res.mode,
-                    _f(res.score[k], 4),
-                    _f(res.ci_low[k], 4),
-                    _f(res.ci_high[k], 4),
-                    res.votes_per_run[k],
-                    _f(res.win_rate[k], 4) if res.win_rate[k] is not None else "",
-                ]
-            )
+    from sr_cli.serialization import atomic_write_text
+
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(MOS_COLUMNS)
+    for k in res.order():
+        w.writerow(
+            [
+                res.names[k],
+                res.runs[k]["checkpoint"],
+                res.mode,
+                _f(res.score[k], 4),
+                _f(res.ci_low[k], 4),
+                _f(res.ci_high[k], 4),
+                res.votes_per_run[k],
+                _f(res.win_rate[k], 4) if res.win_rate[k] is not None else "",
+            ]
+        )
+    atomic_write_text(path, f.getvalue())
+
+
+#: The files ``sr-rate --results`` writes into its output folder.
+RESULT_FILES = ("mos.csv", "mos.md")
+
+
+def check_results_destination(out_dir: Path, what: str = "-o") -> None:
+    """Before the scores are fitted: ``out_dir`` can be written and its result files are new
+    or regular files (never a FIFO, a device or a folder)."""
+    from sr_cli.serialization import check_output_dir, check_output_file
+
+    check_output_dir(out_dir, what)
+    for name in RESULT_FILES:
+        check_output_file(out_dir / name, what, folder=False)
 
 
 def write_results(res: MosResults, out_dir: Path) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / "mos.csv", out_dir / "mos.md"
+    from sr_cli.serialization import atomic_write_text
+
+    check_results_destination(out_dir)
+    csv_path, md_path = (out_dir / name for name in RESULT_FILES)
     write_csv(res, csv_path)
-    md_path.write_text(markdown(res), encoding="utf-8")
+    atomic_write_text(md_path, markdown(res))
     return csv_path, md_path
 
 

@@ -247,9 +247,7 @@ def write_crop(img: Tensor, y: int, x: int, size: int, path: Path) -> None:
     from PIL import Image
 
     from sr_cli.pixels import to_uint8
+    from sr_cli.serialization import atomic_write
 
     window = to_uint8(img[0, :, y : y + size, x : x + size])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(window).save(tmp, format="PNG")
-    tmp.replace(path)
+    atomic_write(path, lambda f: Image.fromarray(window).save(f, format="PNG"))

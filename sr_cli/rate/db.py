@@ -1,4 +1,4 @@
-"""The votes database: sessions, runs, items (regions to rate), raters and votes.
+"""The votes database: sessions, runs, items (regions to rate), raters, votes and access tokens.
 
 Any database SQLAlchemy supports works (``--db postgresql://...``); the default is a SQLite
 file. Every vote is written in its own transaction, so a crash or a closed tab loses at most
@@ -7,6 +7,9 @@ in the schema, so two identical votes arriving at once store one and refuse the 
 
 On SQLite the connection runs in WAL mode and every transaction starts with
 ``BEGIN IMMEDIATE``: concurrent writers queue on the busy timeout instead of failing.
+
+Access tokens (invite links, admin pages: :mod:`sr_cli.rate.invites`) are stored as their
+SHA-256 digests only; the links themselves are printed once, when they are made.
 """
 
 from __future__ import annotations
@@ -35,9 +38,15 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
-from sr_cli.errors import ConfigError, SrCliError
+from sr_cli.errors import ConfigError, SrCliError, one_line
 
 MODES = ("pairwise", "absolute")
 #: Pairwise choices, relative to the item's stored runs ``run_a`` / ``run_b``.
@@ -113,6 +122,23 @@ votes = Table(
 )
 
 
+#: Invite links (role ``rater``) and admin pages (role ``admin``): a token's SHA-256 digest, the
+#: rater it belongs to, and when it was revoked (a new link for the same rater, or the end of
+#: the ``sr-rate`` process that made an admin link).
+tokens = Table(
+    "rate_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("session_id", Integer, ForeignKey("rate_sessions.id"), nullable=False),
+    Column("role", String(8), nullable=False),
+    Column("name", String(MAX_NAME), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("created", Float, nullable=False),
+    Column("revoked", Float, nullable=True),
+    CheckConstraint("role IN ('rater', 'admin')", name="token_role"),
+)
+
+
 class DuplicateVote(SrCliError):
     """The rater has already rated this item."""
 
@@ -142,8 +168,31 @@ def default_url(path: str) -> str:
     return f"sqlite:///{path}"
 
 
+def sqlite_file(url: str) -> str | None:
+    """The database file of an ``sqlite:///PATH`` URL (``None``: in memory or another server)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    return path if path and path != ":memory:" else None
+
+
 def open_engine(url: str) -> Engine:
-    """An engine for ``url`` with the schema created; SQLite tuned for concurrent writers."""
+    """An engine for ``url`` with the schema created; SQLite tuned for concurrent writers.
+
+    Raises:
+        ConfigError: one line naming the URL (and the file, for SQLite): not a URL SQLAlchemy
+            can open, a file that is not an SQLite database (left untouched), a folder that
+            cannot be written, a server that does not answer.
+    """
+    from sr_cli.serialization import file_problem
+
+    path = sqlite_file(url)
+    if path is not None:
+        problem = file_problem(path)
+        if problem not in (None, "does not exist"):
+            raise ConfigError(
+                f"--db {url!r}: the database file {path!r} {problem}; pass another --db (or -o)."
+            )
     try:
         is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
@@ -174,8 +223,16 @@ def open_engine(url: str) -> Engine:
         metadata.create_all(engine)
     except OperationalError as exc:
         raise ConfigError(
-            f"cannot open the votes database {url!r}: {str(exc.orig).splitlines()[0]}. "
+            f"cannot open the votes database {url!r}: {one_line(exc.orig)}. "
             "Check the path (its folder must exist and be writable) or the server."
+        ) from exc
+    except DatabaseError as exc:  # e.g. "file is not a database"
+        if path is None:
+            raise
+        engine.dispose()
+        raise ConfigError(
+            f"--db {url!r}: {path!r} is not an SQLite database ({one_line(exc.orig)}); it is left "
+            "untouched. Pass the votes database sr-rate wrote (or another --db / -o)."
         ) from exc
     return engine
 
@@ -356,3 +413,24 @@ def session_votes(engine: Engine, sid: int) -> list[Vote]:
             .order_by(votes.c.id)
         ).all()
         return [Vote(*r) for r in rows]
+
+
+def votes_per_rater(engine: Engine, sid: int) -> dict[str, int]:
+    """``{rater: number of votes}`` of a session (raters without a vote are absent)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(raters.c.name, func.count(votes.c.id))
+            .join(votes, votes.c.rater_id == raters.c.id)
+            .where(votes.c.session_id == sid)
+            .group_by(raters.c.name)
+        ).all()
+        return {name: int(n) for name, n in rows}
+
+
+def count_votes(engine: Engine, sid: int) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(votes).where(votes.c.session_id == sid)
+            ).scalar()
+        )

@@ -2,6 +2,11 @@
 
 Names (the rater's) are only ever inserted with ``textContent``; the page embeds no
 server-side data, and the Content-Security-Policy allows scripts from the server only.
+
+A session by invitation is opened with an invite link, ``/#invite=TOKEN``: the script moves the
+token from the fragment (which browsers never send to a server) to ``localStorage``, removes it
+from the address bar and sends it as ``Authorization: Bearer`` with every API call; the server
+then knows the rater, so there is no name to type. An open session (localhost) asks for a name.
 """
 
 INDEX_HTML = """<!DOCTYPE html>
@@ -62,7 +67,8 @@ APP_JS = r"""
 "use strict";
 (function () {
   var body = document.body;
-  var state = { rater: null, item: null, zoom: 4, cx: 0, cy: 0, size: 0, busy: false };
+  var state = { rater: null, token: null, item: null, zoom: 4, cx: 0, cy: 0, size: 0,
+    busy: false };
   var $ = function (id) { return document.getElementById(id); };
 
   function show(which) {
@@ -76,6 +82,7 @@ APP_JS = r"""
   }
   function api(method, url, data) {
     var opts = { method: method, headers: {} , cache: "no-store" };
+    if (state.token) { opts.headers["Authorization"] = "Bearer " + state.token; }
     if (data !== undefined) {
       opts.headers["Content-Type"] = "application/json";
       opts.body = JSON.stringify(data);
@@ -83,6 +90,11 @@ APP_JS = r"""
     return fetch(url, opts).then(function (r) {
       return r.json().then(function (j) { return { status: r.status, body: j }; });
     });
+  }
+  function showRater(name) {
+    state.rater = name;
+    $("who").textContent = name;
+    $("who-box").hidden = false;
   }
   function setRater(name) {
     state.rater = name;
@@ -203,9 +215,15 @@ APP_JS = r"""
 
   function loadNext() {
     state.busy = true;
-    return api("GET", "/api/next?rater=" + encodeURIComponent(state.rater)).then(function (r) {
-      if (r.status !== 200) { error(r.body.error || "the server refused"); return; }
+    var url = state.token ? "/api/next" : "/api/next?rater=" + encodeURIComponent(state.rater);
+    return api("GET", url).then(function (r) {
+      if (r.status !== 200) {
+        error(r.body.error || "the server refused");
+        if (r.status === 403) { body.dataset.state = "denied"; }
+        return;
+      }
       error("");
+      if (state.token && r.body.rater) { showRater(r.body.rater); }
       if (r.body.finished) {
         $("progress").textContent = r.body.done + " / " + r.body.total + " rated";
         body.dataset.progress = r.body.done + "/" + r.body.total;
@@ -221,7 +239,7 @@ APP_JS = r"""
   function vote(v) {
     if (state.busy || state.item === null) { return; }
     state.busy = true;
-    var data = { rater: state.rater, item: state.item };
+    var data = state.token ? { item: state.item } : { rater: state.rater, item: state.item };
     Object.keys(v).forEach(function (k) { data[k] = v[k]; });
     api("POST", "/api/vote", data).then(function (r) {
       if (r.status === 200 || r.status === 409) { return loadNext(); }
@@ -267,8 +285,27 @@ APP_JS = r"""
     state.rater = null; $("who-box").hidden = true; show("login");
   });
 
-  var initial = new URL(window.location.href).searchParams.get("rater");
-  if (!initial) { try { initial = localStorage.getItem("sr-rate-rater"); } catch (e) { initial = null; } }
-  if (initial && initial.trim()) { setRater(initial.trim()); loadNext(); } else { show("login"); }
+  // An invite link's token: from the fragment (once) into localStorage, out of the address bar.
+  var m = /[#&]invite=([A-Za-z0-9_-]+)/.exec(window.location.hash);
+  if (m) {
+    try { localStorage.setItem("sr-rate-invite", m[1]); } catch (e) { /* private mode */ }
+    history.replaceState(null, "", window.location.pathname);
+    state.token = m[1];
+  } else {
+    try { state.token = localStorage.getItem("sr-rate-invite"); } catch (e) { state.token = null; }
+  }
+  function start(session) {
+    if (state.token) { $("switch").hidden = true; loadNext(); return; }
+    if (session.by_invitation) {
+      error("This session is by invitation: open the invite link you were given.");
+      body.dataset.state = "denied";
+      return;
+    }
+    var initial = new URL(window.location.href).searchParams.get("rater");
+    if (!initial) { try { initial = localStorage.getItem("sr-rate-rater"); } catch (e) { initial = null; } }
+    if (initial && initial.trim()) { setRater(initial.trim()); loadNext(); } else { show("login"); }
+  }
+  api("GET", "/api/session").then(function (r) { start(r.body); })
+    .catch(function (e) { error("cannot reach the sr-rate server: " + e); });
 })();
 """

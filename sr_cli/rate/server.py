@@ -1,292 +1,327 @@
-"""The rating server: stdlib ``ThreadingHTTPServer``, a JSON API and the page.
+"""The rating server: a WSGI application served by waitress, a JSON API and two pages.
 
 Routes::
 
-    GET  /                 the page (sr_cli.rate.page)
+    GET  /                 the rating page (sr_cli.rate.page)
     GET  /app.js /app.css  its script and style
-    GET  /api/next?rater=  the rater's next item: opaque image URLs, progress
-    POST /api/vote         {"rater", "item", "choice": left|right|same} or {..., "rating": 1-5}
+    GET  /admin /admin.js  the admin page (sr_cli.rate.admin_page): progress and live scores
+    GET  /api/session      {"mode", "by_invitation"}: what the page needs before anything else
+    GET  /api/next         the rater's next item: opaque image URLs, progress
+    POST /api/vote         {"item", "choice": left|right|same} or {"item", "rating": 1-5}
+    GET  /api/admin        the admin view (needs the admin token)
     GET  /img/<token>.png  a crop of this session (random tokens; nothing else is served)
 
-Each rater sees the items in an order of their own and the two runs of a pair on sides of
-their own, both derived from the session fingerprint and the rater's name, so a reload or a
-server restart shows the same thing again. Image URLs are random tokens that say nothing
-about the run; run names never reach the page.
+Who is asking: ``Authorization: Bearer <token>`` carries an invite or admin token (the pages
+read it from their link's ``#invite=`` / ``#admin=`` fragment, which browsers never send to a
+server or a proxy, so it stays out of access logs). A session by invitation refuses a request
+without a valid rater token with HTTP 403 and one line in the server log; an open session (no
+invite link made, served on localhost only) takes the rater's name (``?rater=`` / ``"rater"``).
+
+Why waitress rather than the standard library's ``ThreadingHTTPServer``: measured with 50
+raters posting at once (``python -m bench.rate_server``, README), the stdlib server's listen
+backlog of 5 resets connections, and even with a large backlog it spends a thread per open
+connection, so slow or idle clients pin threads. waitress reads requests asynchronously and
+hands only complete ones to a fixed pool of worker threads, closes idle connections after
+``channel_timeout`` and trusts ``X-Forwarded-*`` headers only from a proxy named with
+``--trusted-proxy``. TLS is the reverse proxy's job (README: nginx and Caddy snippets).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
+import logging
 import signal
 import sys
 import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
-
-from sqlalchemy.engine import Engine
+from urllib.parse import parse_qs
 
 from sr_cli.errors import ConfigError
 from sr_cli.rate import db
+from sr_cli.rate.admin_page import ADMIN_HTML, ADMIN_JS
+from sr_cli.rate.app import Forbidden, RateApp
 from sr_cli.rate.page import APP_CSS, APP_JS, INDEX_HTML
 
+log = logging.getLogger(__name__)
+
 MAX_BODY = 4096
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
+#: Worker threads (votes are short transactions; the database serializes the writes anyway).
+THREADS = 8
+#: Open connections accepted at once (idle keep-alive browsers and slow clients included).
+CONNECTION_LIMIT = 1000
+#: Seconds after which an idle connection is closed.
+CHANNEL_TIMEOUT = 60
+SECURITY_HEADERS = [
+    (
+        "Content-Security-Policy",
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
     ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
+STATIC = {
+    "/": (INDEX_HTML, "text/html; charset=utf-8"),
+    "/index.html": (INDEX_HTML, "text/html; charset=utf-8"),
+    "/app.js": (APP_JS, "text/javascript; charset=utf-8"),
+    "/app.css": (APP_CSS, "text/css; charset=utf-8"),
+    "/admin": (ADMIN_HTML, "text/html; charset=utf-8"),
+    "/admin.js": (ADMIN_JS, "text/javascript; charset=utf-8"),
+}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
 }
 
-
-class BadVote(ConfigError):
-    """A malformed vote (HTTP 400)."""
+StartResponse = Callable[..., Any]
 
 
-def _stable_int(*parts: Any) -> int:
-    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:8], "big")
+def _printable(text: str, limit: int = 120) -> str:
+    """``text`` safe for one log line (no control characters, bounded)."""
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
-class RateApp:
-    """The session being rated: its items, image tokens and votes (no HTTP in here)."""
+class RateWSGI:
+    """The HTTP face of a :class:`RateApp`, as a WSGI application."""
 
-    def __init__(
+    def __init__(self, app: RateApp) -> None:
+        self.app = app
+
+    # ------------------------------------------------------------------ responses
+    def _send(
         self,
-        engine: Engine,
-        session_id: int,
-        mode: str,
-        fingerprint: str,
-        items: list[db.Item],
-        crops_dir: Path,
-        show_gt: bool = False,
-    ) -> None:
-        self.engine = engine
-        self.session_id = session_id
-        self.mode = mode
-        self.fingerprint = fingerprint
-        self.items = {it.id: it for it in items}
-        self.show_gt = show_gt
-        self._files: dict[str, Path] = {}
-        self._tokens: dict[tuple[int, str], str] = {}
-        roles = ("a", "b", "gt") if mode == "pairwise" else ("a", "gt")
-        for it in items:
-            for role in roles:
-                token = secrets.token_urlsafe(12)
-                self._tokens[it.id, role] = token
-                self._files[token] = crops_dir / f"{it.id}_{role}.png"
-        self._lock = threading.Lock()
+        start_response: StartResponse,
+        status: int,
+        body: bytes,
+        ctype: str,
+        cache: str = "no-store",
+    ) -> list[bytes]:
+        headers = [
+            ("Content-Type", ctype),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", cache),
+            *SECURITY_HEADERS,
+        ]
+        start_response(f"{status} {REASONS.get(status, '')}".strip(), headers)
+        return [body]
 
-    # ------------------------------------------------------------------ per rater
-    def order(self, rater: str) -> list[int]:
-        """The items in this rater's order (stable across reloads and restarts)."""
-        return sorted(self.items, key=lambda i: _stable_int(self.fingerprint, rater, "order", i))
+    def _json(self, start_response: StartResponse, status: int, obj: Any) -> list[bytes]:
+        body = json.dumps(obj).encode()
+        return self._send(start_response, status, body, "application/json; charset=utf-8")
 
-    def left_is_a(self, rater: str, item_id: int) -> bool:
-        return _stable_int(self.fingerprint, rater, "side", item_id) % 2 == 0
+    def _error(self, start_response: StartResponse, status: int, message: str) -> list[bytes]:
+        return self._json(start_response, status, {"error": message})
 
-    def side_runs(self, rater: str, item_id: int) -> dict[str, int | None]:
-        """Run index shown on each side to ``rater`` (for analyses and tests)."""
-        it = self.items[item_id]
-        if self.mode != "pairwise":
-            return {"left": it.run_a, "right": None}
-        if self.left_is_a(rater, item_id):
-            return {"left": it.run_a, "right": it.run_b}
-        return {"left": it.run_b, "right": it.run_a}
+    def _refuse(self, environ: dict, start_response: StartResponse, exc: Forbidden) -> list[bytes]:
+        log.warning(
+            "refused %s %s from %s: %s",
+            environ.get("REQUEST_METHOD"),
+            _printable(environ.get("PATH_INFO", "")),
+            environ.get("REMOTE_ADDR", "?"),
+            exc,
+        )
+        return self._error(start_response, 403, str(exc))
 
-    def run_of_image(self, url: str) -> tuple[int, int | None] | None:
-        """``(item, run index)`` of an image URL (``None`` for GT or unknown)."""
-        token = url.rsplit("/", 1)[-1].removesuffix(".png")
-        for (item_id, role), t in self._tokens.items():
-            if t == token:
-                it = self.items[item_id]
-                return item_id, {"a": it.run_a, "b": it.run_b}.get(role)
-        return None
+    @staticmethod
+    def _token(environ: dict) -> str | None:
+        auth = environ.get("HTTP_AUTHORIZATION") or ""
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return value.strip() or None
 
-    def next_item(self, rater: str) -> dict:
-        rater = db.check_rater_name(rater)
-        done = db.rated_items(self.engine, self.session_id, rater) & set(self.items)
-        total = len(self.items)
-        todo = [i for i in self.order(rater) if i not in done]
-        if not todo:
-            return {"finished": True, "done": len(done), "total": total}
-        item_id = todo[0]
-        it = self.items[item_id]
-        if self.mode == "pairwise":
-            left, right = ("a", "b") if self.left_is_a(rater, item_id) else ("b", "a")
-            images = {
-                "left": f"/img/{self._tokens[item_id, left]}.png",
-                "right": f"/img/{self._tokens[item_id, right]}.png",
-            }
-        else:
-            images = {"left": f"/img/{self._tokens[item_id, 'a']}.png"}
-        images["gt"] = f"/img/{self._tokens[item_id, 'gt']}.png" if self.show_gt else None
-        return {
-            "finished": False,
-            "item": item_id,
-            "mode": self.mode,
-            "size": it.size,
-            "images": images,
-            "done": len(done),
-            "total": total,
-        }
-
-    def vote(self, payload: Any) -> dict:
-        """Validate and store one vote. Raises :class:`BadVote` or :class:`db.DuplicateVote`."""
-        if not isinstance(payload, dict):
-            raise BadVote("the vote must be a JSON object")
-        allowed = {"rater", "item", "choice", "rating"}
-        extra = set(payload) - allowed
-        if extra:
-            raise BadVote(
-                f"unknown field(s) {sorted(extra)} in the vote; allowed: {sorted(allowed)}"
-            )
+    # ------------------------------------------------------------------ dispatch
+    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "") or "/"
         try:
-            rater = db.check_rater_name(payload.get("rater"))
-        except ConfigError as exc:
-            raise BadVote(str(exc)) from None
-        item_id = payload.get("item")
-        if not isinstance(item_id, int) or isinstance(item_id, bool) or item_id not in self.items:
-            raise BadVote(f"item {item_id!r} is not an item of this session")
-        sides = self.side_runs(rater, item_id)
-        if self.mode == "pairwise":
-            if "rating" in payload:
-                raise BadVote("this is a pairwise session: send choice=left|right|same, no rating")
-            choice = payload.get("choice")
-            if choice not in ("left", "right", "same"):
-                raise BadVote(f"choice {choice!r} must be 'left', 'right' or 'same'")
-            it = self.items[item_id]
-            stored = "same"
-            if choice != "same":
-                winner = sides[choice]
-                stored = "a" if winner == it.run_a else "b"
-            db.record_vote(
-                self.engine, self.session_id, item_id, rater, choice=stored, left_run=sides["left"]
+            if method in ("GET", "HEAD"):
+                return self._get(environ, start_response, path)
+            if method == "POST":
+                return self._post(environ, start_response, path)
+            return self._error(start_response, 405, "only GET and POST are served")
+        except Forbidden as exc:
+            return self._refuse(environ, start_response, exc)
+
+    def _get(self, environ: dict, start_response: StartResponse, path: str) -> list[bytes]:
+        if path in STATIC:
+            text, ctype = STATIC[path]
+            return self._send(start_response, 200, text.encode(), ctype)
+        if path == "/api/session":
+            return self._json(
+                start_response,
+                200,
+                {"mode": self.app.mode, "by_invitation": self.app.by_invitation},
             )
-        else:
-            if "choice" in payload:
-                raise BadVote("this is an absolute session: send rating=1..5, no choice")
-            rating = payload.get("rating")
-            if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
-                raise BadVote(f"rating {rating!r} must be an integer from 1 to 5")
-            db.record_vote(self.engine, self.session_id, item_id, rater, rating=rating)
-        done = len(db.rated_items(self.engine, self.session_id, rater) & set(self.items))
-        return {"ok": True, "done": done, "total": len(self.items)}
-
-    def image(self, token: str) -> Path | None:
-        return self._files.get(token)
-
-
-class Handler(BaseHTTPRequestHandler):
-    server_version = "sr-rate"
-    app: RateApp  # set on the subclass made by make_server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        if getattr(self.server, "verbose", False):
-            super().log_message(format, *args)
-
-    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-store") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", cache)
-        for k, v in SECURITY_HEADERS.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json; charset=utf-8")
-
-    def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message})
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        url = urlsplit(self.path)
-        path = url.path
-        if path in ("/", "/index.html"):
-            return self._send(200, INDEX_HTML.encode(), "text/html; charset=utf-8")
-        if path == "/app.js":
-            return self._send(200, APP_JS.encode(), "text/javascript; charset=utf-8")
-        if path == "/app.css":
-            return self._send(200, APP_CSS.encode(), "text/css; charset=utf-8")
         if path == "/api/next":
-            rater = (parse_qs(url.query).get("rater") or [""])[0]
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            claimed = (query.get("rater") or [None])[0]
             try:
-                return self._json(200, self.app.next_item(rater))
+                rater = self.app.rater_for(self._token(environ), claimed)
+                return self._json(start_response, 200, self.app.next_item(rater))
             except ConfigError as exc:
-                return self._error(400, str(exc))
+                return self._error(start_response, 400, str(exc))
+        if path == "/api/admin":
+            self.app.check_admin(self._token(environ))
+            return self._json(start_response, 200, self.app.admin_view())
         if path.startswith("/img/") and path.endswith(".png"):
             file = self.app.image(path[len("/img/") : -len(".png")])
             if file is not None and file.is_file():
                 return self._send(
-                    200, file.read_bytes(), "image/png", cache="private, max-age=3600"
+                    start_response,
+                    200,
+                    file.read_bytes(),
+                    "image/png",
+                    cache="private, max-age=3600",
                 )
-        return self._error(404, f"no such page: {path}")
+        return self._error(start_response, 404, f"no such page: {_printable(path)}")
 
-    do_HEAD = do_GET
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        if urlsplit(self.path).path != "/api/vote":
-            return self._error(404, f"no such endpoint: {self.path}")
-        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    def _post(self, environ: dict, start_response: StartResponse, path: str) -> list[bytes]:
+        if path != "/api/vote":
+            return self._error(start_response, 404, f"no such endpoint: {_printable(path)}")
+        ctype = (environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
             # Also keeps other web sites from posting votes: a cross-site JSON POST needs a
             # CORS preflight, which this server never grants.
-            return self._error(415, "send the vote as Content-Type: application/json")
+            return self._error(
+                start_response, 415, "send the vote as Content-Type: application/json"
+            )
         try:
-            length = int(self.headers.get("Content-Length") or "0")
+            length = int(environ.get("CONTENT_LENGTH") or "0")
         except ValueError:
-            return self._error(400, "bad Content-Length header")
+            return self._error(start_response, 400, "bad Content-Length header")
         if length <= 0:
-            return self._error(400, "empty vote: send a JSON object")
+            return self._error(start_response, 400, "empty vote: send a JSON object")
         if length > MAX_BODY:
-            return self._error(413, f"a vote is at most {MAX_BODY} bytes")
-        raw = self.rfile.read(length)
+            return self._error(start_response, 413, f"a vote is at most {MAX_BODY} bytes")
+        raw = environ["wsgi.input"].read(length)
         try:
             payload = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return self._error(400, f"the vote is not valid JSON: {exc}")
+            return self._error(start_response, 400, f"the vote is not valid JSON: {exc}")
+        token = self._token(environ)
         try:
-            return self._json(200, self.app.vote(payload))
+            rater = None
+            if token or self.app.by_invitation:
+                claimed = payload.get("rater") if isinstance(payload, dict) else None
+                rater = self.app.rater_for(token, claimed)
+            return self._json(start_response, 200, self.app.vote(payload, rater))
         except db.DuplicateVote as exc:
-            return self._error(409, str(exc))
+            return self._error(start_response, 409, str(exc))
         except ConfigError as exc:
-            return self._error(400, str(exc))
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._error(HTTPStatus.METHOD_NOT_ALLOWED, "only GET and POST are served")
-
-    do_DELETE = do_PATCH = do_PUT
+            return self._error(start_response, 400, str(exc))
 
 
-class RateServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    verbose = False
+class RateServer:
+    """A waitress server for one :class:`RateApp`, started with :meth:`serve_forever` (in any
+    thread) and stopped with :meth:`shutdown` (from another) or a signal."""
+
+    def __init__(
+        self,
+        app: RateApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        trusted_proxy: str | None = None,
+        threads: int = THREADS,
+    ) -> None:
+        import waitress
+
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" noise
+        self.app = app
+        self.wsgi = RateWSGI(app)
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        options: dict[str, Any] = dict(
+            listen=listen,
+            threads=threads,
+            connection_limit=CONNECTION_LIMIT,
+            channel_timeout=CHANNEL_TIMEOUT,
+            backlog=1024,
+            max_request_body_size=64 * 1024,  # the app refuses votes over MAX_BODY with JSON
+            ident="sr-rate",
+            expose_tracebacks=False,
+            clear_untrusted_proxy_headers=True,
+        )
+        if trusted_proxy:
+            options.update(
+                trusted_proxy=trusted_proxy,
+                trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"},
+                trusted_proxy_count=1,
+            )
+        try:
+            self._server = waitress.create_server(self.wsgi, **options)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port"
+            ) from exc
+        except ValueError as exc:  # waitress: a host it cannot resolve
+            raise ConfigError(f"--host {host!r}: {exc}") from exc
+        self.server_address = (self._server.effective_host, self._server.effective_port)
+        self._lock = threading.Lock()
+        self._running = False
+        self._closed = False
+        self._channels_closed = False
+        self._done = threading.Event()
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown` (or Ctrl-C / SIGTERM in the main thread)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._running = True
+            self._done.clear()
+        try:
+            self._server.run()  # returns after a KeyboardInterrupt too (waitress catches it)
+        finally:
+            with self._lock:
+                self._running = False
+            self._done.set()
+
+    def _close_channels(self) -> None:
+        if self._channels_closed:
+            return
+        self._channels_closed = True
+        for channel in list(self._server._map.values()):  # connections and the trigger
+            if channel is not self._server:
+                try:
+                    channel.handle_close()
+                except Exception:  # noqa: BLE001 - closing what is left, best effort
+                    pass
+        self._server.close()  # the listening socket
+
+    def shutdown(self) -> None:
+        """Stop serving and close every connection; returns once :meth:`serve_forever` has
+        returned and the workers have ended (a vote being written commits first)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            running = self._running
+        # Workers first: a vote being written commits and its reply goes out.
+        self._server.task_dispatcher.shutdown()
+        if running:
+            # The sockets belong to the serving thread's loop: close them there, between polls.
+            self._server.trigger.pull_trigger(self._close_channels)
+            self._done.wait(30)
+        if not self._running:  # also what a loop stopped by Ctrl-C left open
+            self._close_channels()
+
+    def server_close(self) -> None:
+        self.shutdown()
 
 
-def make_server(app: RateApp, host: str = "127.0.0.1", port: int = 0) -> RateServer:
+def make_server(
+    app: RateApp, host: str = "127.0.0.1", port: int = 0, trusted_proxy: str | None = None
+) -> RateServer:
     """A server for ``app`` on ``host:port`` (port 0: any free port); not started yet."""
-    import socket
-
-    handler = type("BoundHandler", (Handler,), {"app": app})
-    server_cls = RateServer
-    if ":" in host:
-        server_cls = type("RateServer6", (RateServer,), {"address_family": socket.AF_INET6})
-    try:
-        return server_cls((host, port), handler)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port"
-        ) from exc
+    return RateServer(app, host, port, trusted_proxy)
 
 
 def address(server: RateServer) -> str:
@@ -301,16 +336,12 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def serve_forever(server: RateServer, announce: bool = True) -> None:
-    if announce:
-        print(f"sr-rate: rate at {address(server)}  (Ctrl-C to stop)", flush=True)
-        if server.server_address[0] in ("0.0.0.0", "::"):
-            print(
-                "sr-rate: listening on every interface: raters on your LAN use this machine's "
-                "address with the same port",
-                file=sys.stderr,
-                flush=True,
-            )
+def serve_forever(
+    server: RateServer, announce: bool = True, lines: Iterable[str] = (), on_stop=None
+) -> None:
+    """Serve in this thread until Ctrl-C or SIGTERM. ``lines`` (the links) are printed after
+    the address; ``on_stop()`` runs once the server has stopped (e.g. to revoke the admin link)."""
+    # Installed before the address is printed (a parent may signal as soon as it reads it).
     # Ctrl-C and SIGTERM stop the server, even when this process was started with SIGINT ignored
     # (a shell's background job `sr-rate ... &`, or a parent that ignores it: Python then keeps
     # SIG_IGN and Ctrl-C would do nothing).
@@ -318,8 +349,22 @@ def serve_forever(server: RateServer, announce: bool = True) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if announce:
+            print(f"sr-rate: rate at {address(server)}  (Ctrl-C to stop)", flush=True)
+            for line in lines:
+                print(line, flush=True)
+            if server.server_address[0] in ("0.0.0.0", "::"):
+                print(
+                    "sr-rate: listening on every interface: raters on your LAN use this "
+                    "machine's address with the same port",
+                    file=sys.stderr,
+                    flush=True,
+                )
         server.serve_forever()
     except KeyboardInterrupt:
-        print("\nsr-rate: stopped; every vote cast is saved", file=sys.stderr)
+        pass
     finally:
         server.server_close()
+        if on_stop is not None:
+            on_stop()
+    print("\nsr-rate: stopped; every vote cast is saved", file=sys.stderr)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sr_cli.errors import ConfigError
 from sr_cli.rate import db
-from sr_cli.rate.server import RateApp
+from sr_cli.rate.app import RateApp
 
 
 def open_session(
@@ -34,13 +34,15 @@ def open_session(
     show_gt: bool = False,
 ) -> RateApp:
     """Load the runs, create or resume the session (in the votes database at ``url``) and write
-    its crops to ``output``: a :class:`~sr_cli.rate.server.RateApp` to serve."""
+    its crops to ``output``: a :class:`~sr_cli.rate.app.RateApp` to serve."""
     from sr_cli.rate import crops as C
+    from sr_cli.serialization import check_output_dir
 
     if not runs:
         raise ConfigError("no run given: sr-rate RUN_OR_CKPT [RUN_OR_CKPT ...] (or --results)")
     if mode == "pairwise" and len(runs) < 2:
         raise ConfigError("pairwise rating needs two runs at least (or --mode absolute)")
+    out = check_output_dir(Path(output), "-o")  # before any run is loaded
     loaded = C.load_runs(list(runs), prefer_ema=prefer_ema)
     folder = C.image_set(image_set)
     config = {
@@ -56,9 +58,14 @@ def open_session(
         "runs": [r.digest for r in loaded],
     }
     fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    out = Path(output)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    engine = db.open_engine(url)
+    try:
+        engine = db.open_engine(url)
+    except Exception:
+        if created:  # a refused database leaves no empty output folder behind
+            _remove_if_empty(out)
+        raise
     sid = db.find_session(engine, fingerprint)
     images = None
     resumed = sid is not None
@@ -100,6 +107,18 @@ def open_session(
         file=sys.stderr,
     )
     return RateApp(engine, sid, mode, fingerprint, items, crops_dir, show_gt=show_gt)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if nothing (but an empty votes database sqlite left) is in it."""
+    for leftover in ("votes.db", "votes.db-wal", "votes.db-shm", "votes.db-journal"):
+        p = folder / leftover
+        if p.is_file() and p.stat().st_size == 0:
+            p.unlink()
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def pick_session(

@@ -72,8 +72,9 @@ class Page:
         self.parts.append(markup)
 
     def img(self, png: bytes, name: str, alt: str, width: int | None = None, cls: str = "") -> str:
-        path = self.out_dir / f"{name}.png"
-        path.write_bytes(png)
+        from sr_cli.serialization import atomic_write
+
+        atomic_write(self.out_dir / f"{name}.png", lambda f: f.write(png))
         data = base64.b64encode(png).decode("ascii")
         size = f' width="{width}"' if width else ""
         klass = f' class="{cls}"' if cls else ""
@@ -120,9 +121,12 @@ def build_report(
     from sr_cli.metrics.registry import metric_names, select_metrics
     from sr_cli.rate.aggregate import read_mos_csv
     from sr_cli.rebuild import rebuild
+    from sr_cli.serialization import atomic_write_text, check_output_dir, check_output_file
 
     if not run_dirs:
         raise ConfigError("no run directory given: sr-report RUN_DIR [RUN_DIR ...]")
+    check_output_dir(out_dir, "-o")  # before anything is computed
+    check_output_file(Path(out_dir) / "report.html", "-o", folder=False)
     runs = [load_run(p) for p in run_dirs]
     loaded, scale = load_checkpoints([r.checkpoint for r in runs], prefer_ema=prefer_ema)
     for run, label in zip(
@@ -199,7 +203,7 @@ def build_report(
     )
     page.parts.insert(0, f"<ul>{runs_list}</ul>")
     path = out / "report.html"
-    path.write_text(page.render(title), encoding="utf-8")
+    atomic_write_text(path, page.render(title))
     return path
 
 

@@ -1,130 +1,45 @@
-"""Studies (``sr-study NAME``): re-run the claim behind an idea and say whether it held.
+"""``sr-study``: train a study's arms over its seeds, evaluate them in one pass, decide the claim.
 
-A study is declared in ``conf/study/NAME.yaml`` (plain YAML, read with OmegaConf; not part of
-the training config tree):
-
-``claim``
-    what the study tests, in words.
-``common``, ``presets: {cpu|full|smoke: [...]}``, ``runs: {name: [...]}``
-    ``sr-train`` overrides: common ones, the preset's, then each run's (and last the user's
-    extra overrides from the ``sr-study`` command line). In a run's ``loss=[...]`` a member
-    written ``name?`` is kept only when the weight files ``optional_terms[name]`` are in the
-    torch hub cache (and the results say when it was left out). ``$name`` is replaced by
-    ``params[preset].name``. A run listed in ``run_requires: {run: weight file}`` is not run
-    without that file.
-``eval``
-    ``dataset`` (a folder; default the bundled validation images) and ``metrics`` (registry names).
-``criteria``, ``sanity``
-    comparisons of the measured values, judged by :mod:`sr_cli.study.criteria` (the format and
-    the verdict rules are there).
-
-Every run is one ``sr-train`` process writing ``<out>/NAME/<preset>/runs/<run>/``. A finished
-run (``summary.json`` with status ``finished``; for ``stages=N``, ``stages.json`` with every
-stage) is skipped on a rerun; an interrupted one continues from its last checkpoint; a failed one
-(exit status not 0) is recorded in ``study_run.json`` with its first error line, skipped on a
-rerun (delete that file to retry), and the study goes on. Then every finished run's final
-generator (``last.ckpt``; one row per stage) and a bicubic row are evaluated on the same images
-with :func:`sr_cli.evaluate.compare.compare` (the routine of ``sr-eval``), an ``sr-report`` page is
-built (:func:`sr_cli.report.page.build_report`), and ``results.md`` / ``results.json`` give
-the claim, the table, each criterion with its measured values and verdict, and the overall
-verdict.
-
-The verdict (:mod:`sr_cli.study.criteria`) is *inconclusive* whenever a sanity criterion (e.g.
-the L1 run beats bicubic) does not pass: the budget was then too small to say anything, and the
-results name the preset to run.
+1. The study file is read and checked (:mod:`sr_cli.study.spec`), and expanded into jobs:
+   every arm and every warm start it uses, once per seed (:mod:`sr_cli.study.plan`).
+2. Jobs that finished before are skipped, interrupted ones resume, failed ones are reported.
+   The rest is handed to ``sr-train -m`` with the study sweeper (:mod:`sr_cli.study.sweeper`),
+   which launches them in dependency waves through the launcher the user picked (basic,
+   ``hydra/launcher=joblib``, ``cluster=slurm``, ...). A warm start is trained once per seed and
+   reused by every arm, every study and every rerun whose config hashes the same.
+3. Every finished run's final generator (``last.ckpt``, never a checkpoint selected on the
+   evaluation images) and bicubic are evaluated on the evaluation images in one pass
+   (:func:`sr_cli.evaluate.compare.compare`, the routine of ``sr-eval``).
+4. Each arm gets its mean with a t-interval over seeds and a bootstrap interval over images;
+   each criterion is decided on the intervals of its difference (:mod:`sr_cli.study.criteria`).
+5. ``results.md`` / ``results.json``, an ``sr-report`` page, and the MOS column when ``sr-rate``
+   votes exist for the study (``sr-study NAME rate=true`` opens the session).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import logging
+import math
 import os
-import re
 import shlex
-import string
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
-from sr_cli.config import config_dir
 from sr_cli.errors import ConfigError
-from sr_cli.study.criteria import INCONCLUSIVE, PASS, check_criterion, judge, overall
+from sr_cli.study import plan as planning
+from sr_cli.study.criteria import BICUBIC, judge, overall
+from sr_cli.study.intervals import PASS, bootstrap_interval, t_interval
+from sr_cli.study.spec import Study, load_study
 
-log = logging.getLogger(__name__)
-
-STUDY_RUN_FILE = "study_run.json"
-BICUBIC = "bicubic"
-
-
-# ---------------------------------------------------------------------------- the config
-def study_dir() -> Path:
-    return config_dir() / "study"
-
-
-def study_names() -> list[str]:
-    return sorted(p.stem for p in study_dir().glob("*.yaml"))
-
-
-def load_study(name: str) -> DictConfig:
-    """``conf/study/NAME.yaml`` (or a study file ``NAME`` ending in ``.yaml``); an unknown name
-    is an error listing the studies."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else study_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown study {name!r}; choose one of {study_names()} (conf/study/)")
-    cfg = OmegaConf.load(path)
-    for key in ("claim", "presets", "runs", "criteria"):
-        if key not in cfg:
-            raise ConfigError(f"{path}: the study has no {key!r}; see sr_cli/study/runner.py")
-    for crit in [*cfg.criteria, *(cfg.get("sanity") or [])]:
-        check_criterion(crit, path)
-    return cfg
-
-
-def run_overrides(
-    cfg: DictConfig, preset: str, run: str, extra: Sequence[str], cached: Callable[[str], bool]
-) -> tuple[list[str], list[str]]:
-    """The ``sr-train`` overrides of one run, and notes on optional loss terms left out."""
-    if preset not in cfg.presets:
-        raise ConfigError(
-            f"study has no preset {preset!r}; choose one of {list(cfg.presets)} (preset=...)"
-        )
-    args = [
-        *map(str, cfg.get("common") or []),
-        *map(str, cfg.presets[preset] or []),
-        *map(str, cfg.runs[run] or []),
-        *extra,
-    ]
-    params = {str(k): str(v) for k, v in ((cfg.get("params") or {}).get(preset) or {}).items()}
-    args = [string.Template(a).safe_substitute(params) for a in args]
-    notes: list[str] = []
-    optional = dict(cfg.get("optional_terms") or {})
-    out = []
-    for arg in args:
-        m = re.fullmatch(r"loss=\[(.*)\]", arg)
-        if m and "?" in arg:
-            members = []
-            for member in (x.strip() for x in m.group(1).split(",") if x.strip()):
-                if member.endswith("?"):
-                    term = member[:-1]
-                    weights = optional.get(term)
-                    if weights and not cached(str(weights)):
-                        notes.append(
-                            f"{term} left out of {run}: its weights {weights} are not in the "
-                            "torch hub cache (nothing is downloaded)"
-                        )
-                        continue
-                    member = term
-                members.append(member)
-            arg = f"loss=[{','.join(members)}]"
-        out.append(arg)
-    return out, notes
+#: The user's own overrides that would break a study's bookkeeping.
+RESERVED_EXTRA = ("seed", "name", "resume", "init_from", "hydra.run.dir", "hydra.sweep.dir")
+DEFAULT_EVAL = "heldout"
 
 
 def weights_cached(filename: str) -> bool:
@@ -133,111 +48,168 @@ def weights_cached(filename: str) -> bool:
     return hub_checkpoint(filename).is_file()
 
 
-# ---------------------------------------------------------------------------- runs
-@dataclass
-class RunRecord:
-    """One run of the study: what it is, how it went, and the checkpoints to evaluate."""
-
-    name: str
-    directory: Path
-    command: list[str]
-    status: str = "pending"  # finished | failed | interrupted | skipped-finished ...
-    error: str = ""
-    seconds: float = 0.0
-    skipped: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    def checkpoints(self) -> list[tuple[str, Path]]:
-        """``(label, last.ckpt)`` of the run, one per stage for ``stages=N`` runs."""
-        stages = self.directory / "stages.json"
-        if stages.is_file():
-            done = json.loads(stages.read_text()).get("completed") or []
-            return [
-                (f"{self.name}/stage_{r['stage']}", Path(r["last_checkpoint"]))
-                for r in done
-                if Path(r["last_checkpoint"]).is_file()
-            ]
-        last = self.directory / "checkpoints" / "last.ckpt"
-        return [(self.name, last)] if last.is_file() else []
+def check_extra(extra: Sequence[str]) -> list[str]:
+    for arg in extra:
+        key = arg.partition("=")[0].lstrip("+~")
+        if key in RESERVED_EXTRA:
+            hint = "use seeds=N" if key == "seed" else "sr-study sets it for every job"
+            raise ConfigError(f"sr-study: {arg!r} cannot be set for a study ({hint})")
+    return list(extra)
 
 
-def run_state(run_dir: Path) -> tuple[str, str]:
-    """``(status, error)`` of a run folder: ``finished``, ``failed`` (recorded by a previous
-    study), ``started`` (has a checkpoint: resume it) or ``new``."""
-    record = run_dir / STUDY_RUN_FILE
-    if record.is_file():
-        data = json.loads(record.read_text())
-        if data.get("status") == "failed":
-            return "failed", data.get("error", "")
-    stages = run_dir / "stages.json"
-    if stages.is_file():
-        data = json.loads(stages.read_text())
-        if len(data.get("completed") or []) >= int(data.get("stages", 1)):
-            return "finished", ""
-    summary = run_dir / "summary.json"
-    if summary.is_file() and json.loads(summary.read_text()).get("status") == "finished":
-        return "finished", ""
-    if any(run_dir.glob("**/checkpoints/*.ckpt")):
-        return "started", ""
-    return "new", ""
+# ---------------------------------------------------------------------------- evaluation sets
+def eval_sets(study: Study, preset: str) -> dict[str, Path]:
+    """``{name: folder}`` of the preset's evaluation images (default: ``heldout``)."""
+    from sr_cli.data.heldout import HELDOUT_NAMES, heldout_dir
+
+    spec = study.preset(preset).eval or study.eval.get("dataset") or DEFAULT_EVAL
+    names = [spec] if isinstance(spec, str) else list(spec)
+    out: dict[str, Path] = {}
+    for name in map(str, names):
+        if name in HELDOUT_NAMES:
+            out[name] = heldout_dir()
+            continue
+        bench = _benchmark_folder(name)
+        if bench is not None:
+            out[name] = bench
+            continue
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise ConfigError(
+                f"study {study.name} preset {preset}: evaluation set {name!r} is neither "
+                "heldout, a benchmark name (set5, set14, b100/bsd100, urban100) nor a folder"
+            )
+        out[path.name] = path
+    return out
 
 
-def first_error_line(stderr: str) -> str:
-    """The most telling line of a failed sr-train's stderr: its ``sr-train: ...`` message, else
-    the last exception line, else the last line."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    for ln in lines:
-        if ln.startswith("sr-train:"):
-            return ln
+def _benchmark_folder(name: str) -> Path | None:
+    from sr_cli.data.download import BENCHMARK_SETS, default_dest
+
+    aliases = {n.lower(): n for n in BENCHMARK_SETS} | {"bsd100": "B100"}
+    if name.lower() not in aliases:
+        return None
+    folder = default_dest() / "benchmark" / aliases[name.lower()]
+    if not folder.is_dir():
+        raise ConfigError(
+            f"evaluation set {name} is not at {folder}; fetch it with `sr-data download "
+            f"{name.lower()}` (or set SR_DATA_DIR to the folder that holds benchmark/)"
+        )
+    return folder
+
+
+# ---------------------------------------------------------------------------- training
+def _say_states(plan: planning.StudyPlan, states: Mapping[str, tuple[str, str]], say) -> None:
+    for jid, job in plan.jobs.items():
+        state, error = states[jid]
+        what = f"{job.kind} {job.name} seed {job.seed}"
+        if state == "finished":
+            say(f"{what}: finished before, skipping ({job.run_dir})")
+        elif state in ("failed", "diverged"):
+            say(
+                f"{what}: {state} before ({error}), skipping; delete "
+                f"{Path(job.run_dir) / planning.STUDY_RUN_FILE} to retry"
+            )
+        elif state == "started":
+            say(f"{what}: interrupted before, resuming from its last checkpoint")
+
+
+def train_jobs(
+    plan: planning.StudyPlan,
+    jobs: Sequence[planning.PlannedJob],
+    launch: Sequence[str],
+    say: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    """Train ``jobs`` with ``sr-train -m hydra/sweeper=study`` and return their statuses."""
+    from sr_cli.study.sweeper import read_statuses
+
+    launch_dir = plan.root / planning.LAUNCH_DIR
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        job.overrides = [*job.overrides, *planning.resume_override(job)]
+    planning.write_plan(plan, jobs, launch_dir / "plan.json")
+    cmd = [
+        sys.executable,
+        "-m",
+        "sr_cli.commands.train",
+        "-m",
+        "hydra/sweeper=study",
+        f"hydra.sweeper.plan={launch_dir / 'plan.json'}",
+        f"hydra.sweep.dir={launch_dir}",
+        *launch,
+    ]
+    say(f"training {len(jobs)} job(s): {shlex.join(['sr-train', *cmd[3:]])}")
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    log_path = launch_dir / "train.log"
+    with (
+        log_path.open("a") as log,
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if line.startswith(("sr-train:", "[")) and ("study:" in line or "Error" in line):
+                say(line.rstrip().split("] - ")[-1])
+        code = proc.wait()
+    statuses = read_statuses(launch_dir)
+    if code in (130, -2, 143, -15):
+        raise KeyboardInterrupt("training stopped by a signal; rerun the same command to resume")
+    for job in jobs:
+        st = statuses.get(job.id)
+        if st is None and code != 0:
+            st = {"status": "failed", "error": _last_error(log_path) + f" (exit status {code})"}
+        if st and st.get("status") in ("failed", "diverged", "not run"):
+            _record_failure(job, st)
+    return statuses
+
+
+def _last_error(log_path: Path) -> str:
+    lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
     for ln in reversed(lines):
-        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln):
+        if ln.startswith("sr-train:") or "Error" in ln.split(":")[0]:
             return ln
     return lines[-1] if lines else "no error message"
 
 
-def train_command(args: Sequence[str], run: str, run_dir: Path, resume: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "sr_cli.commands.train", *args, f"name={run}"]
-    cmd.append(f"hydra.run.dir={run_dir}")
-    if resume:
-        # The folder itself (resume=auto would also look at the sibling runs of the study).
-        if not (run_dir / "stages.json").is_file():
-            cmd.append(f"resume={run_dir}")
-    return cmd
+def _record_failure(job: planning.PlannedJob, status: Mapping[str, Any]) -> None:
+    from sr_cli.serialization import atomic_write
+
+    if status.get("status") == "not run":
+        return  # its warm start failed: nothing of its own to record
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"status": status["status"], "error": status.get("error", "")}
+    atomic_write(
+        run_dir / planning.STUDY_RUN_FILE, lambda f: f.write(json.dumps(record, indent=2).encode())
+    )
 
 
-def execute_run(record: RunRecord, say: Callable[[str], None]) -> None:
-    """Run one sr-train process; record its status and the first line of its error."""
-    record.directory.mkdir(parents=True, exist_ok=True)
-    say(f"run {record.name}: {shlex.join(record.command[1:])}")
-    start = time.monotonic()
-    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
-    proc = subprocess.run(record.command, capture_output=True, text=True, env=env)
-    record.seconds = time.monotonic() - start
-    # sr-train removes a folder it never trained in (a user error): make it again for the record.
-    record.directory.mkdir(parents=True, exist_ok=True)
-    (record.directory / "study_train.log").write_text(proc.stdout + proc.stderr)
-    state, _ = run_state(record.directory)
-    if proc.returncode == 0 and state == "finished":
-        record.status = "finished"
-    else:
-        record.status = "failed"
-        record.error = first_error_line(proc.stderr) + f" (exit status {proc.returncode})"
-        if proc.returncode in (-2, 130):  # Ctrl-C: resumable, not a failure of the run
-            record.status = "interrupted"
-            return
-        (record.directory / STUDY_RUN_FILE).write_text(
-            json.dumps({"status": "failed", "error": record.error}, indent=2)
-        )
-    say(f"run {record.name}: {record.status} in {record.seconds:.0f} s {record.error}".rstrip())
+# ---------------------------------------------------------------------------- measurements
+def checkpoints_of(plan: planning.StudyPlan) -> list[tuple[str, int, Path]]:
+    """``(arm label, seed, last.ckpt)`` of every finished arm run; a ``stages=N`` run gives one
+    label per stage (``arm/stage_k``)."""
+    out = []
+    for r in plan.arm_runs:
+        state, _ = planning.run_state(r.run_dir)
+        if state != "finished":
+            continue
+        stages = planning.stage_dirs(r.run_dir)
+        if stages:
+            for k, folder in stages:
+                out.append((f"{r.arm}/stage_{k}", r.seed, folder / "checkpoints" / "last.ckpt"))
+        else:
+            out.append((r.arm, r.seed, Path(r.run_dir) / "checkpoints" / "last.ckpt"))
+    return out
 
 
-# ---------------------------------------------------------------------------- evaluation
-def evaluate_runs(
-    records: Sequence[RunRecord], dataset: Path, metrics: Sequence[str], out_dir: Path
-) -> tuple[Any, list[str]]:
-    """Every finished run's final generator and a bicubic row on ``dataset``, with the shared
-    comparison of ``sr-eval``; writes ``results.csv``, ``results_per_image.csv`` and
-    ``results.md`` to ``out_dir``. Returns the :class:`Comparison` and the labels evaluated."""
+def evaluate(
+    items: Sequence[tuple[str, int, Path]], sets: Mapping[str, Path], metrics: Sequence[str]
+) -> tuple[dict, Any]:
+    """Every checkpoint and bicubic on every set, in one pass. Returns
+    ``values[arm][seed][image][metric]`` (bicubic under seed ``-1``) and the comparison."""
     from sr_cli.data.datasets import open_eval_dataset
     from sr_cli.evaluate.compare import (
         checkpoint_rows,
@@ -245,97 +217,118 @@ def evaluate_runs(
         default_lq_config,
         load_checkpoints,
     )
-    from sr_cli.evaluate.evaluation import markdown, write_csv, write_per_image_csv
     from sr_cli.metrics.registry import select_metrics
     from sr_cli.rebuild import rebuild
 
-    pairs = [pair for r in records if r.status == "finished" for pair in r.checkpoints()]
-    if not pairs:
-        return None, []
-    loaded, scale = load_checkpoints([p for _, p in pairs], prefer_ema=True)
+    loaded, scale = load_checkpoints([p for _, _, p in items], prefer_ema=True)
     deg_cfg = loaded[0].degradation_config or default_lq_config(scale)
     degradation = rebuild(deg_cfg, loaded[0].source, "degradation")
+    labels = [f"{arm}/seed_{seed}" for arm, seed, _ in items]
     selection = select_metrics([], list(metrics))
     results, _, _ = compare(
-        checkpoint_rows(loaded, degradation, deg_cfg, labels=[label for label, _ in pairs]),
-        {dataset.name: open_eval_dataset(dataset, scale)},
+        checkpoint_rows(loaded, degradation, deg_cfg, labels=labels),
+        {name: open_eval_dataset(folder, scale) for name, folder in sets.items()},
         degradation,
         selection.metrics,
         scale,
         unavailable=selection.unavailable,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(results, out_dir / "results.csv")
-    write_per_image_csv(results, out_dir / "results_per_image.csv")
-    (out_dir / "results.md").write_text(markdown(results))
-    return results, [label for label, _ in pairs]
+    by_label = {label: (arm, seed) for label, (arm, seed, _) in zip(labels, items)}
+    by_label[BICUBIC] = (BICUBIC, -1)
+    values: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
+    for row in results.per_image:
+        arm, seed = by_label[row["model"]]
+        image = f"{row['dataset']}/{row['image']}"
+        values.setdefault(arm, {}).setdefault(seed, {})[image] = {
+            m: row.get(m) for m in metrics if row.get(m) is not None
+        }
+    return values, results
 
 
-# ---------------------------------------------------------------------------- outputs
-def _fmt(metric: str, value: Any) -> str:
-    from sr_cli.metrics.registry import get_metric
-
-    return get_metric(metric).format(value)
-
-
-def results_markdown(info: Mapping[str, Any]) -> str:
-    from sr_cli.metrics.registry import header
-
-    metrics = info["metrics"]
-    lines = [
-        f"# Study `{info['study']}` (preset `{info['preset']}`)",
-        "",
-        f"**Claim.** {info['claim'].strip()}",
-        "",
-        f"**Verdict: {info['verdict']}**"
-        + (f" ({info['verdict_note']})" if info.get("verdict_note") else ""),
-        "",
-        f"Measured {info['date']} on `{info['host']}`; wall time {info['wall_seconds'] / 60:.1f} "
-        f"min (runs {info['train_seconds'] / 60:.1f} min). Evaluation: {info['images']} image(s) "
-        f"of `{info['dataset']}`, final generators (`last.ckpt`).",
-        "",
-        "## Table",
-        "",
-        "| run | status | " + " | ".join(header(m) for m in metrics) + " |",
-        "|---|---|" + "---:|" * len(metrics),
-    ]
-    for row in info["table"]:
-        cells = [
-            "unavailable" if m in info["unavailable"] else _fmt(m, row["metrics"].get(m))
-            for m in metrics
-        ]
-        lines.append(f"| {row['label']} | {row['status']} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "HF ratio: SR/GT luma power above the LQ Nyquist frequency (1 = as GT, > 1 noise or "
-        "invented texture, < 1 blur). Checkerboard: SR/GT power at the 1/scale lattice (pixel "
-        "tiling). Transl. incons.: mean |difference| in 8-bit levels between the SR of two LQ "
-        "crops shifted by 4 LQ pixels, on their shared region.",
-        "",
-    ]
-    for title, items in (("Criteria", info["criteria"]), ("Sanity checks", info["sanity"])):
-        if not items:
+def arm_table(
+    values: Mapping, arms: Sequence[str], metrics: Sequence[str], targets: Mapping[str, float]
+) -> list[dict[str, Any]]:
+    """Per arm and metric: the mean, its t-interval over seeds and its bootstrap interval over
+    images. A metric with a target (HF power, lattice power: GT = 0 dB) is shown as the distance
+    ``|x - target|`` per image."""
+    rows = []
+    for arm in arms:
+        per_seed = values.get(arm) or {}
+        if not per_seed:
             continue
-        lines += [f"## {title}", "", "| id | says | left | op | right | margin | verdict | |"]
-        lines.append("|---|---|---|---|---|---:|---|---|")
-        for v in items:
-            lines.append(
-                f"| {v['id']} | {v['says']} | {v['left']} | `{v['op']}` | {v['right']} | "
-                f"{v['margin']:g} | **{v['verdict']}** | {v['why']} |"
-            )
-        lines.append("")
-    failed = [r for r in info["runs"] if r["status"] not in ("finished",)]
-    notes = list(info["notes"])
-    notes += [f"run {r['name']}: {r['status']}: {r['error']}" for r in failed if r["error"]]
-    notes += [f"{header(m)} unavailable: {why}" for m, why in info["unavailable"].items()]
-    notes += [f"{header(m)}: {why}" for m, why in info.get("metric_notes", {}).items()]
-    if notes:
-        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
-    lines += ["## Commands", "", "```bash", info["command"]]
-    for r in info["runs"]:
-        lines.append(shlex.join(["sr-train", *r["command"][3:]]))
-    lines += ["```", "", f"Report with crops: [{info['report']}]({info['report']})", ""]
-    return "\n".join(lines)
+        cells = {}
+        for m in metrics:
+            target = targets.get(m)
+            seed_means, per_image = [], {}
+            for _, images in sorted(per_seed.items()):
+                vals = {}
+                for image, ms in images.items():
+                    v = ms.get(m)
+                    if v is None or not math.isfinite(float(v)):
+                        continue
+                    v = float(v) if target is None else abs(float(v) - target)
+                    vals[image] = v
+                    per_image.setdefault(image, []).append(v)
+                if vals:
+                    seed_means.append(sum(vals.values()) / len(vals))
+            if not seed_means:
+                continue
+            cells[m] = {
+                "seeds": asdict(t_interval(seed_means)),
+                "images": asdict(bootstrap_interval([sum(v) / len(v) for v in per_image.values()])),
+                "per_seed": seed_means,
+            }
+        rows.append({"arm": arm, "seeds": len(per_seed), "metrics": cells})
+    return rows
+
+
+def _arm_labels(items: Sequence[tuple[str, int, Path]], study: Study) -> list[str]:
+    labels = list(dict.fromkeys(arm for arm, _, _ in items))
+    order = list(study.arms)
+    labels.sort(key=lambda a: (order.index(a.split("/")[0]) if a.split("/")[0] in order else 99, a))
+    return [BICUBIC, *labels]
+
+
+def statuses_of(plan: planning.StudyPlan) -> dict[str, dict[int, str]]:
+    out: dict[str, dict[int, str]] = {}
+    for r in plan.arm_runs:
+        state, _ = planning.run_state(r.run_dir)
+        out.setdefault(r.arm, {})[r.seed] = {"started": "interrupted", "new": "pending"}.get(
+            state, state
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------- MOS
+def mos_scores(root: Path, arms: Mapping[str, str]) -> dict[str, dict[str, float]] | None:
+    """``{arm: {score, lo, hi, votes}}`` from the study's rating session, when it has votes
+    (``arms``: ``{arm: checkpoint}`` of the rated generators)."""
+    db_path = root / "rate" / "votes.db"
+    if not db_path.is_file():
+        return None
+    from sr_cli.rate import db
+    from sr_cli.rate.aggregate import summarize
+
+    engine = db.open_engine(db.default_url(str(db_path)))
+    sessions = db.list_sessions(engine)
+    if not sessions:
+        return None
+    try:
+        res = summarize(engine, sessions[-1]["id"])
+    except ConfigError:
+        return None  # no vote yet
+    by_ckpt = {str(Path(c).resolve()): arm for arm, c in arms.items()}
+    out = {}
+    for k, run in enumerate(res.runs):
+        arm = by_ckpt.get(str(Path(str(run.get("checkpoint", ""))).resolve()))
+        if arm is not None:
+            out[arm] = {
+                "score": float(res.score[k]),
+                "lo": float(res.ci_low[k]),
+                "hi": float(res.ci_high[k]),
+                "votes": int(res.votes_per_run[k]),
+            }
+    return out or None
 
 
 # ---------------------------------------------------------------------------- the study
@@ -346,144 +339,157 @@ def run_study(
     out: str | Path = "studies",
     say: Callable[[str], None] = print,
     train: bool = True,
+    seeds: int | None = None,
+    trusted: bool = False,
+    launch: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run (or finish) a study and write its report, ``results.md`` and ``results.json``.
-    Returns what ``results.json`` holds. ``train=False`` trains nothing: the runs finished so
-    far are evaluated and the others listed as not finished."""
+    """Run (or finish) a study; write its results and report. Returns ``results.json``."""
+    from sr_cli.study.results import metric_targets, write_results
+
     t0 = time.monotonic()
-    cfg = load_study(name)
-    if name.endswith((".yaml", ".yml")):
-        name = Path(name).stem
-    root = Path(out) / name / preset
-    records: list[RunRecord] = []
-    notes: list[str] = []
-    for run in cfg.runs:
-        args, run_notes = run_overrides(cfg, preset, str(run), list(extra), weights_cached)
-        notes += run_notes
-        run_dir = root / "runs" / str(run)
-        state, error = run_state(run_dir)
-        record = RunRecord(
-            str(run), run_dir, train_command(args, str(run), run_dir, state == "started")
+    study = load_study(name, trusted=trusted)
+    extra = check_extra(extra)
+    plan = planning.make_plan(study, preset, Path(out).resolve(), extra, seeds, weights_cached)
+    sets = eval_sets(study, preset)
+    pending, states = planning.pending_jobs(plan)
+    fresh = all(state == "new" for state, _ in states.values())
+    _say_states(plan, states, say)
+    statuses: dict[str, Any] = {}
+    if pending and train:
+        statuses = train_jobs(plan, pending, launch, say)
+    elif pending:
+        say(f"train=false: {len(pending)} job(s) not trained by this command")
+    train_seconds = time.monotonic() - t0
+
+    metrics = list(study.eval.get("metrics") or ["psnr_y", "ssim_y", "lr_consistency_psnr"])
+    items = checkpoints_of(plan)
+    values: dict = {}
+    results = None
+    if items:
+        say(
+            f"evaluating {len(items)} generator(s) and bicubic on {', '.join(map(str, sets.values()))}"
         )
-        record.notes = run_notes
-        needs = (cfg.get("run_requires") or {}).get(str(run))
-        if needs and not weights_cached(str(needs)):
-            record.status = "not run"
-            record.error = f"needs {needs} in the torch hub cache (nothing is downloaded)"
-            notes.append(f"run {run} not run: {record.error}")
-            say(f"run {run}: not run, {record.error}")
-        elif state == "finished":
-            record.status = "finished"
-            say(f"run {run}: finished before, skipping ({run_dir})")
-        elif state == "failed":
-            record.status, record.error = "failed", error
-            say(
-                f"run {run}: failed before ({error}), skipping; delete "
-                f"{run_dir / STUDY_RUN_FILE} to retry"
-            )
-        elif not train:
-            record.status = "not finished" if state == "started" else "not started"
-            record.error = "train=false: not trained by this command"
-            say(f"run {run}: {record.status}, not trained (train=false)")
-        else:
-            if state == "started":
-                say(f"run {run}: interrupted before, resuming from its last checkpoint")
-            execute_run(record, say)
-        records.append(record)
-    train_seconds = sum(r.seconds for r in records)
-
-    ev = cfg.get("eval") or {}
-    from sr_cli.data import sample_dir
-
-    dataset = Path(str(ev.get("dataset") or sample_dir("val")))
-    metrics = list(ev.get("metrics") or ["psnr_y", "ssim_y", "lr_consistency_psnr"])
-    say(
-        f"evaluating {sum(len(r.checkpoints()) for r in records if r.status == 'finished')} "
-        f"generator(s) and bicubic on {dataset}"
-    )
-    results, labels = evaluate_runs(records, dataset, metrics, root / "eval")
-
-    status_of = {r.name: r.status for r in records}
-    table_rows: list[dict[str, Any]] = []
-    table: dict[str, dict[str, Any]] = {}
-    images = 0
-    if results is not None:
-        for row in results.rows:
-            label = row["model"]
-            values = {m: row.get(m) for m in metrics}
-            table[label] = values
-            images = row["images"]
-            status = "baseline" if label == BICUBIC else status_of.get(label.split("/")[0], "")
-            table_rows.append(
-                {
-                    "label": label,
-                    "status": status,
-                    "metrics": values,
-                    "iteration": row.get("iteration"),
-                }
-            )
-    for r in records:
-        if r.status != "finished":
-            table_rows.append({"label": r.name, "status": r.status, "metrics": {}})
-
-    verdicts = [judge(c, table, status_of) for c in cfg.criteria]
-    sanity = [judge(c, table, status_of) for c in (cfg.get("sanity") or [])]
+        values, results = evaluate(items, sets, metrics)
+    arm_status = statuses_of(plan)
+    verdicts = [judge(c, values, arm_status) for c in study.criteria]
+    sanity = [judge(c, values, arm_status) for c in study.sanity]
     verdict = overall(verdicts, sanity)
     note = ""
     if any(s.verdict != PASS for s in sanity):
-        note = (
-            "a sanity check did not pass, so this budget cannot decide the claim; run "
-            f"`sr-study {name} preset=full` (GPU, DIV2K)"
-        )
-    elif verdict == INCONCLUSIVE and preset != "full":
-        note = f"differences within the margins at this budget; run `sr-study {name} preset=full`"
-
-    report = root / "report" / "report.html"
-    pairs = [p for r in records if r.status == "finished" for _, p in r.checkpoints()]
-    if pairs:
-        from sr_cli.report.page import build_report
-
-        say(f"writing the report to {report.parent}")
-        build_report(pairs, report.parent, images=dataset, title=f"sr-study {name} ({preset})")
-
+        note = "a sanity check did not pass, so this budget cannot decide the claim"
+    report = _report(plan, items, sets, study, preset, say)
+    labels = _arm_labels(items, study)
     info: dict[str, Any] = {
-        "study": name,
+        "study": study.name,
+        "file": str(study.path),
+        "seed_idea": study.seed_idea,
         "preset": preset,
-        "claim": str(cfg.claim),
+        "claim": study.claim,
         "verdict": verdict,
         "verdict_note": note,
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "host": os.uname().nodename,
+        "cpus": os.cpu_count(),
         "wall_seconds": time.monotonic() - t0,
         "train_seconds": train_seconds,
-        "dataset": str(dataset),
-        "images": images,
+        "fresh": fresh and train,
+        "seeds": plan.seeds,
+        "eval_sets": {k: str(v) for k, v in sets.items()},
+        "images": len(next(iter(values.get(BICUBIC, {}).values()), {})) if values else 0,
         "metrics": metrics,
         "unavailable": dict(results.unavailable) if results is not None else {},
         "metric_notes": dict(results.notes) if results is not None else {},
-        "table": table_rows,
-        "criteria": [v.__dict__ for v in verdicts],
-        "sanity": [v.__dict__ for v in sanity],
-        "notes": list(dict.fromkeys(notes)),
-        "runs": [
-            {
-                "name": r.name,
-                "status": r.status,
-                "error": r.error,
-                "seconds": r.seconds,
-                "directory": str(r.directory),
-                "command": [str(c) for c in r.command],
-            }
-            for r in records
-        ],
+        "table": arm_table(values, labels, metrics, metric_targets(metrics)),
+        "criteria": [v.to_dict() for v in verdicts],
+        "sanity": [v.to_dict() for v in sanity],
+        "notes": plan.notes,
+        "statuses": {a: {str(s): st for s, st in v.items()} for a, v in arm_status.items()},
+        "plan": planning.as_mapping(plan),
+        "warm_starts": _warm_summary(plan, study),
+        "protocol": _protocol(study, preset, plan),
+        "mos": mos_scores(plan.root, _first_seed_checkpoints(plan, items)),
         "command": shlex.join(
-            ["sr-study", name, f"preset={preset}", *extra, *([] if train else ["train=false"])]
+            ["sr-study", str(name), f"preset={preset}"]
+            + ([f"seeds={seeds}"] if seeds is not None else [])
+            + list(extra)
+            + list(launch)
+            + ([] if train else ["train=false"])
         ),
-        "report": os.path.relpath(report, root) if pairs else "(no finished run)",
+        "report": os.path.relpath(report, plan.root) if report else "",
+        "sweep_statuses": statuses,
+        "results_dir": str(plan.root),
+        "rating_runs": _first_seed_checkpoints(plan, items),
     }
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "results.json").write_text(json.dumps(info, indent=2, default=str))
-    (root / "results.md").write_text(results_markdown(info))
+    write_results(info, plan.root)
     say(f"verdict: {verdict}" + (f" ({note})" if note else ""))
-    say(f"wrote {root / 'results.md'}")
+    say(f"wrote {plan.root / 'results.md'}")
     return info
+
+
+def _warm_summary(plan: planning.StudyPlan, study: Study) -> list[dict[str, Any]]:
+    used: dict[str, dict[str, Any]] = {}
+    for job in plan.jobs.values():
+        if job.kind != "warm":
+            continue
+        entry = used.setdefault(
+            job.name,
+            {"name": job.name, "key": job.key, "folder": str(Path(job.run_dir).parent), "by": []},
+        )
+        entry.setdefault("seeds", []).append(job.seed)
+    for arm_name, arm in study.arms.items():
+        if arm.depends_on in used:
+            how = "is" if arm.is_warm else "continues" if arm.continues else "starts from"
+            used[arm.depends_on]["by"].append(f"{arm_name} ({how})")
+    for w in study.warm_starts.values():
+        if w.depends_on in used and w.name in used:
+            used[w.depends_on]["by"].append(f"warm start {w.name}")
+    return list(used.values())
+
+
+def _protocol(study: Study, preset: str, plan: planning.StudyPlan) -> dict[str, Any]:
+    p = study.preset(preset)
+    return {
+        "common": study.common,
+        "preset": p.overrides,
+        "params": p.params,
+        "arms": {
+            a: {
+                "overrides": arm.overrides,
+                "from": arm.start_from,
+                "continue": arm.continues,
+                "is": arm.is_warm,
+            }
+            for a, arm in study.arms.items()
+        },
+        "warm_starts": {
+            w: {"overrides": j.overrides, "from": j.start_from, "continue": j.continues}
+            for w, j in study.warm_starts.items()
+        },
+        "commands": {jid: shlex.join(["sr-train", *j.overrides]) for jid, j in plan.jobs.items()},
+    }
+
+
+def _first_seed_checkpoints(plan, items) -> dict[str, str]:
+    """``{arm: last.ckpt}`` of the first seed: what the report shows and raters compare."""
+    firsts: dict[str, str] = {}
+    for arm, seed, ckpt in items:
+        if arm not in firsts and seed == min(plan.seeds):
+            firsts[arm] = str(ckpt)
+    return firsts
+
+
+def _report(plan, items, sets, study, preset, say) -> Path | None:
+    """An sr-report page with one generator per arm (the first seed's final generator)."""
+    firsts = {arm: Path(c) for arm, c in _first_seed_checkpoints(plan, items).items()}
+    if not firsts:
+        return None
+    from sr_cli.report.page import build_report
+
+    out = plan.root / "report"
+    say(f"writing the report to {out}")
+    return build_report(
+        list(firsts.values()),
+        out,
+        images=next(iter(sets.values())),
+        title=f"sr-study {study.name} ({preset}), seed {min(plan.seeds)}",
+    )

@@ -1,8 +1,7 @@
 """Optuna pruning for ``hparams_search=optuna``, fed from validation.
 
-The Hydra Optuna sweeper (hydra-optuna-sweeper 1.3) gives a job no handle on its trial, and its
-study lives in the sweeper's process (in memory: the database storage of the optuna<3 it pins
-fails with SQLAlchemy 2). So the job decides itself, with Optuna's own pruners:
+A job may run in another process, or on another machine, than the sweeper (joblib, submitit),
+away from the sweeper's study, so the job decides itself, with Optuna's own pruners:
 :class:`SweepPruning` is a Lightning callback that, after every validation, rebuilds an in-memory
 study from the sweep folder on disk:
 
@@ -19,10 +18,10 @@ checkpoint callback has already written ``last.ckpt`` for this validation), reco
 ``pruned`` in the job's ``job_status.json`` (so the sweep summary shows status ``pruned``) and
 the run's ``summary.json`` says ``"status": "pruned"``.
 
-What the sweeper sees: the job returns normally, with its last validation value of
-``optimized_metric``; the sweeper tells Optuna that value as a finished trial (it has no way to
-be told of pruning). A pruned job's value is that of a short run, which is what TPE then learns
-from.
+What the sweeper sees (:mod:`sr_cli.train.optuna_sweeper`): the job returns normally, with its
+last validation value of ``optimized_metric``; the sweeper reads ``pruned`` from the job's record
+and tells Optuna the trial was pruned, with the job's validation curve as its intermediate
+values, which is what the sampler then learns from.
 
 Config (``conf/train.yaml``, turned on by ``conf/hparams_search/optuna.yaml``)::
 
@@ -34,9 +33,7 @@ Config (``conf/train.yaml``, turned on by ``conf/hparams_search/optuna.yaml``)::
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,33 +41,11 @@ from typing import Any
 import pytorch_lightning as pl
 
 from sr_cli.errors import ConfigError
+from sr_cli.train.sweep import read_curve
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("maximize", "minimize")
-
-
-def read_curve(run_dir: Path, metric: str) -> dict[int, float]:
-    """``{iteration: value}`` of ``metric`` in ``<run_dir>/metrics.csv`` (empty when absent).
-
-    The CSV logger's ``step`` of a validation row is Lightning's step, the iteration it ran after
-    minus one (as in the sweep summary's ``iterations``)."""
-    path = Path(run_dir) / "metrics.csv"
-    curve: dict[int, float] = {}
-    if not path.is_file():
-        return curve
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            text, step = row.get(metric), row.get("step")
-            if not text or not step:
-                continue
-            try:
-                value, it = float(text), int(float(step))
-            except ValueError:
-                continue
-            if not math.isnan(value):
-                curve[it + 1] = value
-    return curve
 
 
 def sibling_trials(sweep_dir: Path, own_job_dir: Path, metric: str) -> list[Any]:

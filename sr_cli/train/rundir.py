@@ -30,7 +30,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sr_cli.errors import CheckpointError, ConfigError
-from sr_cli.serialization import atomic_write, is_readable_checkpoint, safe_torch_load
+from sr_cli.serialization import (
+    atomic_write,
+    file_problem,
+    is_readable_checkpoint,
+    safe_torch_load,
+)
 
 log = logging.getLogger(__name__)
 
@@ -264,9 +269,10 @@ def plan_resume(resume: str | None, output_dir: Path) -> ResumePlan:
                 + (": " + "; ".join(problems) if problems else "")
             )
         path = ckpt
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem is not None:
         raise CheckpointError(
-            f"resume checkpoint {str(path)!r} does not exist. Pass the path of a .ckpt written by "
+            f"resume checkpoint {str(path)!r} {problem}. Pass the path of a .ckpt written by "
             "sr-train (e.g. outputs/<name>/<time>/checkpoints/last.ckpt), a run folder, or resume=auto."
         )
     reason = is_readable_checkpoint(path)
@@ -376,7 +382,7 @@ def restore_metrics(csv_logger, kept: tuple[list[str], str] | None) -> None:
     writer.metrics_keys = sorted(header)
 
 
-# --------------------------------------------------------------------------- wandb
+# --------------------------------------------------------------------------- loggers
 def _wandb_loggers(trainer) -> list:
     try:
         from pytorch_lightning.loggers import WandbLogger
@@ -394,8 +400,17 @@ def define_wandb_summaries(trainer, cfg: DictConfig) -> None:
             lg.experiment.define_metric(monitor, summary=mode)
 
 
-def finish_wandb(trainer) -> None:
-    """End this job's wandb run, so the next job of a sweep (or stage) starts its own."""
+def finish_loggers(trainer) -> None:
+    """The end of a run for its loggers: TensorBoard gets ``best/<monitor>`` (wandb's summary of
+    it), and this job's wandb run ends, so the next job of a sweep (or stage) starts its own."""
+    from sr_cli.train.lit.callbacks import run_checkpoints
+
+    ckpts = run_checkpoints(trainer)
+    for lg in trainer.loggers:
+        log_best = getattr(lg, "log_best", None)
+        if callable(log_best) and ckpts is not None and ckpts.best_iteration is not None:
+            # the step of that validation's numbers (a row's step is its iteration - 1)
+            log_best(ckpts.monitor, ckpts.best_score, max(int(ckpts.best_iteration) - 1, 0))
     for lg in _wandb_loggers(trainer):
         if lg._experiment is not None and trainer.is_global_zero:
             lg.experiment.finish()

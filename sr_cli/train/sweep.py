@@ -9,7 +9,7 @@ Status:
 * ``preempted``: a stop signal (SIGTERM, SIGUSR1, SIGINT) saved a resumable checkpoint and ended
   it (``error`` names the signal).
 * ``pruned``: the Optuna pruner of ``hparams_search=optuna`` stopped it early
-  (:mod:`sr_cli.train.pruning`); it returned its last validation value to the sweeper.
+  (:mod:`sr_cli.train.pruning`); the sweeper records its trial as pruned.
 * ``running``: started and not ended (still running, or killed without a chance to say so).
 
 :class:`SweepSummary` is a Hydra callback (``conf/hydra/default.yaml``). ``on_job_end`` runs in the
@@ -37,8 +37,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sr_cli.serialization import atomic_write
-
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "job_status.json"
@@ -65,6 +63,8 @@ def record_job(job_dir: Path, **fields: Any) -> None:
     record.update(fields)
     record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     path.parent.mkdir(parents=True, exist_ok=True)
+    from sr_cli.serialization import atomic_write  # (loads torch: not for reading a sweep)
+
     atomic_write(path, lambda f: f.write(json.dumps(record, indent=2, default=str).encode()))
 
 
@@ -85,6 +85,29 @@ def _read_json(path: Path) -> dict | None:
 
 
 # --------------------------------------------------------------------------- rows
+def read_curve(run_dir: Path, metric: str) -> dict[int, float]:
+    """``{iteration: value}`` of ``metric`` in ``<run_dir>/metrics.csv`` (empty when absent).
+
+    The CSV logger's ``step`` of a validation row is Lightning's step, the iteration it ran after
+    minus one (as in the sweep summary's ``iterations``)."""
+    path = Path(run_dir) / "metrics.csv"
+    curve: dict[int, float] = {}
+    if not path.is_file():
+        return curve
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            text, step = row.get(metric), row.get("step")
+            if not text or not step:
+                continue
+            try:
+                value, it = float(text), int(float(step))
+            except ValueError:
+                continue
+            if not math.isnan(value):
+                curve[it + 1] = value
+    return curve
+
+
 def _best_metrics(run_dir: Path) -> dict[str, float]:
     """Best value of every ``<set>/<metric>`` column of ``metrics.csv`` (bicubic references and
     per-step training values excluded)."""
@@ -261,6 +284,8 @@ def write_summary(sweep_dir: str | Path) -> Path:
         rows = collect_rows(sweep_dir)
         text_csv = render_csv(rows)
         text_md = render_markdown(rows, str(sweep_dir))
+        from sr_cli.serialization import atomic_write
+
         atomic_write(sweep_dir / "summary.csv", lambda f: f.write(text_csv.encode()))
         atomic_write(sweep_dir / "summary.md", lambda f: f.write(text_md.encode()))
     return sweep_dir / "summary.csv"

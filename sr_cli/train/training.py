@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_cli.environment import setup_environment
-from sr_cli.errors import ConfigError
+from sr_cli.errors import ConfigError, OutOfMemory, is_out_of_memory, out_of_memory_summary
 from sr_cli.train.build import build_datamodule, build_module, build_trainer
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,20 @@ def check_options(cfg: DictConfig) -> None:
                 "fall between optimizer updates (exact resume)."
             )
     steps = OmegaConf.select(cfg, "trainer.max_steps")
-    if not isinstance(steps, int) or isinstance(steps, bool) or (steps < 1 and steps != -1):
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ConfigError(
-            f"trainer.max_steps must be a positive number of iterations (or -1: no limit), got "
-            f"{steps!r}. Set e.g. `trainer.max_steps=400000`."
+            f"trainer.max_steps must be a positive number of iterations, got {steps!r} (-1 would "
+            "train forever). Set e.g. `trainer.max_steps=400000`."
         )
+    workers = OmegaConf.select(cfg, "data.num_workers")
+    if workers is not None and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
+    ):
+        raise ConfigError(
+            f"data.num_workers must be an integer >= 0, got {workers!r}. Set e.g. "
+            "`data.num_workers=4` (0: load in the main process)."
+        )
+    check_loss_weights(cfg)
     for role in ("generator", "discriminator"):
         node = OmegaConf.select(cfg, f"optim.{role}")
         if not node:
@@ -100,7 +109,7 @@ def check_options(cfg: DictConfig) -> None:
             continue
         for key in ("start_step", "d_start_step"):
             start = node.get(key)
-            if isinstance(start, int) and steps != -1 and start >= steps:
+            if isinstance(start, int) and start >= steps:
                 log.warning(
                     "loss.%s.%s=%d is not below trainer.max_steps=%d: %s will never run. Lower "
                     "loss.%s.%s or raise trainer.max_steps.",
@@ -112,6 +121,53 @@ def check_options(cfg: DictConfig) -> None:
                     name,
                     key,
                 )
+
+
+def out_of_memory_error(exc: BaseException, cfg: DictConfig, trainer, module) -> OutOfMemory:
+    """One line: where memory ran out, what to lower, and what became of the state."""
+    from sr_cli.train.lit.callbacks import run_checkpoints
+
+    validating = bool(trainer.validating or trainer.sanity_checking)
+    where = "validating" if validating else "training"
+    fixes = []
+    if validating:
+        fixes.append("validate on smaller images (data.val_dir)")
+    batch, patch = (
+        OmegaConf.select(cfg, "data.batch_size"),
+        OmegaConf.select(cfg, "data.patch_size"),
+    )
+    fixes.append(f"lower data.batch_size (now {batch}) or data.patch_size (now {patch})")
+    precision = str(OmegaConf.select(cfg, "trainer.precision"))
+    if "16" not in precision:
+        fixes.append(f"use trainer.precision=bf16-mixed (now {precision})")
+    ckpts = run_checkpoints(trainer)
+    outcome = ckpts.oom_outcome if ckpts is not None and ckpts.oom_outcome else "nothing saved"
+    last = ckpts.last_path if ckpts is not None and ckpts.last_path.is_file() else None
+    then = f"continue with resume={last} and the new values" if last else "start again"
+    return OutOfMemory(
+        f"{out_of_memory_summary(exc)} while {where} at iteration {module.iteration}; "
+        f"{', or '.join(fixes)}; {outcome}; {then}."
+    )
+
+
+def check_loss_weights(cfg: DictConfig) -> None:
+    """A negative ``loss.<term>.weight`` turns the term into gradient ascent: refused unless the
+    run opts in with ``allow_negative_loss_weights=true`` (on the command line)."""
+    allowed = OmegaConf.select(cfg, "allow_negative_loss_weights", default=False)
+    if not isinstance(allowed, bool):
+        raise ConfigError(f"allow_negative_loss_weights must be true or false, got {allowed!r}")
+    for name, node in (cfg.get("loss") or {}).items():
+        if not node or "weight" not in node:
+            continue
+        weight = node.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight != weight:
+            raise ConfigError(f"loss.{name}.weight must be a number, got {weight!r}")
+        if weight < 0 and not allowed:
+            raise ConfigError(
+                f"loss.{name}.weight={weight} is negative: the {name} term would be maximised "
+                f"(gradient ascent). Use a weight >= 0 (0 switches the term off), or pass "
+                "allow_negative_loss_weights=true if you mean it."
+            )
 
 
 def write_provenance(output_dir: Path, seed: int) -> dict:
@@ -151,7 +207,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     fresh = rundir.is_unused(output_dir)
     try:
         check_options(cfg)
-        plan = rundir.plan_resume(cfg.get("resume"), output_dir)
+        if cfg.get("init_from"):
+            from sr_cli.train.fork import plan_fork
+
+            plan = plan_fork(cfg.init_from, output_dir, cfg.get("resume"))
+        else:
+            plan = rundir.plan_resume(cfg.get("resume"), output_dir)
         if plan.output_dir != output_dir:
             with open_dict(cfg):
                 cfg.paths.output_dir = str(plan.output_dir)
@@ -171,9 +232,11 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     import pytorch_lightning as pl
 
     from sr_cli.train import rundir
+    from sr_cli.train.fork import check_fork_compatible, is_fork
     from sr_cli.train.lit.callbacks import GracefulStop, TrainingInterrupted, run_checkpoints
 
-    if plan.checkpoint:
+    forked = is_fork(plan)
+    if plan.checkpoint and not forked:
         rundir.check_resume_compatible(plan, cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -181,19 +244,30 @@ def _train_in(cfg: DictConfig, output_dir: Path, plan) -> tuple[dict[str, float]
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # bad folders and images fail here, before any model is built
     module = build_module(cfg, datamodule.val_names, output_dir)
-    kept = rundir.trim_metrics(output_dir, plan.iteration) if plan.checkpoint else None
+    if forked:
+        check_fork_compatible(plan, module, cfg)
+    kept = (
+        rundir.trim_metrics(output_dir, plan.iteration) if plan.checkpoint and not forked else None
+    )
     trainer = build_trainer(cfg, module, output_dir, kept)
-    rundir.write_config_record(output_dir, resolved, resumed=plan.checkpoint is not None)
+    rundir.write_config_record(
+        output_dir, resolved, resumed=plan.checkpoint is not None and not forked
+    )
     provenance = write_provenance(output_dir, cfg.seed)
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, "provenance": provenance})
     rundir.define_wandb_summaries(trainer, cfg)
     if plan.checkpoint:
-        log.info("resuming from %s (iteration %d)", plan.checkpoint, plan.iteration)
+        what = "continuing the state of" if forked else "resuming from"
+        log.info("%s %s (iteration %d)", what, plan.checkpoint, plan.iteration)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint)
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise out_of_memory_error(exc, cfg, trainer, module) from exc
+        raise
     finally:
-        rundir.finish_wandb(trainer)
+        rundir.finish_loggers(trainer)
 
     metrics = {
         k: float(v)

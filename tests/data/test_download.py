@@ -180,3 +180,154 @@ def test_list_unknown_and_manual_only_sets(tmp_path, capsys):
     assert main(["download", "manga109", "--dest", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "manga109.org" in err and str(tmp_path.resolve() / "benchmark" / "Manga109") in err
+
+
+# ------------------------------------------------------------------ issue #26: archives
+BOMB = 4_000_000  # bytes of zeros: a few KB compressed
+LIMIT = 1_000_000
+
+
+def _register(monkeypatch, archive: Path, member: str = "Tiny_HR") -> None:
+    """``tiny`` -> ``archive`` (not verified: the user passes --no-verify, as in the issue)."""
+    monkeypatch.setitem(dl.ARCHIVES, "tiny", dl.Archive(archive.name, UNREACHABLE, None))
+    monkeypatch.setitem(
+        dl.DATASETS, "tiny", dl.DatasetSpec("test", (dl.Part("tiny", member, "T/Tiny_HR"),))
+    )
+
+
+def _zip_bomb(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("Tiny_HR/0001.png", _png_bytes(1))
+        zf.writestr("Tiny_HR/zeros.bin", bytes(BOMB))
+    assert path.stat().st_size < 20_000
+    return path
+
+
+def _tar_bomb(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tf:
+        info = tarfile.TarInfo("Tiny_HR/zeros.bin")
+        info.size = BOMB
+        tf.addfile(info, io.BytesIO(bytes(BOMB)))
+    assert path.stat().st_size < 20_000
+    return path
+
+
+def _nothing_left(dest: Path) -> None:
+    assert not dest.exists(), sorted(str(p) for p in dest.rglob("*"))  # not even a staging folder
+
+
+@pytest.mark.parametrize("make", [_zip_bomb, _tar_bomb], ids=["zip", "tar.gz"])
+def test_unpacked_size_is_bounded_by_the_declared_sizes(tmp_path, monkeypatch, capsys, make):
+    archive = make(tmp_path / "placed" / ("bomb.zip" if make is _zip_bomb else "bomb.tar.gz"))
+    _register(monkeypatch, archive)
+    dest = tmp_path / "data"
+    argv = ["download", "tiny", "--dest", str(dest), "--from-dir", str(archive.parent)]
+    code = main([*argv, "--no-verify", "--quiet", "--max-unpacked-bytes", str(LIMIT)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sr-data download: error: ") and err.count("\n") == 1
+    assert f"declares {BOMB + (len(_png_bytes(1)) if make is _zip_bomb else 0)}" in err
+    assert f"--max-unpacked-bytes {LIMIT}" in err
+    _nothing_left(dest)
+    # under the default bound (50 GB) the same archive extracts
+    assert main([*argv, "--no-verify", "--quiet"]) == 0
+    assert (dest / "T" / "Tiny_HR" / "zeros.bin").stat().st_size == BOMB
+
+
+def _patch_sizes(data: bytearray, size: int, crc: int) -> None:
+    """Set the uncompressed size and CRC of every entry in a zip's local and central headers."""
+    import struct
+
+    for signature, size_at, crc_at in ((b"PK\x03\x04", 22, 14), (b"PK\x01\x02", 24, 16)):
+        start = data.find(signature)
+        while start != -1:
+            data[start + size_at : start + size_at + 4] = struct.pack("<I", size)
+            data[start + crc_at : start + crc_at + 4] = struct.pack("<I", crc)
+            start = data.find(signature, start + 4)
+
+
+@pytest.mark.parametrize("crc_matches", [True, False])
+def test_a_zip_header_that_understates_a_size_cannot_write_more(tmp_path, monkeypatch, crc_matches):
+    """The header claims 1000 bytes where 4 MB are compressed: at most what the header declares
+    is written (CRC of those bytes right), or the member is refused as corrupt and the staging
+    folder removed (CRC wrong)."""
+    import zlib
+
+    archive = tmp_path / "placed" / "liar.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("Tiny_HR/zeros.bin", bytes(BOMB))
+    data = bytearray(archive.read_bytes())
+    _patch_sizes(data, 1000, zlib.crc32(bytes(1000)) if crc_matches else 12345)
+    archive.write_bytes(bytes(data))
+    _register(monkeypatch, archive)
+    dest = tmp_path / "data"
+    if crc_matches:
+        dl.download("tiny", dest=dest, from_dir=archive.parent, verify=False, progress=False)
+        assert (dest / "T" / "Tiny_HR" / "zeros.bin").stat().st_size == 1000
+        assert not list(dest.glob(".extract-*"))
+    else:
+        with pytest.raises(DataError, match="corrupt or incomplete"):
+            dl.download("tiny", dest=dest, from_dir=archive.parent, verify=False, progress=False)
+        _nothing_left(dest)
+
+
+def test_bytes_written_beyond_the_declared_sizes_are_caught(tmp_path):
+    """The bound is also checked on the bytes actually written: a reader that yields more than
+    its header declared stops at the bound."""
+    budget = dl._Budget(tmp_path / "x.zip", LIMIT)
+    budget.declare([1000])
+    out = io.BytesIO()
+    with pytest.raises(DataError, match="lies about its sizes"):
+        budget.copy(io.BytesIO(bytes(BOMB)), out)
+    assert len(out.getvalue()) <= LIMIT
+
+
+def test_a_refused_extraction_leaves_no_staging_folder_in_an_existing_dest(tmp_path, monkeypatch):
+    archive = _zip_bomb(tmp_path / "placed" / "bomb.zip")
+    _register(monkeypatch, archive)
+    dest = tmp_path / "data"
+    (dest / "keep").mkdir(parents=True)
+    with pytest.raises(DataError, match="declares"):
+        dl.download(
+            "tiny", dest=dest, from_dir=archive.parent, verify=False, progress=False,
+            max_unpacked_bytes=LIMIT,
+        )  # fmt: skip
+    assert sorted(p.name for p in dest.iterdir()) == ["keep"]
+
+
+@pytest.mark.parametrize(
+    "argv,option",
+    [
+        (["shard", "S", "O", "--shard-bytes", "-5"], "--shard-bytes -5"),
+        (["shard", "S", "O", "--shard-size", "0"], "--shard-size 0"),
+        (["shard", "S", "O", "--shard-bytes", "nan"], "--shard-bytes nan"),
+        (["prepare", "S", "O", "--crop-size", "0"], "--crop-size 0"),
+        (["prepare", "S", "O", "--step", "-1"], "--step -1"),
+        (["prepare", "S", "O", "--workers", "0"], "--workers 0"),
+        (["prepare", "S", "O", "--lr-scales", "2", "-4"], "--lr-scales -4"),
+        (["prepare", "S", "O", "--thresh-size", "-1"], "--thresh-size -1"),
+        (["prepare", "S", "O", "--max-pixels", "-1"], "--max-pixels=-1 is not a pixel count"),
+        (["shard", "S", "O", "--max-pixels", "-1"], "--max-pixels=-1 is not a pixel count"),
+        (["download", "set5", "--timeout", "0"], "--timeout 0"),
+        (["download", "set5", "--max-unpacked-bytes", "-1"], "--max-unpacked-bytes -1"),
+    ],
+)
+def test_every_numeric_option_of_sr_data_refuses_out_of_range_values(
+    tmp_path, capsys, argv, option
+):
+    src = tmp_path / "S"
+    src.mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src / "a.png")
+    argv = [a if a not in ("S", "O") else str(tmp_path / a) for a in argv]
+    code = main(
+        [*argv, "--quiet"] if argv[0] != "download" else [*argv, "--dest", str(tmp_path / "d")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    expected = option if "pixel count" in option else f"error: {option} is out of range"
+    assert expected in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S"]  # nothing written

@@ -209,3 +209,24 @@ def test_prepare_refuses_or_skips_decompression_bombs(src_dir, tmp_path, capsys)
     assert "1 skipped as bad" in capsys.readouterr().out
     assert main(["prepare", str(src_dir), str(out), "--max-pixels", "-3", "--quiet"]) == 2
     assert "--max-pixels=-3" in capsys.readouterr().err
+
+
+def test_prepare_and_shard_refuse_bad_destinations_in_one_line(tmp_path, read_only_dir, capsys):
+    """Issue #26: an output that is a folder (or FIFO, device) is refused, never replaced, and a
+    read-only OUT is named before any image is read."""
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(_smooth(64, 64, 0)).save(src / "img.png")
+    out = tmp_path / "out"
+    (out / "img_s001.png").mkdir(parents=True)  # where the first sub-image would go
+    args = ["--crop-size", "32", "--step", "32", "--quiet"]
+    assert main(["prepare", str(src), str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "img_s001.png' is a folder, not a regular file" in err
+    assert (out / "img_s001.png").is_dir()
+    for command in (["prepare", *args], ["shard", "--quiet"]):
+        target = read_only_dir / "sub"
+        assert main([command[0], str(src), str(target), *command[1:]]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"cannot create output folder {str(target)!r}" in err
+        assert "read-only" in err

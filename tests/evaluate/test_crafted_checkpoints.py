@@ -190,3 +190,40 @@ def test_disc_perceptual_refuses(gan_checkpoint, tmp_path, victims, kind):
     assert_untouched(victim, precious)
     # The untouched checkpoint still gives its discriminator.
     assert load_discriminator(gan_checkpoint).training is False
+
+
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        ("scale", "its stored sr_cli.scale is '${oc.env:HOME}' (str), not a positive integer"),
+        ("generator_scale", "its stored model config does not build (ValueError: invalid literal"),
+        ("shape", "does not fit its own model config: Error(s) in loading state_dict for RRDBNet:"),
+    ],
+)
+def test_stored_values_of_the_wrong_type_are_one_line_in_sr_upscale(
+    trained_run, eval_images, tmp_path, capsys, edit, expected
+):
+    """Issue #26: a string where the scale belongs gave a ValueError traceback in sr-upscale; a
+    weight of the wrong shape gave a traceback too (and its explanation must not be cut)."""
+    from sr_cli.commands.upscale import main
+
+    ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    if edit == "scale":
+        ckpt["sr_cli"]["scale"] = "${oc.env:HOME}"
+    elif edit == "generator_scale":
+        ckpt["sr_cli"]["model"]["generator"]["scale"] = "${oc.env:HOME}"
+    else:
+        key = next(k for k in ckpt["state_dict"] if k.startswith("generator."))
+        ckpt["state_dict"][key] = torch.zeros(3)
+    bad = tmp_path / "bad.ckpt"
+    torch.save(ckpt, bad)
+    out = tmp_path / "o.png"
+    with pytest.raises(SystemExit) as info:
+        main([str(bad), str(sorted(eval_images.glob("*.png"))[0]), "-o", str(out), "-q"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sr-upscale: error: ") and err.count("\n") == 1 and str(bad) in err
+    assert expected in err
+    if edit == "shape":
+        assert "size mismatch for conv_first.weight: copying a param with shape" in err
+    assert not out.exists()

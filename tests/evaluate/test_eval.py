@@ -169,6 +169,10 @@ def test_weight_check_looks_only_at_the_hub_cache(no_hub_cache):
         "hf_ratio",
         "checkerboard",
         "translation_inconsistency",  # the studies' columns
+        "hf_db",
+        "lattice_db",
+        "haarpsi",
+        "l1_rgb",
     }
 
 

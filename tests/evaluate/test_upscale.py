@@ -10,8 +10,9 @@ from PIL import Image
 from sr_cli.commands.upscale import main
 from sr_cli.degradations.resize import imresize
 from sr_cli.evaluate.inference import load_generator, super_resolve
+from sr_cli.evaluate.picture_io import read_picture, write_png16
 from sr_cli.evaluate.tiling import feather, tile_layout, tile_starts, tiled_forward
-from sr_cli.evaluate.upscaling import plan_outputs, read_picture, write_png16
+from sr_cli.evaluate.upscaling import plan_outputs
 
 
 @pytest.fixture(scope="module")

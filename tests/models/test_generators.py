@@ -185,3 +185,22 @@ def test_lapsrn_levels_can_be_supervised_against_resized_gt():
     assert [t.shape[-1] for _, t in pairs] == [16, 32]
     sum((p - t).abs().mean() for p, t in pairs).backward()
     assert all(level.to_residual.weight.grad is not None for level in net.levels)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4])
+def test_rrdbnet_pixelshuffle_keeps_the_body_and_changes_only_the_upsampler(scale):
+    from sr_cli.models.rrdbnet import rrdbnet
+
+    nc = rrdbnet(scale=scale, preset="small")
+    ps = rrdbnet(scale=scale, preset="small", upsampler="pixelshuffle")
+    x = torch.rand(1, 3, 5, 7)
+    assert ps(x).shape == nc(x).shape == (1, 3, 5 * scale, 7 * scale)
+    a, b = nc.state_dict(), ps.state_dict()
+    assert a.keys() == b.keys()
+    differ = {k for k in a if a[k].shape != b[k].shape}
+    factors = (9, 1) if scale == 3 else (4, 4)
+    expected = {f"conv_up{i + 1}.{w}" for i in (0, 1) if factors[i] > 1 for w in ("weight", "bias")}
+    assert differ == expected
+    assert b["conv_up1.weight"].shape[0] == factors[0] * a["conv_up1.weight"].shape[0]
+    with pytest.raises(ConfigError, match="upsampler"):
+        rrdbnet(scale=scale, preset="small", upsampler="transposed")

@@ -229,3 +229,18 @@ def test_non_strict_loads_what_fits(tmp_path, caplog):
     assert torch.equal(dst.conv_first.weight, src.conv_first.weight)
     assert torch.equal(dst.body[1].conv2.bias, src.body[1].conv2.bias)
     assert torch.equal(dst.upconv1.weight, before)  # shape differs: left as it was
+
+
+def test_a_weight_file_that_does_not_fit_is_one_line_with_every_reason(tmp_path):
+    """Issue #26: errors are one line and never cut: the missing keys, the shape mismatches and
+    the likely cause all stay in it."""
+    path = tmp_path / "small.pth"
+    torch.save(edsr(scale=2, preset="small").state_dict(), path)
+    with pytest.raises(CheckpointError) as info:
+        load_pretrained(edsr(scale=2, preset="baseline"), path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "missing keys: " in message and "shape mismatches: " in message
+    assert "likely cause: " in message and message.endswith(
+        "(pick the matching `model.preset` or set num_block)"
+    )

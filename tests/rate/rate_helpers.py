@@ -44,10 +44,17 @@ def rate_args(runs: list[str], images: Path, out: Path, *extra: str) -> argparse
 
 
 class LiveServer:
-    """An sr-rate server for ``args`` on a free localhost port, in a background thread."""
+    """An sr-rate server for ``args`` on a free localhost port, in a background thread; the
+    invite links of ``args.raters`` / ``args.invite`` in :attr:`tokens`, an admin token in
+    :attr:`admin`."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        from sr_cli.commands.rate import invite
+        from sr_cli.rate import invites
+
         self.app = prepare(args)
+        self.tokens = invite(args, self.app)
+        self.admin = invites.issue(self.app.engine, self.app.session_id, "admin", role="admin")
         self.server = make_server(self.app, "127.0.0.1", 0)
         self.url = address(self.server)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

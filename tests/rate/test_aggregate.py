@@ -110,3 +110,48 @@ def test_summarize_pairwise_known_win_matrix(tmp_path):
 
 def test_markdown_escapes_names():
     assert _md("a|b") == "a\\|b" and _md("x\ny") == "x y"
+
+
+HOSTILE = "<script>alert(1)</script>|x"
+
+
+def test_mos_md_escapes_rater_and_run_names_as_the_html_report_does(tmp_path):
+    """Issue #26: mos.md wrote rater and run names as raw HTML (a Markdown viewer runs it)."""
+    import html
+
+    from sr_cli.rate.aggregate import write_results
+
+    rows = [dict(image="i", y=0, x=k, size=8, run_a=0, run_b=1, reason="diff") for k in range(2)]
+    engine = db.open_engine(db.default_url(str(tmp_path / "votes.db")))
+    runs = [
+        {"idx": 0, "name": "<img src=x onerror=alert(2)>\nrow", "checkpoint": "/a", "digest": "0"},
+        {"idx": 1, "name": "plain", "checkpoint": "/b", "digest": "1"},
+    ]
+    sid = db.create_session(engine, "y" * 64, "pairwise", {}, runs, rows)
+    for it in db.session_items(engine, sid):
+        db.record_vote(engine, sid, it.id, HOSTILE, choice="a", left_run=0)
+    res = summarize(engine, sid, n_boot=50, seed=0)
+    assert HOSTILE in res.raters
+    _, md_path = write_results(res, tmp_path / "out")
+    text = md_path.read_text(encoding="utf-8")
+    assert "<script>" not in text and "<img" not in text
+    assert html.escape("<script>alert(1)</script>") + "\\|x" in text
+    assert "&lt;img src=x onerror=alert(2)&gt; row" in text  # the newline is a space
+    for line in text.splitlines():  # every table row keeps its number of cells
+        if line.startswith("| ") and "rank" not in line and "---" not in line:
+            cells = [c for c in line.replace("\\|", "").split("|")[1:-1]]
+            assert len(cells) in (3, 6), line
+
+
+def test_a_text_file_as_the_votes_database_is_one_line(tmp_path):
+    """Issue #26: sqlite:////<a text file> gave an SQLAlchemy traceback."""
+    from sr_cli.errors import ConfigError
+
+    text = tmp_path / "notes.txt"
+    text.write_text("these are my notes, not a database\n" * 20)
+    before = text.read_bytes()
+    with pytest.raises(ConfigError) as info:
+        db.open_engine(f"sqlite:///{text}")
+    message = str(info.value)
+    assert str(text) in message and "not an SQLite database" in message and "\n" not in message
+    assert text.read_bytes() == before

@@ -250,7 +250,7 @@ def test_db_unique_vote_constraint(tmp_path):
 
 
 def test_absolute_votes(runs, eval_images, tmp_path):
-    from sr_cli.rate.server import BadVote
+    from sr_cli.rate.app import BadVote
 
     app = prepare(rate_args(runs, eval_images, tmp_path / "out", "--mode", "absolute"))
     nxt = app.next_item("ann")

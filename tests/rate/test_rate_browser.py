@@ -4,6 +4,7 @@ one of them reloads mid-session; the stored votes and fitted scores are checked.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -176,3 +177,78 @@ def test_two_raters_in_chromium_with_a_reload(session, tmp_path):
     # 12 items rated alike (a, a), 6 not (a, same): raw 2/3; alpha = 1 - 35 * 12 / (2 * 30 * 6).
     assert res.percent_agreement == pytest.approx(2 / 3)
     assert res.alpha_agreement == pytest.approx(-1 / 6)
+
+
+@pytest.fixture
+def invited(trained_run, eval_images, tmp_path):
+    runs = three_runs(trained_run, tmp_path / "runs")
+    server = LiveServer(rate_args(runs, eval_images, tmp_path / "out", "--raters", "alice,bob"))
+    yield server
+    server.close()
+
+
+def test_two_invited_raters_and_the_admin_page_in_chromium(invited, tmp_path, monkeypatch):
+    """Alice and Bob open their invite links in browsers of their own and vote; the admin page
+    shows both raters' progress and the live scores; a browser without a link is turned away."""
+    from selenium.webdriver.common.by import By
+
+    monkeypatch.setattr("sr_cli.rate.app.ADMIN_BOOTSTRAP", 200)  # 1000 in use; faster here
+    app = invited.app
+    alice, bob, admin, stranger = (
+        browser(tmp_path, n) for n in ("alice", "bob", "admin", "stranger")
+    )
+    try:
+        votes = {"alice": 4, "bob": 2}
+        for driver, name in ((alice, "alice"), (bob, "bob")):
+            driver.get(f"{invited.url}#invite={invited.tokens[name]}")
+            wait_for(driver, ready)
+            # No name to type: the link says who votes; the token leaves the address bar.
+            assert driver.find_element(By.ID, "who").text == name
+            assert "invite" not in driver.current_url
+            assert not driver.find_element(By.ID, "switch").is_displayed()
+            for _ in range(votes[name]):
+                s = wait_for(driver, ready)
+                driver.find_element(By.ID, "btn-left").click()
+                wait_for(driver, lambda d, s=s: (r := ready(d)) and r.get("item") != s["item"])
+            assert wait_for(driver, ready)["progress"] == f"{votes[name]}/{len(app.items)}"
+        # A reload keeps the rater (the token is kept in the browser, not in the URL).
+        alice.refresh()
+        assert wait_for(alice, ready)["progress"] == f"4/{len(app.items)}"
+        assert alice.find_element(By.ID, "who").text == "alice"
+
+        stranger.get(invited.url)
+        s = wait_for(stranger, lambda d: state(d).get("state") == "denied" and state(d))
+        assert "by invitation" in s["error"]
+        stranger.get(invited.url + "admin")
+        s = wait_for(stranger, lambda d: state(d).get("state") == "denied" and state(d))
+        assert "admin link" in s["error"]
+
+        admin.get(f"{invited.url}admin#admin={invited.admin}")
+        s = wait_for(admin, lambda d: state(d).get("state") == "admin" and state(d))
+        assert "admin=" not in admin.current_url
+        assert json.loads(s["progress"]) == {"alice": 4, "bob": 2} and s["votes"] == "6"
+
+        def rows(table: str) -> list[list[str]]:  # read at once: the page re-renders every 3 s
+            return admin.execute_script(
+                "return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr'))"
+                ".map(tr => Array.from(tr.cells).map(td => td.textContent));",
+                table,
+            )
+
+        assert rows("#progress-table") == [["alice", "4", "18"], ["bob", "2", "18"]]
+        scores = rows("#scores-table")
+        res = summarize(app.engine, app.session_id, n_boot=200, seed=0)
+        k = res.order()[0]
+        assert len(scores) == 3 and scores[0][1] == res.names[k]
+        assert scores[0][2:4] == [
+            f"{res.score[k]:.3f}",
+            f"[{res.ci_low[k]:.3f}, {res.ci_high[k]:.3f}]",
+        ]
+        # Live: a new vote shows on the admin page without a reload.
+        nxt = app.next_item("bob")
+        app.vote({"item": nxt["item"], "choice": "same"}, rater="bob")
+        wait_for(admin, lambda d: json.loads(state(d).get("progress", "{}")).get("bob") == 3, 20)
+    finally:
+        for driver in (alice, bob, admin, stranger):
+            driver.quit()
+    assert {v.rater for v in db.session_votes(app.engine, app.session_id)} == {"alice", "bob"}

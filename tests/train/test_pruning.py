@@ -188,8 +188,14 @@ def test_optuna_sweep_prunes_the_third_trial_for_real(tmp_path, val_subset):
     run = sweep / pruned["run_dir"]
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert json.loads((run / "summary.json").read_text())["status"] == "pruned"
-    # the sweeper got the pruned job's last value as its result
+    # the job returned its last value; the sweeper told Optuna the trial was pruned, with the
+    # job's curve (the study is in optuna.db in the sweep folder)
     assert float(pruned["objective"]) == pytest.approx(curves[2][2], abs=1e-4)
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2 + [
+        optuna.trial.TrialState.PRUNED
+    ]
+    assert study.trials[2].intermediate_values == pytest.approx(curves[2], abs=1e-4)
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["best_value"] == pytest.approx(max(float(r["objective"]) for r in rows))
     assert "3 jobs: 2 finished, 1 pruned" in (sweep / "summary.md").read_text()

@@ -365,6 +365,13 @@ def test_resume_auto_with_nothing_to_resume_says_so(tiny_cfg, val_subset, tmp_pa
         ("data.iters_per_epoch=0", "data.iters_per_epoch must be a positive integer"),
         ("nan_guard.policy=ignore", "nan_guard.policy must be one of stop, skip"),
         ("callbacks.checkpoint.keep_last=0", "keep_last must be >= 1"),
+        # issue #26: -1 trained forever, a negative weight was gradient ascent, -1 workers a
+        # DataLoader traceback that left the run folder behind
+        ("trainer.max_steps=-1", "trainer.max_steps must be a positive number of iterations"),
+        ("trainer.max_steps=-5", "got -5 (-1 would train forever)"),
+        ("loss.l1.weight=-1", "loss.l1.weight=-1 is negative"),
+        ("loss.l1.weight=-0.5", "allow_negative_loss_weights=true"),
+        ("data.num_workers=-1", "data.num_workers must be an integer >= 0, got -1"),
     ],
 )
 def test_bad_options_fail_before_anything_is_written(override, expected, tiny_cfg, tmp_path):
@@ -378,12 +385,31 @@ def test_bad_options_fail_before_anything_is_written(override, expected, tiny_cf
     assert not out.exists()  # no orphan run folder
 
 
-def test_cli_user_error_is_one_line_and_leaves_no_folder(tmp_path):
-    result = run_cli([*TINY_CLI, "trainer.max_steps=0"], tmp_path)
+@pytest.mark.parametrize(
+    "override,option",
+    [("trainer.max_steps=0", "trainer.max_steps"), ("data.num_workers=-1", "data.num_workers")],
+)
+def test_cli_user_error_is_one_line_and_leaves_no_folder(tmp_path, override, option):
+    result = run_cli([*TINY_CLI, override], tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("sr-train: error: trainer.max_steps")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"sr-train: error: {option}")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_negative_loss_weight_is_trained_only_when_the_run_opts_in(tiny_cfg, tmp_path):
+    """``allow_negative_loss_weights=true`` (the command line's opt-in) lets a negative weight
+    through to the term, which then counts negatively in the objective."""
+    from sr_cli.train.build import build_losses
+    from sr_cli.train.training import check_options
+
+    cfg = tiny_cfg(
+        *COMMON, "loss=[l1,tv]", "loss.tv.weight=-0.01", "allow_negative_loss_weights=true"
+    )
+    check_options(cfg)
+    assert build_losses(cfg.loss)["tv"].weight == -0.01
+    with pytest.raises(ConfigError, match=r"loss\.tv\.weight=-0\.01 is negative"):
+        check_options(tiny_cfg(*COMMON, "loss=[l1,tv]", "loss.tv.weight=-0.01"))
 
 
 def test_start_step_beyond_max_steps_warns(tiny_cfg, tmp_path, caplog):

@@ -5,6 +5,8 @@
   ``keep_last`` newest states as ``iter_<N>.ckpt`` for a fallback, and puts a generator-only
   ``.safetensors`` beside every checkpoint (plus the EMA generator when enabled). Every file is
   written atomically, and a new state is complete on disk before ``last.ckpt`` points to it.
+  On an accelerator out-of-memory error it saves ``last.ckpt`` too, as a stop signal does, when
+  the state is intact (no update of the current iteration begun: :meth:`SRModule.state_intact`).
 * :class:`GracefulStop` turns SIGTERM, SIGUSR1 and SIGINT into "save a resumable checkpoint at
   the end of this iteration, then exit with 128 + signal". Under SLURM, ``sr-train`` then
   requeues the job after SIGUSR1 (:mod:`sr_cli.train.slurm`).
@@ -26,7 +28,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint
 
-from sr_cli.errors import ConfigError, NonFiniteLossError
+from sr_cli.errors import ConfigError, NonFiniteLossError, is_out_of_memory
 from sr_cli.serialization import atomic_link, atomic_save_safetensors
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,8 @@ class RunCheckpoints(Checkpoint):
         self.best_score: float | None = None
         self.best_iteration: int | None = None
         self.last_saved_iteration: int | None = None
+        #: After an out-of-memory error: what became of the state (for the error message).
+        self.oom_outcome: str | None = None
 
     # ------------------------------------------------------------------ paths
     @property
@@ -158,6 +162,41 @@ class RunCheckpoints(Checkpoint):
                 )
             finally:
                 pl_module.iteration = pl_module_iter
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
+        """Out of memory: save ``last.ckpt`` as a stop signal does, if the state is intact."""
+        if not is_out_of_memory(exception):
+            return
+        iteration = int(pl_module.iteration)
+        if self.last_saved_iteration is not None:
+            previous = f"{self.last_path} keeps iteration {self.last_saved_iteration}"
+        elif self.last_path.is_file():
+            previous = f"{self.last_path} keeps the state this run resumed from"
+        else:
+            previous = "no checkpoint was written yet"
+        if self.last_saved_iteration is not None and self.last_saved_iteration == iteration:
+            self.oom_outcome = f"{self.last_path} holds iteration {iteration}"
+            return
+        if not getattr(pl_module, "state_intact", lambda: False)():
+            self.oom_outcome = (
+                f"the weights were being updated, so this state is not saved; {previous}"
+            )
+            return
+        if trainer.world_size > 1:  # saving is collective: other ranks may be stuck elsewhere
+            self.oom_outcome = f"not saved under DDP; {previous}"
+            return
+        # The failed step's activations and gradients are garbage now: free them first.
+        for opt in trainer.optimizers:
+            opt.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        try:
+            self.save_last(trainer, pl_module)
+        except Exception as exc:  # noqa: BLE001 - the OOM message must still come out
+            log.error("could not save last.ckpt after running out of memory: %s", exc)
+            self.oom_outcome = f"saving it failed ({exc}); {previous}"
+            return
+        self.oom_outcome = f"{self.last_path} saved at iteration {iteration}"
 
     # ------------------------------------------------------------------ saving
     def save_last(self, trainer: pl.Trainer, pl_module: Any) -> Path:

@@ -65,6 +65,9 @@ class SRDataModule(pl.LightningDataModule):
             ``train_dir`` (:mod:`sr_cli.data.streaming`); validation stays on folders.
         shuffle_shards, shuffle_buffer: with ``train_stream``, shards read together and images
             held in the shuffle buffer.
+        stream_retries, stream_backoff: with an http(s) ``train_stream``, failures in a row
+            retried on a shard's connection (resuming where it stopped) and the first wait in
+            seconds, doubled after each failure.
     """
 
     def __init__(
@@ -89,6 +92,8 @@ class SRDataModule(pl.LightningDataModule):
         train_stream: str | None = None,
         shuffle_shards: int = 4,
         shuffle_buffer: int = 1000,
+        stream_retries: int = 5,
+        stream_backoff: float = 1.0,
     ) -> None:
         super().__init__()
         self.train_dir = train_dir
@@ -112,6 +117,8 @@ class SRDataModule(pl.LightningDataModule):
         self.train_stream = train_stream
         self.shuffle_shards = int(shuffle_shards)
         self.shuffle_buffer = int(shuffle_buffer)
+        self.stream_retries = stream_retries
+        self.stream_backoff = stream_backoff
         self.train_set: HRFolderDataset | PairedFolderDataset | None = None
         self.val_sets: dict[str, Dataset] = {}
 
@@ -176,6 +183,8 @@ class SRDataModule(pl.LightningDataModule):
             max_pixels=self.max_pixels,
             rank=rank,
             world_size=world,
+            stream_retries=self.stream_retries,
+            stream_backoff=self.stream_backoff,
             **self.flags,
         )
 

@@ -174,6 +174,9 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         self.seed = int(seed)
         self.config = dict(config or {})
         self.iteration = 0
+        #: An optimizer step of this iteration has begun and its iteration is not counted yet
+        #: (weights, optimizer state, EMA may be half updated): see :meth:`state_intact`.
+        self._updating = False
         self.rank_iterations: list[int] = []
         self.adversarial = {n: t for n, t in self.losses.items() if isinstance(t, AdversarialTerm)}
         self.automatic_optimization = not self.adversarial
@@ -286,6 +289,16 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
             return -1  # Lightning: skip the rest of this epoch
         return None
 
+    def state_intact(self) -> bool:
+        """Whether the state is exactly that after :attr:`iteration` iterations: no update of the
+        current iteration has begun and no accumulation window is half done. Only such a state
+        may be saved after an error (a resume from it is then exact)."""
+        return not self._updating and self.iteration % self.accumulate == 0
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self._updating = True  # from here until on_train_batch_end has counted the iteration
+        super().on_before_optimizer_step(optimizer)
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         params = list(self.generator.parameters())
         params += [p for d in self.discriminators.values() for p in d.parameters()]
@@ -296,6 +309,7 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
         self.iteration += 1
         if self.generator_ema is not None:
             self._update_ema()
+        self._updating = False
         if self.max_iterations is not None and self.iteration >= self.max_iterations:
             self.trainer.should_stop = True
 
