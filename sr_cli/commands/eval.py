@@ -31,14 +31,14 @@ def _run(cfg: DictConfig) -> None:
 def write_planes(results, output_dir: Path) -> list[Path]:
     """The perception-distortion plane of every dataset beside results.md, linked from it."""
     from sr_cli.report.plane import comparison_planes
+    from sr_cli.serialization import atomic_write_text
 
     pngs = comparison_planes(results, output_dir)
     if pngs:
         md = Path(output_dir) / "results.md"
         lines = ["## Perception-distortion plane", ""]
         lines += [f"![{p.stem}]({p.name}) (points: [{p.stem}.csv]({p.stem}.csv))" for p in pngs]
-        with open(md, "a") as f:
-            f.write("\n".join(lines) + "\n")
+        atomic_write_text(md, md.read_text() + "\n".join(lines) + "\n")
         for p in pngs:
             print(f"sr-eval: perception-distortion plane {p} (points: {p.with_suffix('.csv')})")
     return pngs

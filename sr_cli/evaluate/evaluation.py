@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,14 @@ def lq_degradation_for(cfg: DictConfig, loaded: list, scale: int) -> tuple[nn.Mo
 PLANE_METRICS = ("niqe", "rmse_y", "pi")
 
 
+def plane_files(output_dir: str | Path, dataset: str, stem: str = "plane") -> tuple[Path, Path]:
+    """``(<stem>_<dataset>.png, .csv)`` in ``output_dir``; the dataset's name reduced to letters,
+    digits, ``.``, ``_`` and ``-`` (a name never leads out of the folder or into markup)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(dataset)).strip("._") or "set"
+    base = Path(output_dir) / f"{stem}_{safe}"
+    return base.parent / f"{base.name}.png", base.parent / f"{base.name}.csv"
+
+
 def plane_wanted(cfg: DictConfig, n_checkpoints: int) -> bool:
     """``plane=auto`` (two or more checkpoints), ``true`` or ``false``."""
     value = cfg.get("plane", "auto")
@@ -351,6 +360,9 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     check_output_dir(output_dir, "output_dir")  # before anything is computed
     for name in RESULT_FILES:
         check_output_file(output_dir / name, "output_dir", folder=False)
+    for name in datasets if plane else ():
+        for path in plane_files(output_dir, name):
+            check_output_file(path, "output_dir", folder=False)
     try:
         results, trainer, module = compare(
             rows,

@@ -9,6 +9,7 @@ interval, drop against HR and its interval), ``task_<name>_per_image.csv`` and
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def run_task(cfg: DictConfig) -> TaskResult:
     from sr_cli.evaluate.evaluation import lq_degradation_for
     from sr_cli.evaluate.inference import resolve_checkpoint, super_resolve
     from sr_cli.metrics.reference import bicubic_upscale
+    from sr_cli.serialization import check_output_dir, check_output_file
 
     setup_environment()
     task = get_task(str(cfg.task))
@@ -56,6 +58,10 @@ def run_task(cfg: DictConfig) -> TaskResult:
             "directory); HR and bicubic are always scored too"
         )
     options = task_options(cfg)
+    out = Path(cfg.output_dir)
+    check_output_dir(out, "output_dir")  # before anything is computed
+    for path in task_files(out, task.name):
+        check_output_file(path, "output_dir", folder=False)
     items = task.list_items(str(cfg.task_data), options)
     scorer = task.build(options)  # before any SR: a missing network fails first
     loaded, scale = load_checkpoints(
@@ -94,7 +100,6 @@ def run_task(cfg: DictConfig) -> TaskResult:
         {v: {m: torch.cat(per_image[v][m]) for m in task.measures} for v in versions},
     )
     summarise(result, int(options.get("bootstrap", 1000)), seed)
-    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_task_outputs(result, out)
     print_task(result)
@@ -105,34 +110,44 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f}"
 
 
+def task_files(out: Path, task: str) -> tuple[Path, Path, Path]:
+    """The table (CSV), the per-image CSV and the Markdown table of ``task`` in ``out``."""
+    return out / f"task_{task}.csv", out / f"task_{task}_per_image.csv", out / f"task_{task}.md"
+
+
 def write_task_outputs(result: TaskResult, out: Path) -> None:
-    stem = out / f"task_{result.task}"
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.writer(f)
+    """The task's files, each written atomically (never into a FIFO or over a device)."""
+    from sr_cli.serialization import atomic_write_text
+
+    table_csv, per_image_csv, table_md = task_files(out, result.task)
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(
+        [
+            "version",
+            "measure",
+            "mean",
+            "ci_low",
+            "ci_high",
+            "drop",
+            "drop_ci_low",
+            "drop_ci_high",
+        ]
+    )
+    for s in result.scores:
         writer.writerow(
-            [
-                "version",
-                "measure",
-                "mean",
-                "ci_low",
-                "ci_high",
-                "drop",
-                "drop_ci_low",
-                "drop_ci_high",
-            ]
+            [s.version, s.measure]
+            + [f"{v:.6f}" for v in (s.mean, *s.interval, s.drop, *s.drop_interval)]
         )
-        for s in result.scores:
-            writer.writerow(
-                [s.version, s.measure]
-                + [f"{v:.6f}" for v in (s.mean, *s.interval, s.drop, *s.drop_interval)]
-            )
-    with open(out / f"task_{result.task}_per_image.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        cols = [(v, m) for v in result.versions for m in result.measures]
-        writer.writerow(["image", *(f"{v}/{m}" for v, m in cols)])
-        for i, name in enumerate(result.images):
-            writer.writerow([name, *(f"{float(result.per_image[v][m][i]):.6f}" for v, m in cols)])
-    stem.with_suffix(".md").write_text(task_markdown(result))
+    atomic_write_text(table_csv, buf.getvalue())
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    cols = [(v, m) for v in result.versions for m in result.measures]
+    writer.writerow(["image", *(f"{v}/{m}" for v, m in cols)])
+    for i, name in enumerate(result.images):
+        writer.writerow([name, *(f"{float(result.per_image[v][m][i]):.6f}" for v, m in cols)])
+    atomic_write_text(per_image_csv, buf.getvalue())
+    atomic_write_text(table_md, task_markdown(result))
 
 
 def task_markdown(result: TaskResult) -> str:

@@ -118,6 +118,7 @@ def build_report(
         load_checkpoints,
         unique_labels,
     )
+    from sr_cli.evaluate.evaluation import plane_files
     from sr_cli.metrics.registry import metric_names, select_metrics
     from sr_cli.rate.aggregate import read_mos_csv
     from sr_cli.rebuild import rebuild
@@ -146,6 +147,8 @@ def build_report(
             f"validation folder {str(images_dir)!r} does not exist (from the run's config); "
             "pass --images FOLDER"
         )
+    for path in plane_files(out_dir, images_dir.name):  # the plane's PNG and CSV
+        check_output_file(path, "-o", folder=False)
     dataset = open_eval_dataset(images_dir, scale)
     deg_cfg = loaded[0].degradation_config or default_lq_config(scale)
     degradation = rebuild(deg_cfg, loaded[0].source, "degradation")  # stored config: allow-list

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -112,21 +113,24 @@ def write_points_csv(
     def fmt(v) -> str:
         return "" if v is None else f"{v:.6f}" if isinstance(v, float) else str(v)
 
-    with open(out_csv, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for p in points:
-            writer.writerow(
-                ["point", p.label, p.group or "", fmt(p.seed), x_metric]
-                + [fmt(p.perception), fmt(p.rmse), "1", "", "", "", ""]
-            )
-        for m in means:
-            xl, xh = m.perception_ci or (None, None)
-            yl, yh = m.rmse_ci or (None, None)
-            writer.writerow(
-                ["mean", m.group, m.group, "", x_metric, fmt(m.perception), fmt(m.rmse), str(m.n)]
-                + [fmt(xl), fmt(xh), fmt(yl), fmt(yh)]
-            )
+    from sr_cli.serialization import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    for p in points:
+        writer.writerow(
+            ["point", p.label, p.group or "", fmt(p.seed), x_metric]
+            + [fmt(p.perception), fmt(p.rmse), "1", "", "", "", ""]
+        )
+    for m in means:
+        xl, xh = m.perception_ci or (None, None)
+        yl, yh = m.rmse_ci or (None, None)
+        writer.writerow(
+            ["mean", m.group, m.group, "", x_metric, fmt(m.perception), fmt(m.rmse), str(m.n)]
+            + [fmt(xl), fmt(xh), fmt(yl), fmt(yh)]
+        )
+    atomic_write_text(out_csv, buf.getvalue())  # never into a FIFO or over a device
 
 
 def read_points_csv(path: str | Path) -> list[dict[str, str]]:
@@ -164,6 +168,8 @@ def draw_plane(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
+    from sr_cli.serialization import atomic_write
 
     if groups:
         points = [
@@ -236,7 +242,9 @@ def draw_plane(
         if shown:
             ax.legend(fontsize=7, loc="best", framealpha=0.8)
         fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
-        fig.savefig(out_png)
+        png = io.BytesIO()
+        fig.savefig(png, format="png")
+        atomic_write(out_png, lambda f: f.write(png.getvalue()))
     finally:
         plt.close(fig)
     return means
@@ -272,6 +280,8 @@ def comparison_planes(results, output_dir: str | Path, stem: str = "plane") -> l
     """One plane per dataset of an ``sr-eval``/``sr-report`` comparison (bicubic and every
     checkpoint): ``<stem>_<dataset>.png`` and ``.csv`` in ``output_dir``. The x-axis is PI when it
     was computed, else NIQE, with the reason PI is missing under the axes. Returns the PNGs."""
+    from sr_cli.evaluate.evaluation import plane_files
+
     computed = [m for m in results.metrics if m not in results.unavailable]
     x_metric = pick_perception_metric(computed)
     if x_metric is None or "rmse_y" not in computed:
@@ -285,11 +295,11 @@ def comparison_planes(results, output_dir: str | Path, stem: str = "plane") -> l
         points = points_from_rows(results.rows, x_metric, dataset)
         if not any(_finite(p) for p in points):  # e.g. images too small for NIQE's blocks
             continue
-        png = Path(output_dir) / f"{stem}_{dataset}.png"
+        png, points_csv = plane_files(output_dir, dataset, stem)
         draw_plane(
             points,
             png,
-            png.with_suffix(".csv"),
+            points_csv,
             x_metric=x_metric,
             title=f"Perception-distortion plane: {dataset} (x{results.scale})",
             note=note,

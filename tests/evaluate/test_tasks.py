@@ -208,3 +208,25 @@ def test_data_is_rewritten_for_the_task():
 
 def test_bootstrap_is_seeded():
     assert torch.equal(bootstrap_indices(5, 3, 1), bootstrap_indices(5, 3, 1))
+
+
+def test_task_outputs_checked_before_anything_is_computed(
+    trained_run, labelled_set, tmp_path, capsys
+):
+    """A task table that is a folder is one line before the classifier runs; nothing written."""
+    from sr_cli.commands.eval import _run
+
+    out = tmp_path / "task"
+    (out / "task_classification_per_image.csv").mkdir(parents=True)
+    cfg = compose_eval(
+        ["task=classification", f"task_data={labelled_set}", f"checkpoints=[{trained_run}]",
+         "task_options.classifier=resnet18", "task_options.weights=IMAGENET1K_V1"],
+        out,
+    )  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        _run(cfg)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sr-eval: error: ") and err.count("\n") == 1, err
+    assert "task_classification_per_image.csv" in err and "is a folder" in err
+    assert sorted(p.name for p in out.iterdir()) == ["task_classification_per_image.csv"]

@@ -90,3 +90,57 @@ def test_sr_eval_writes_the_plane_beside_results_md(trained_run, tmp_path, monke
     assert (out / "plane_samples.png").stat().st_size > 1000
     md = (out / "results.md").read_text()
     assert "![plane_samples](plane_samples.png)" in md
+
+
+def test_plane_files_stay_in_the_output_folder(tmp_path):
+    """A dataset's name (a study file's, a folder's) never leads out of the folder or into the
+    page's markup."""
+    from sr_cli.evaluate.evaluation import plane_files
+
+    for name in ("../../escape", "/etc/x", "a<b>&c", "..", ""):
+        png, points = plane_files(tmp_path, name)
+        assert png.parent == points.parent == tmp_path
+        assert png.name.startswith("plane_") and png.suffix == ".png" and points.suffix == ".csv"
+        assert not set(png.stem) - set(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.-0123456789"
+        )
+    assert plane_files(tmp_path, "set5") == (
+        tmp_path / "plane_set5.png",
+        tmp_path / "plane_set5.csv",
+    )
+
+
+def test_draw_plane_never_writes_through_a_link_to_a_device(tmp_path):
+    """The points' CSV is written atomically: a destination that is a link to a device is refused
+    in one line and left as it was (a plain open() wrote into /dev/null), and no picture is drawn."""
+    from sr_cli.errors import ConfigError
+
+    link = tmp_path / "p.csv"
+    link.symlink_to("/dev/null")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        draw_plane([PlanePoint("a", 5.0, 12.0)], tmp_path / "p.png", link)
+    assert link.is_symlink() and str(link.readlink()) == "/dev/null"
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_sr_eval_refuses_a_plane_destination_before_computing(
+    trained_run, eval_images, tmp_path, capsys
+):
+    """plane=true: plane_<set>.png / .csv are checked with results.csv, before any metric."""
+    from sr_cli.commands.eval import _run
+    from tests.evaluate.test_eval import compose_eval
+
+    out = tmp_path / "ev"
+    (out / "plane_v.csv").mkdir(parents=True)
+    cfg = compose_eval(
+        [f"checkpoints=[{trained_run}]", f"datasets={{v:{eval_images}}}", "metrics=[psnr_y]",
+         "plane=true"],
+        out,
+    )  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        _run(cfg)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sr-eval: error: ") and err.count("\n") == 1, err
+    assert "plane_v.csv" in err and "is a folder" in err
+    assert sorted(p.name for p in out.iterdir()) == ["plane_v.csv"]  # nothing computed or written
