@@ -46,6 +46,8 @@ def _train_task(cfg: DictConfig) -> float | None:
         sys.exit(stop.exit_code)
     finally:
         close_process_group()
+    if objects.get("stages"):
+        draw_stage_plane(objects["stages"], Path(objects["output_dir"]))
     from sr_cli.train import sweep
 
     sweep.last_run_dir = Path(objects["output_dir"])
@@ -55,6 +57,25 @@ def _train_task(cfg: DictConfig) -> float | None:
 
         print_run_end(json.loads(summary.read_text()))
     return metrics.get(cfg.get("optimized_metric", "val/psnr_y"))
+
+
+def draw_stage_plane(records: list[dict], root: Path) -> None:
+    """``stages=N``: the stages as a path through the perception-distortion plane
+    (``plane.png`` and ``plane.csv`` beside ``stages.md``)."""
+    from sr_cli.report.plane import PlanePoint, draw_plane
+    from sr_cli.train.stages import plane_points
+
+    points = [PlanePoint(label, niqe, rmse) for label, niqe, rmse in plane_points(records)]
+    try:
+        draw_plane(
+            points,
+            root / "plane.png",
+            root / "plane.csv",
+            path=True,
+            title="Stages through the perception-distortion plane (validation)",
+        )
+    except Exception as exc:  # a picture never costs the user the run
+        print(f"sr-train: could not draw the stages' plane: {exc}", file=sys.stderr)
 
 
 #: Launcher / sweeper plugins: the option that picks them, their module and their pip package.

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,53 @@ def _degradation_for(cfg_node: Any, what: str, source: Path | None = None) -> nn
         raise ConfigError(f"cannot build the {what} degradation from {cfg_node}: {exc}") from exc
 
 
+def lq_degradation_for(cfg: DictConfig, loaded: list, scale: int) -> tuple[nn.Module, Any]:
+    """The degradation that makes the LQ of HR images: ``degradation=`` when set, else the first
+    checkpoint's (a warning when the checkpoints disagree), else MATLAB bicubic. Returns
+    ``(degradation, its config)``."""
+    lq_source = None  # the checkpoint the LQ degradation config was read from, if any
+    if cfg.get("degradation"):
+        lq_cfg = OmegaConf.to_container(cfg.degradation, resolve=True)
+    else:
+        lq_source = loaded[0].source if loaded[0].degradation_config else None
+        lq_cfg = loaded[0].degradation_config or default_lq_config(scale)
+        others = {str(lg.source) for lg in loaded[1:] if lg.degradation_config != lq_cfg}
+        if others:
+            log.warning(
+                "checkpoints were trained with different degradations; LQ is made with that of "
+                "%s for all of them (set degradation=... to choose)",
+                loaded[0].source,
+            )
+    lq_degradation = _degradation_for(lq_cfg, "LQ", lq_source)
+    if int(getattr(lq_degradation, "scale", scale)) != scale:
+        raise ConfigError(
+            f"the LQ degradation is x{lq_degradation.scale} but the evaluation is x{scale}"
+        )
+    return lq_degradation, lq_cfg
+
+
+#: The metrics the perception-distortion plane needs (``pi`` only where it is registered).
+PLANE_METRICS = ("niqe", "rmse_y", "pi")
+
+
+def plane_files(output_dir: str | Path, dataset: str, stem: str = "plane") -> tuple[Path, Path]:
+    """``(<stem>_<dataset>.png, .csv)`` in ``output_dir``; the dataset's name reduced to letters,
+    digits, ``.``, ``_`` and ``-`` (a name never leads out of the folder or into markup)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(dataset)).strip("._") or "set"
+    base = Path(output_dir) / f"{stem}_{safe}"
+    return base.parent / f"{base.name}.png", base.parent / f"{base.name}.csv"
+
+
+def plane_wanted(cfg: DictConfig, n_checkpoints: int) -> bool:
+    """``plane=auto`` (two or more checkpoints), ``true`` or ``false``."""
+    value = cfg.get("plane", "auto")
+    if value in (True, False):
+        return bool(value)
+    if str(value) == "auto":
+        return n_checkpoints >= 2
+    raise ConfigError(f"plane={value!r} is not one of auto, true, false")
+
+
 def _tiling(cfg: DictConfig) -> tuple[int, int]:
     """``tile`` / ``tile_overlap`` of the eval config, checked (one line naming the option)."""
     tile, overlap = cfg.get("tile") or 0, cfg.get("tile_overlap", 16)
@@ -302,10 +350,14 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     protocol = str(cfg.get("protocol", "paper"))
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={protocol!r} is unknown; choose one of {list(PROTOCOLS)}")
-    selection = select_metrics(list(cfg.get("metrics") or []), list(cfg.get("extra_metrics") or []))
     ckpts = cfg.get("checkpoints") or []
     if isinstance(ckpts, str):
         ckpts = [ckpts]
+    extra = list(cfg.get("extra_metrics") or [])
+    plane = plane_wanted(cfg, len(ckpts))
+    if plane:
+        extra += [m for m in PLANE_METRICS if m in metric_names() and m not in extra]
+    selection = select_metrics(list(cfg.get("metrics") or []), extra)
     if not ckpts:
         raise ConfigError(
             "no checkpoint to evaluate: pass checkpoints=[path/to/best.ckpt] (a .ckpt or an "
@@ -317,25 +369,7 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
         paths, prefer_ema=bool(cfg.get("prefer_ema", True)), scale=cfg.get("scale")
     )
 
-    # LQ degradation for HR-only folders.
-    lq_source = None  # the checkpoint the LQ degradation config was read from, if any
-    if cfg.get("degradation"):
-        lq_cfg = OmegaConf.to_container(cfg.degradation, resolve=True)
-    else:
-        lq_source = loaded[0].source if loaded[0].degradation_config else None
-        lq_cfg = loaded[0].degradation_config or default_lq_config(scale)
-        others = {str(lg.source) for lg in loaded[1:] if lg.degradation_config != lq_cfg}
-        if others:
-            log.warning(
-                "checkpoints were trained with different degradations; LQ is made with that of "
-                "%s for all of them (set degradation=... to choose)",
-                paths[0],
-            )
-    lq_degradation = _degradation_for(lq_cfg, "LQ", lq_source)
-    if int(getattr(lq_degradation, "scale", scale)) != scale:
-        raise ConfigError(
-            f"the LQ degradation is x{lq_degradation.scale} but the evaluation is x{scale}"
-        )
+    lq_degradation, lq_cfg = lq_degradation_for(cfg, loaded, scale)
     rows = checkpoint_rows(
         loaded,
         lq_degradation,
@@ -364,6 +398,9 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
     check_output_dir(output_dir, "output_dir")  # before anything is computed
     for name in RESULT_FILES:
         check_output_file(output_dir / name, "output_dir", folder=False)
+    for name in datasets if plane else ():
+        for path in plane_files(output_dir, name):
+            check_output_file(path, "output_dir", folder=False)
     try:
         results, trainer, module = compare(
             rows,
@@ -405,4 +442,10 @@ def evaluate(cfg: DictConfig) -> tuple[Comparison, dict[str, Any]]:
         print_results(results)
         if (cfg.get("logger") or {}).get("wandb"):
             log_to_wandb(results, cfg, output_dir)
-    return results, {"trainer": trainer, "module": module, "output_dir": output_dir}
+    return results, {
+        "trainer": trainer,
+        "module": module,
+        "output_dir": output_dir,
+        "plane": plane,
+        "is_global_zero": trainer.is_global_zero,
+    }

@@ -12,8 +12,8 @@ and its drawn parameters, the generator, every discriminator, the step) and retu
 
 * **A discriminator.** An :class:`AdversarialTerm` owns its ``discriminator`` network and
   declares its objective (:meth:`AdversarialTerm.discriminator_loss`) and when it is trained
-  (:meth:`AdversarialTerm.discriminator_active`). The trainer switches to GAN training with a
-  second optimizer over all the terms' discriminators; every term sees every discriminator
+  (:meth:`AdversarialTerm.discriminator_active`). The trainer switches to GAN training with one
+  optimizer (and schedule) per term's discriminator; every term sees every discriminator
   (``inputs.discriminators``, by term name).
 * **Extra generator passes.** A term that runs the generator again (e.g. on a second crop) puts
   them in :attr:`LossOutput.extra_passes`; the trainer scores each pass with the terms it names,

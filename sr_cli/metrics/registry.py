@@ -394,6 +394,23 @@ def registered(spec: MetricSpec) -> Iterator[MetricSpec]:
         unregister_metric(spec.name)
 
 
+def _rmse_y(x: MetricInputs) -> Tensor:
+    """RMSE of Y in 8-bit levels on the shared Y planes (PIRM 2018's distortion axis;
+    ``psnr_y = 20 log10(255 / rmse_y)``)."""
+    sr_y, gt_y = x.y_pair()
+    return (sr_y - gt_y).pow(2).flatten(1).mean(1).sqrt()
+
+
+def _niqe(x: MetricInputs) -> Tensor:
+    """NIQE (:mod:`sr_cli.metrics.niqe`) of the 8-bit SR on MATLAB's rounded Y, border cropped."""
+    from sr_cli.metrics.niqe import NIQEError, niqe_y
+
+    try:
+        return niqe_y(x.sr, x.scale)
+    except NIQEError as exc:
+        raise MetricNotApplicable(str(exc)) from exc
+
+
 def _psnr_y(x: MetricInputs) -> Tensor:
     """:func:`~sr_cli.metrics.protocol.psnr_y` on the shared Y planes."""
     return psnr255(*x.y_pair())
@@ -434,6 +451,9 @@ for _spec in (
     # Information fidelity criterion (Sheikh, Bovik, de Veciana 2005), bits per pixel.
     MetricSpec("ifc", "IFC", 3, True, _ifc),
     MetricSpec("translation_inconsistency", "Transl. incons.", 3, False, _translation),
+    # The perception-distortion plane (PIRM 2018): no-reference NIQE and RMSE on Y.
+    MetricSpec("niqe", "NIQE", 4, False, _niqe),
+    MetricSpec("rmse_y", "RMSE_Y", 3, False, _rmse_y),
 ):
     register_metric(_spec)
 

@@ -258,3 +258,58 @@ class MultiScalePatchGANSN(nn.Module):
             feats += f
         out = torch.cat(logits, dim=1)
         return (out, feats) if return_features else out
+
+
+class FeatureDiscriminator(nn.Module):
+    """A discriminator on feature maps rather than pixels: SRFeat's feature discriminator (Park
+    et al., ECCV 2018), which judges VGG19 ``conv5_4`` maps (512 channels, 1/16 of the image
+    size) so that the generator is pushed towards realistic *structure* next to the image
+    discriminator's texture.
+
+    Conv 3x3 + LeakyReLU(0.2), then ``num_blocks`` pairs of a 3x3 conv (stride 1) and a 3x3
+    conv (stride 2) doubling the width, global average pooling and a linear logit; no
+    normalization, so it suits every GAN type, WGAN-GP included. Any map of at least 1x1 works.
+
+    Args:
+        in_channels: channels of the feature maps (512 for VGG19 ``conv5_4``).
+        num_feat: width of the first convolution.
+        num_blocks: number of stride-2 stages.
+
+    Shape:
+        ``(B, in_channels, h, w) -> (B, 1)``; ``return_features=True`` also returns the
+        activation after every stage.
+    """
+
+    def __init__(self, in_channels: int = 512, num_feat: int = 64, num_blocks: int = 2) -> None:
+        super().__init__()
+        if in_channels < 1 or num_feat < 1 or num_blocks < 0:
+            raise ValueError("FeatureDiscriminator: in_channels, num_feat >= 1, num_blocks >= 0")
+        self.in_channels = int(in_channels)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, num_feat, 3, 1, 1), nn.LeakyReLU(0.2))
+        stages, width = [], num_feat
+        for _ in range(num_blocks):
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(width, width, 3, 1, 1),
+                    nn.LeakyReLU(0.2),
+                    nn.Conv2d(width, width * 2, 3, 2, 1),
+                    nn.LeakyReLU(0.2),
+                )
+            )
+            width *= 2
+        self.stages = nn.ModuleList(stages)
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x: Tensor, return_features: bool = False):
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"FeatureDiscriminator expects (B, {self.in_channels}, h, w) feature maps, got "
+                f"{tuple(x.shape)}"
+            )
+        x = self.stem(x)
+        feats = [x]
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        logits = self.head(x.mean(dim=(-2, -1)))
+        return (logits, feats) if return_features else logits

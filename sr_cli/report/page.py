@@ -121,6 +121,7 @@ def build_report(
         load_checkpoints,
         unique_labels,
     )
+    from sr_cli.evaluate.evaluation import plane_files
     from sr_cli.metrics.registry import metric_names, select_metrics
     from sr_cli.rate.aggregate import read_mos_csv
     from sr_cli.rebuild import rebuild
@@ -149,6 +150,8 @@ def build_report(
             f"validation folder {str(images_dir)!r} does not exist (from the run's config); "
             "pass --images FOLDER"
         )
+    for path in plane_files(out_dir, images_dir.name):  # the plane's PNG and CSV
+        check_output_file(path, "-o", folder=False)
     dataset = open_eval_dataset(images_dir, scale)
     deg_cfg = loaded[0].degradation_config or default_lq_config(scale)
     degradation = rebuild(deg_cfg, loaded[0].source, "degradation")  # stored config: allow-list
@@ -160,7 +163,8 @@ def build_report(
     # sr-eval's comparison (seed 0, the val_degradation stream: the LQ of validation), keeping
     # each image's LQ, GT and SRs for the pictures.
     pictures: list[tuple[str, Tensor, Tensor, dict[str, Tensor]]] = []
-    selection = select_metrics(metric_names("default"))
+    plane_metrics = [m for m in ("niqe", "rmse_y", "pi") if m in metric_names()]
+    selection = select_metrics(metric_names("default"), plane_metrics)
     results, _, _ = compare(
         checkpoint_rows(loaded, degradation, deg_cfg, labels=[r.label for r in runs]),
         {images_dir.name: Subset(dataset, range(n_images))},
@@ -190,6 +194,7 @@ def build_report(
     )
     scores = read_mos_csv(mos) if mos else None  # sr-rate's MOS column
     page.add(metric_table(results, selection.unavailable, scores))
+    page.add(plane_section(page, results))
     page.add("<h2>Training curves</h2>")
     curves = curves_plot(runs)
     if curves is None:
@@ -207,6 +212,32 @@ def build_report(
     path = out / "report.html"
     atomic_write_text(path, page.render(title))
     return path
+
+
+def plane_section(page: Page, results) -> str:
+    """The perception-distortion plane of the compared runs and bicubic (its points also as
+    ``plane_<set>.csv`` beside the page)."""
+    from sr_cli.report.plane import comparison_planes
+
+    parts = ["<h2>Perception-distortion plane</h2>"]
+    pngs = comparison_planes(results, page.out_dir)
+    if not pngs:
+        why = (
+            results.unavailable.get("niqe")
+            or results.notes.get("niqe")
+            or "NIQE or RMSE_Y could not be computed"
+        )
+        return parts[0] + f'<p class="note">Not drawn: {html.escape(why)}.</p>'
+    for png in pngs:
+        tag = page.img(png.read_bytes(), png.stem, "perception-distortion plane", width=560)
+        parts.append(
+            page.figure(
+                tag,
+                "RMSE of Y (8-bit levels) against NIQE (PI when Ma's model is cached), one point "
+                f"per run; PIRM 2018's regions shaded. Points: <code>{png.stem}.csv</code>.",
+            )
+        )
+    return "".join(parts)
 
 
 def metric_table(results, unavailable: dict[str, str], mos: dict | None = None) -> str:

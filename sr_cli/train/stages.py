@@ -10,6 +10,11 @@ Layout of the run directory::
     <run>/stage_1/  ... a complete sr-train run directory (checkpoints, metrics.csv, images)
     <run>/stage_2/
     <run>/stages.json  stages.md   # summary: losses, directory and validation metrics per stage
+    <run>/plane.png    plane.csv   # the stages as a path through the perception-distortion plane
+
+Every stage also validates ``niqe`` and ``rmse_y`` (added to ``val.extra_metrics``): the final
+values place each stage on the perception-distortion plane (Blau and Michaeli, CVPR 2018), and
+``stages.md`` lists that path; ``sr-train`` draws it (:mod:`sr_cli.report.plane`).
 
 Re-running the same command on the same run directory (``hydra.run.dir=<run>``) skips the
 finished stages and resumes the unfinished one from its ``last.ckpt``.
@@ -32,6 +37,8 @@ from sr_cli.train.training import train
 log = logging.getLogger(__name__)
 
 SUMMARY_JSON = "stages.json"
+#: Validation metrics every stage logs for the perception-distortion plane.
+PLANE_METRICS = ("niqe", "rmse_y")
 
 
 def stage_config(cfg: DictConfig, stage: int, root: Path, previous: Path | None) -> DictConfig:
@@ -42,6 +49,8 @@ def stage_config(cfg: DictConfig, stage: int, root: Path, previous: Path | None)
         scfg.paths.output_dir = str(root / f"stage_{stage}")
         last = root / f"stage_{stage}" / "checkpoints" / "last.ckpt"
         scfg.resume = str(last) if last.is_file() else None
+        extra = list(OmegaConf.select(scfg, "val.extra_metrics", default=None) or [])
+        scfg.val.extra_metrics = [*extra, *(m for m in PLANE_METRICS if m not in extra)]
         if stage > 1:
             if previous is None:
                 raise ConfigError(f"stage {stage} needs the checkpoint of stage {stage - 1}")
@@ -84,7 +93,38 @@ def write_summary(root: Path, records: list[dict[str, Any]], total: int) -> None
         lines.append(
             f"| {r['stage']} | {' + '.join(r['losses'])} | [{r['dir']}]({r['dir']}/) | {vals} |"
         )
+    lines += ["", *plane_path_lines(records)]
     (root / "stages.md").write_text("\n".join(lines) + "\n")
+
+
+def plane_points(records: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
+    """``(stage label, NIQE, RMSE_Y)`` of every completed stage (NaN where not validated)."""
+    nan = float("nan")
+    return [
+        (
+            f"stage {r['stage']}",
+            float(r["metrics"].get("val/niqe", nan)),
+            float(r["metrics"].get("val/rmse_y", nan)),
+        )
+        for r in records
+    ]
+
+
+def plane_path_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The stages' path through the perception-distortion plane, as markdown."""
+    lines = [
+        "## Path through the perception-distortion plane",
+        "",
+        "Final validation NIQE (lower = more natural) and RMSE of Y in 8-bit levels (lower = less "
+        "distortion) of each stage; picture: [plane.png](plane.png), points: "
+        "[plane.csv](plane.csv).",
+        "",
+        "| stage | NIQE | RMSE_Y |",
+        "|---|---:|---:|",
+    ]
+    for label, niqe, rmse in plane_points(records):
+        lines.append(f"| {label} | {niqe:.4f} | {rmse:.3f} |")
+    return lines
 
 
 def train_stages(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:

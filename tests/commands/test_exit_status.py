@@ -18,6 +18,8 @@ CASES = [
     ("sr-train", ["model=nope"], "Could not find 'model/nope'"),
     ("sr-train", ["trainer.max_steps=="], "Error parsing override 'trainer.max_steps=='"),
     ("sr-eval", ["model=nope"], "Could not override 'model'"),
+    ("sr-eval", ["task=detection", "data={tmp}/set"], "task='detection' is unknown"),
+    ("sr-eval", ["plane=maybe", "checkpoints=[{tmp}/a.ckpt]"], "plane='maybe' is not one of"),
     ("sr-upscale", ["{tmp}/no.ckpt", "{tmp}/no.png", "-o", "{tmp}/out"], "sr-upscale: error:"),
     ("sr-export", ["{tmp}/no.ckpt", "-o", "{tmp}/out.pt"], "sr-export: error: checkpoint"),
     ("sr-report", ["{tmp}/no_run", "-o", "{tmp}/out"], "sr-report: error: checkpoint"),

@@ -67,10 +67,13 @@ def test_a_new_adversarial_term_trains_its_own_discriminator(tiny_cfg, val_subse
     module = objects["module"]
     assert sorted(module.adversarial) == ["gan", "lsq"]
     assert not module.automatic_optimization
-    # both discriminators are in the discriminator optimizer and moved
-    d_params = {id(p) for g in objects["trainer"].optimizers[1].param_groups for p in g["params"]}
+    # each discriminator has its own optimizer (generator, gan's, lsq's), holding its parameters
+    _, opt_gan, opt_lsq = objects["trainer"].optimizers
+    d_params = {id(p) for g in opt_lsq.param_groups for p in g["params"]}
     critic = module.losses["lsq"].discriminator
-    assert all(id(p) in d_params for p in critic.parameters())
+    assert d_params == {id(p) for p in critic.parameters()}
+    gan_params = {id(p) for g in opt_gan.param_groups for p in g["params"]}
+    assert gan_params == {id(p) for p in module.losses["gan"].discriminator.parameters()}
     assert SeesAllCritics.seen[0] == ["gan", "lsq"]
     logged = objects["trainer"].callback_metrics
     assert "train/loss_lsq_d" in logged and "train/loss_lsq" in logged

@@ -118,3 +118,20 @@ def test_a_corrupt_byte_in_metrics_csv_costs_that_row_only(trained_run, eval_ima
     assert len(said) == 1 and str(metrics) in said[0] and "Traceback" not in res.stderr, res.stderr
     series = read_metrics_csv(metrics)
     assert series and all(len(values) for values in series.values())
+
+
+def test_the_plane_is_in_the_page(report):
+    text = report.read_text()
+    assert "<h2>Perception-distortion plane</h2>" in text
+    # the shared fixture's 48x60 crops are too small for NIQE's 96x96 blocks: said, not drawn
+    assert "Not drawn" in text and "96x96" in text
+
+
+def test_the_plane_is_drawn_for_images_large_enough(trained_run, tmp_path):
+    from sr_cli.data import SAMPLES_DIR
+
+    out = tmp_path / "r"
+    page = build_report([trained_run], out, images=SAMPLES_DIR / "val", crop=32, max_images=1)
+    text = page.read_text()
+    assert 'alt="perception-distortion plane"' in text
+    assert (out / "plane_val.png").is_file() and (out / "plane_val.csv").is_file()

@@ -101,3 +101,48 @@ def test_two_iterative_stages_and_resume(tiny_cfg, val_subset, tmp_path):
 def test_stages_need_an_adversarial_term(tiny_cfg):
     with pytest.raises(ConfigError, match="needs an adversarial term"):
         run(tiny_cfg("loss=[l1]", "stages=2"))
+
+
+def test_every_stage_validates_the_plane_metrics(tiny_cfg, tmp_path):
+    from sr_cli.train.stages import stage_config
+
+    cfg = tiny_cfg("experiment=iterative_perceptual", "val.extra_metrics=[haarpsi,niqe]")
+    s2 = stage_config(cfg, 2, tmp_path, tmp_path / "stage_1" / "last.ckpt")
+    assert list(s2.val.extra_metrics) == ["haarpsi", "niqe", "rmse_y"]
+
+
+def test_stages_path_through_the_plane(tiny_cfg, tmp_path):
+    """A stage's final validation logs val/niqe and val/rmse_y (a 200x200 image: NIQE needs two
+    96x96 blocks); stages.md lists the path and sr-train draws it with its CSV."""
+    import csv
+
+    from PIL import Image
+
+    from sr_cli.commands.train import draw_stage_plane
+    from sr_cli.data import SAMPLES_DIR
+    from sr_cli.train.stages import write_summary
+    from sr_cli.train.training import train
+
+    val = tmp_path / "val200"
+    val.mkdir()
+    Image.open(SAMPLES_DIR / "val" / "camera.png").crop((0, 0, 200, 200)).save(val / "c.png")
+    cfg = tiny_cfg("loss=[l1]", f"data.val_dir={val}", "val.extra_metrics=[niqe,rmse_y]")
+    metrics, _ = train(cfg)
+    assert metrics["val/niqe"] > 0 and metrics["val/rmse_y"] > 0
+    records = [
+        {"stage": 1, "dir": "stage_1", "losses": ["l1"], "metrics": metrics},
+        {"stage": 2, "dir": "stage_2", "losses": ["l1"], "metrics": {"val/niqe": 5.0}},
+    ]
+    root = tmp_path / "root"
+    root.mkdir()
+    write_summary(root, records, 2)
+    md = (root / "stages.md").read_text()
+    assert "Path through the perception-distortion plane" in md
+    assert f"| stage 1 | {metrics['val/niqe']:.4f} | {metrics['val/rmse_y']:.3f} |" in md
+    draw_stage_plane(records, root)
+    rows = list(csv.DictReader(open(root / "plane.csv")))
+    assert [r["label"] for r in rows] == ["stage 1", "stage 2"]
+    assert float(rows[0]["x"]) == pytest.approx(metrics["val/niqe"], abs=1e-5)
+    assert float(rows[0]["rmse_y"]) == pytest.approx(metrics["val/rmse_y"], abs=1e-5)
+    assert rows[1]["rmse_y"] == "nan"  # not validated: in the CSV, not in the picture
+    assert (root / "plane.png").stat().st_size > 1000

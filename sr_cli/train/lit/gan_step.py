@@ -1,9 +1,11 @@
 """The GAN path of a training step (manual optimization).
 
 When a loss term brings a discriminator, :class:`~sr_cli.train.lit.module.SRModule` switches to
-manual optimization: a generator step (discriminator frozen), then ``optim.d_steps_per_g``
-discriminator steps on the same detached SR, each with explicit clipping; the generator's and
-the discriminator's schedulers step with their own optimizer. Mixed precision runs through
+manual optimization: a generator step (discriminators frozen), then ``optim.d_steps_per_g``
+steps of every active discriminator on the same detached SR. Each adversarial term's
+discriminator has its own optimizer (built from ``optim.discriminator``) and its own schedule,
+so its gradients are clipped, checked and skipped apart from the others', and its schedule
+starts with its own ``d_start_step``. Mixed precision runs through
 Lightning's precision plugin here too: ``manual_backward`` scales the loss and the wrapped
 ``optimizer.step()`` unscales, calls ``on_before_optimizer_step`` (gradient check and clipping,
 on unscaled gradients) and lets the GradScaler skip overflowing fp16 steps. With
@@ -27,7 +29,7 @@ class GANStep:
     """Generator and discriminator updates of one iteration, for adversarial mixes."""
 
     def _gan_step(self, batch: dict) -> None:
-        opt_g, opt_d = self.optimizers()
+        opt_g, *opt_ds = self.optimizers()
         step = self.iteration
         self.toggle_optimizer(opt_g)
         inputs = self.loss_inputs(batch)
@@ -45,31 +47,40 @@ class GANStep:
         if g_sched is not None and self._window_ends():
             g_sched.step()
 
+        # Every adversarial term's discriminator has its own optimizer and schedule: it is
+        # stepped, clipped, checked and skipped on its own, from its own d_start_step.
+        d_opts = dict(zip(self.adversarial, opt_ds))
         d_terms = {n: t for n, t in self.adversarial.items() if t.discriminator_active(step)}
         if d_terms:
-            self.toggle_optimizer(opt_d)
             d_inputs = inputs.detached()
-            d_sched = self._scheduler("discriminator")
+            d_values: dict[str, Tensor] = {}
             for _ in range(self.d_steps_per_g):  # K updates on this iteration's detached SR
-                d_values = {n: t.discriminator_loss(d_inputs) for n, t in d_terms.items()}
-                bad = self._nonfinite(d_values)
-                if not self._all_ranks_finite(not bad):
-                    self._skipped = True
-                    self.nonfinite("value", bad or ["(another process)"], "discriminator")
-                else:
-                    d_total = torch.stack([v.float() for v in d_values.values()]).sum()
-                    self._guarded_step(
-                        opt_d,
-                        d_total,
-                        lambda: self._d_terms_with_bad_gradients(d_terms, d_inputs),
-                        "discriminator",
-                    )
-                if d_sched is not None and self._window_ends():  # from its first step on
-                    d_sched.step()
-            self.untoggle_optimizer(opt_d)
+                for name, term in d_terms.items():
+                    d_values[name] = self._discriminator_update(name, term, d_opts[name], d_inputs)
             for n, v in d_values.items():
                 logs[f"train/loss_{n}_d"] = v.detach()
         self._log_train(logs, inputs.gt.shape[0])
+
+    def _discriminator_update(self, name: str, term: AdversarialTerm, opt_d, d_inputs) -> Tensor:
+        """One update of one term's discriminator with its own optimizer; returns its loss."""
+        self.toggle_optimizer(opt_d)
+        value = term.discriminator_loss(d_inputs)
+        bad = self._nonfinite({name: value})
+        if not self._all_ranks_finite(not bad):
+            self._skipped = True
+            self.nonfinite("value", bad or ["(another process)"], "discriminator")
+        else:
+            self._guarded_step(
+                opt_d,
+                value.float(),
+                lambda: self._d_terms_with_bad_gradients({name: term}, d_inputs),
+                "discriminator",
+            )
+        d_sched = self._scheduler(self.discriminator_role(name))
+        if d_sched is not None and self._window_ends():  # from its first step on
+            d_sched.step()
+        self.untoggle_optimizer(opt_d)
+        return value
 
     def _guarded_step(self, optimizer, total: Tensor, bad_grads: Callable[[], list[str]], phase):
         """Backward and step of one network (manual optimization). The step goes through

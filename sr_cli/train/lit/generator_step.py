@@ -207,7 +207,7 @@ class GeneratorStep:
             self.log(key, value, prog_bar=show, on_step=True, on_epoch=False, batch_size=batch_size)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, (list, tuple)) else [optimizers]
-        for role, opt in zip(("generator", "discriminator"), optimizers):
+        for role, opt in zip(self.optimizer_roles(), optimizers):
             lr = float(opt.param_groups[0]["lr"])
             self.log(f"lr/{role}", lr, on_step=True, on_epoch=False, batch_size=batch_size)
 

@@ -399,20 +399,31 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
             raise ValueError(
                 "a loss term needs a discriminator but no discriminator optimizer was given"
             )
-        d_params = [
-            p
-            for t in self.adversarial.values()
-            for p in t.discriminator.parameters()
-            if p.requires_grad
-        ]
-        opt_d = self.discriminator_optimizer(d_params)
+        # One optimizer (and one schedule) per adversarial term: each discriminator is clipped,
+        # checked, scheduled and skipped on its own, from its own d_start_step.
+        d_opts = []
+        for name in self.adversarial:
+            params = [
+                p for p in self.adversarial[name].discriminator.parameters() if p.requires_grad
+            ]
+            d_opts.append(self.discriminator_optimizer(params))
         schedulers = [self.scheduler_factory(opt_g)] if self.scheduler_factory is not None else []
         if self.discriminator_scheduler_factory is not None:
-            schedulers.append(self.discriminator_scheduler_factory(opt_d))
-            self._scheduler_roles.append("discriminator")
+            for name, opt_d in zip(self.adversarial, d_opts):
+                schedulers.append(self.discriminator_scheduler_factory(opt_d))
+                self._scheduler_roles.append(self.discriminator_role(name))
         if not schedulers:
-            return [opt_g, opt_d]
-        return [opt_g, opt_d], schedulers
+            return [opt_g, *d_opts]
+        return [opt_g, *d_opts], schedulers
+
+    def discriminator_role(self, term: str) -> str:
+        """The name of a term's discriminator optimizer in logs and schedules: ``discriminator``
+        for the first adversarial term (as with one), ``discriminator_<term>`` for the others."""
+        return "discriminator" if term == next(iter(self.adversarial)) else f"discriminator_{term}"
+
+    def optimizer_roles(self) -> list[str]:
+        """``generator``, then one role per adversarial term, in the optimizers' order."""
+        return ["generator", *(self.discriminator_role(n) for n in self.adversarial)]
 
     def on_fit_end(self) -> None:
         """Record how many iterations every process ran (all ranks must take part in DDP)."""
@@ -463,11 +474,12 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
             return
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, (list, tuple)) else [optimizers]
-        for idx, role in enumerate(("generator", "discriminator")):
+        for idx, role in enumerate(self.optimizer_roles()):
+            kind = "generator" if idx == 0 else "discriminator"  # every term's: optim.discriminator
             changes = {
-                k[len(role) + 1 :]: v
+                k[len(kind) + 1 :]: v
                 for k, v in self.resume_changes.items()
-                if k.startswith(role + ".")
+                if k.startswith(kind + ".")
             }
             if not changes or idx >= len(optimizers):
                 continue
@@ -490,5 +502,5 @@ class SRModule(GeneratorStep, GANStep, Validation, pl.LightningModule):
                         group[key] = tuple(new) if isinstance(new, list) else new
             log.warning(
                 "resume: applying the new optimizer settings %s",
-                ", ".join(f"optim.{role}.{k}: {o!r} -> {n!r}" for k, (o, n) in changes.items()),
+                ", ".join(f"optim.{kind}.{k}: {o!r} -> {n!r}" for k, (o, n) in changes.items()),
             )
