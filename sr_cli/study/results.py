@@ -189,6 +189,14 @@ def results_markdown(info: Mapping[str, Any]) -> str:
     lines += ["```", ""]
     if info.get("report"):
         lines += [f"Report with crops: [{md(info['report'])}]({info['report']})", ""]
+    if info.get("plane"):
+        png, points = info["plane"]["png"], info["plane"]["csv"]
+        lines += [
+            f"Perception-distortion plane (NIQE against RMSE_Y, one point per arm and seed, each "
+            f"arm's mean with its 95% interval): [{md(png)}]({png}), points in "
+            f"[{md(points)}]({points})",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -344,6 +344,7 @@ def run_study(
     launch: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run (or finish) a study; write its results and report. Returns ``results.json``."""
+    from sr_cli.study.plane import draw_study_plane, with_plane_metrics
     from sr_cli.study.results import metric_targets, write_results
 
     t0 = time.monotonic()
@@ -369,7 +370,7 @@ def run_study(
         say(
             f"evaluating {len(items)} generator(s) and bicubic on {', '.join(map(str, sets.values()))}"
         )
-        values, results = evaluate(items, sets, metrics)
+        values, results = evaluate(items, sets, with_plane_metrics(metrics))
     arm_status = statuses_of(plan)
     verdicts = [judge(c, values, arm_status) for c in study.criteria]
     sanity = [judge(c, values, arm_status) for c in study.sanity]
@@ -379,6 +380,11 @@ def run_study(
         note = "a sanity check did not pass, so this budget cannot decide the claim"
     report = _report(plan, items, sets, study, preset, say)
     labels = _arm_labels(items, study)
+    plane = (
+        draw_study_plane(values, labels, plan.root, f"sr-study {study.name} ({preset})", say)
+        if values
+        else None
+    )
     info: dict[str, Any] = {
         "study": study.name,
         "file": str(study.path),
@@ -416,6 +422,7 @@ def run_study(
             + ([] if train else ["train=false"])
         ),
         "report": os.path.relpath(report, plan.root) if report else "",
+        "plane": plane,
         "sweep_statuses": statuses,
         "results_dir": str(plan.root),
         "rating_runs": _first_seed_checkpoints(plan, items),

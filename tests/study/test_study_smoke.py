@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sr_cli.report.plane import read_points_csv
 from sr_cli.study.plan import make_plan
 from sr_cli.study.runner import weights_cached
 from sr_cli.study.spec import load_study
@@ -55,6 +56,13 @@ def test_study_smoke_runs_reports_and_resumes(study, tmp_path):
     assert all(c["verdict"] in ("pass", "fail", "inconclusive") for c in info["criteria"])
     assert "| bicubic | – |" in md and "sr-train" in md and info["images"] == 10
     assert "wall time" in md and info["fresh"] is True
+    # the perception-distortion plane: a point per arm and seed, bicubic, linked from results.md
+    assert info["plane"] == {"png": "plane.png", "csv": "plane.csv"}, info.get("plane")
+    assert (root / "plane.png").is_file() and "[plane.png](plane.png)" in md
+    points = [r for r in read_points_csv(root / "plane.csv") if r["kind"] == "point"]
+    assert {r["label"] for r in points} >= {"bicubic"} | {
+        f"{row['arm']}/seed_0" for row in info["table"][1:]
+    }
 
     ckpts = sorted(tmp_path.glob("**/checkpoints/last.ckpt"))
     mtimes = [p.stat().st_mtime_ns for p in ckpts]
