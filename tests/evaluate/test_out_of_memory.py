@@ -47,8 +47,15 @@ def oom_checkpoint(trained_run, tmp_path, monkeypatch) -> Path:
     """The tiny run's checkpoint, its generator config naming :func:`oom_above_side` (8 px)."""
     import sr_cli.rebuild
 
+    import sr_cli.models.detect
+
     monkeypatch.setattr(
         sr_cli.rebuild, "ALLOWED_PACKAGES", (*sr_cli.rebuild.ALLOWED_PACKAGES, "tests.evaluate")
+    )
+    monkeypatch.setattr(  # the detector builds only generator classes and listed factories
+        sr_cli.models.detect,
+        "GENERATOR_FACTORIES",
+        sr_cli.models.detect.GENERATOR_FACTORIES | {f"{__name__}.oom_above_side"},
     )
     ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
     ckpt = copy.deepcopy(ckpt)

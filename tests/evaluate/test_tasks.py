@@ -105,7 +105,7 @@ def test_sr_eval_task_classification(trained_run, labelled_set, tmp_path):
         (r["version"], r["measure"]): r
         for r in csv.DictReader(open(out / "task_classification.csv"))
     }
-    model = f"{trained_run.name}/best"
+    model = f"{trained_run.name}/last"  # a run folder is scored through last.ckpt
     assert {v for v, _ in rows} == {HR, "bicubic", model}
     hr = rows[(HR, "top1")]
     assert float(hr["mean"]) == 1.0 and float(hr["drop"]) == 0.0
