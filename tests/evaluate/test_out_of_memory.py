@@ -45,9 +45,8 @@ def oom_above_side(max_side: int, **kwargs) -> RRDBNet:
 @pytest.fixture
 def oom_checkpoint(trained_run, tmp_path, monkeypatch) -> Path:
     """The tiny run's checkpoint, its generator config naming :func:`oom_above_side` (8 px)."""
-    import sr_cli.rebuild
-
     import sr_cli.models.detect
+    import sr_cli.rebuild
 
     monkeypatch.setattr(
         sr_cli.rebuild, "ALLOWED_PACKAGES", (*sr_cli.rebuild.ALLOWED_PACKAGES, "tests.evaluate")
