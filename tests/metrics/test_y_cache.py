@@ -20,4 +20,4 @@ def test_shared_y_planes_give_the_protocol_values_bit_for_bit():
             got = compute_metrics(["psnr_y", "ssim_y"], x)[0]
             assert got[0].item() == psnr_y(sr.clamp(0, 1), gt, 2, protocol).item()
             assert got[1].item() == ssim_y(sr.clamp(0, 1), gt, 2, protocol).item()
-        assert list(cache) == [("gt_y", protocol, 2)]  # GT converted once for both rows
+        assert list(cache) == [("gt_y", protocol, 2, 8)]  # GT converted once (8-bit source)
